@@ -1,0 +1,122 @@
+//! The one trait a board implements: console output, the interrupt controller, starting CPUs
+//! and leaving the machine.
+//!
+//! The kernel never names a board, a register address or a GIC version: whatever it needs from
+//! the hardware beyond the architecture (timer, MMU, exception vectors, which live in
+//! `arch::aarch64`) goes through [`Platform`]. A board builds one `'static` object implementing
+//! it and hands it to [`crate::boot::kernel_main`].
+
+/// A physical address range `[start, start + size)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhysRange {
+    /// First byte of the range.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+impl PhysRange {
+    /// One past the last byte of the range (saturating, so a bogus range cannot wrap).
+    pub const fn end(&self) -> u64 {
+        self.start.saturating_add(self.size)
+    }
+
+    /// Whether `addr` lies inside the range.
+    pub const fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && addr < self.end()
+    }
+}
+
+/// Which CPUs an inter-processor interrupt goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpiTarget {
+    /// One CPU, by kernel CPU index (which may be the sender itself).
+    Cpu(usize),
+    /// Every online CPU except the sender.
+    AllButSelf,
+}
+
+/// An interrupt acknowledged at the controller: the identifier to dispatch on and the raw
+/// value the controller wants back at end-of-interrupt (on GICv2 an SGI's IAR value carries the
+/// source CPU, which must be written back unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqAck {
+    /// Interrupt identifier (GIC INTID: SGIs 0-15, PPIs 16-31, SPIs from 32).
+    pub irq: u32,
+    /// Raw acknowledge value, returned to [`Platform::irq_eoi`].
+    pub raw: u32,
+}
+
+/// Why a CPU could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuStartError {
+    /// The firmware refused (PSCI error code, or the board's own code).
+    Firmware(i64),
+    /// The board has no way to start that CPU.
+    Unsupported,
+}
+
+/// The services a board provides to the kernel.
+///
+/// All methods may be called from any CPU; methods marked *this CPU* act on the CPU that calls
+/// them. None of them sleeps. They may be called with interrupts masked.
+pub trait Platform: Sync {
+    /// Short board name for the banner (`"qemu-virt"`).
+    fn name(&self) -> &'static str;
+
+    /// Writes bytes to the console, blocking until the hardware accepted them. The kernel's
+    /// console module serialises callers; implementations need no lock of their own.
+    fn console_write(&self, bytes: &[u8]);
+
+    /// Physical address ranges of device registers the kernel must map as device memory.
+    fn device_ranges(&self) -> &[PhysRange];
+
+    /// One-time interrupt controller setup, on the boot CPU, before any other CPU starts.
+    fn irq_init(&self);
+
+    /// Per-CPU interrupt controller setup (*this CPU*), called on every CPU, boot CPU included,
+    /// after [`Platform::irq_init`].
+    fn irq_init_cpu(&self, cpu: usize);
+
+    /// Enables interrupt `irq`, delivered at kernel priority level `ipl` (0 = lowest hardware
+    /// priority the kernel uses, 7 = highest; the board maps it to controller priorities).
+    /// For private interrupts (SGI/PPI) `cpu` names the CPU whose copy to enable.
+    fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8);
+
+    /// Acknowledges the highest-priority pending interrupt (*this CPU*), or `None` when the
+    /// controller has nothing (spurious).
+    fn irq_ack(&self) -> Option<IrqAck>;
+
+    /// Signals end of interrupt for an acknowledged interrupt (*this CPU*).
+    fn irq_eoi(&self, ack: IrqAck);
+
+    /// Sends software-generated interrupt `sgi` (0-7) to `target`.
+    fn send_ipi(&self, target: IpiTarget, sgi: u32);
+
+    /// The interrupt identifier of the EL1 physical timer (a PPI, the same on every CPU).
+    fn timer_irq(&self) -> u32;
+
+    /// Starts CPU `index` (MPIDR `mpidr`) at physical address `entry` with `context` in x0.
+    /// The CPU enters at EL1 or EL2 with the MMU off; `entry` is the board's secondary entry.
+    fn start_cpu(&self, index: usize, mpidr: u64, context: u64) -> Result<(), CpuStartError>;
+
+    /// Leaves the machine with exit status `code` (under QEMU, the emulator exits with it).
+    fn exit(&self, code: i32) -> !;
+}
+
+static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
+
+/// Registers the board's platform object. Called once by [`crate::boot::kernel_main`].
+pub fn set_platform(platform: &'static dyn Platform) {
+    PLATFORM.call_once(|| platform);
+}
+
+/// The board's platform object, once registered.
+pub fn try_platform() -> Option<&'static dyn Platform> {
+    PLATFORM.get().copied()
+}
+
+/// The board's platform object. Panics if called before boot registered it.
+pub fn platform() -> &'static dyn Platform {
+    try_platform().expect("platform() called before kernel_main registered the board")
+}

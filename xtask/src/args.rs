@@ -1,0 +1,604 @@
+//! Command-line parsing for `cargo xtask <command> [flags]`, by hand (no argument-parsing crate).
+//!
+//! Each command has a `parse_*` function that accepts exactly its flags; anything else is an
+//! error that names the command. Flags take values as `--flag VALUE` or `--flag=VALUE`.
+//!
+//! To add a command (`sdcard`, `flash`, `kvm` and `dump` are planned): add a [`Command`] variant
+//! with its argument struct, a `parse_*` function, an arm in [`parse`], a paragraph in [`USAGE`],
+//! remove its name from [`PLANNED`], and add the dispatch arm in `main.rs`.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::board::{Board, Gic, Machine, Profile, Variant};
+use crate::error::{Error, Result};
+
+/// Usage text printed by `cargo xtask help`.
+pub const USAGE: &str = "\
+Usage: cargo xtask <command> [flags]
+
+Commands:
+  build   Build a kernel image and print its path
+          --board virt            board to build for (default: virt)
+          --release               build with the release profile (default: debug)
+          --variant NAME          default | ktest | bench (default: default)
+
+  qemu    Build the kernel and boot it in QEMU interactively (quit with Ctrl-A x)
+          --board virt            board to emulate (default: virt)
+          --gic 2|3               interrupt controller version (default: 3)
+          --smp N                 number of CPUs (default: 4)
+          --icount                deterministic virtual time (-icount shift=0,...)
+          --gdb                   wait for a debugger on :1234 (-s -S)
+          --release               build with the release profile
+          --test                  boot the in-kernel test image (ktest) instead
+
+  test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
+          --verbose               show the whole kernel output
+          --timeout SECS          per-configuration time limit (default: 300)
+          --filter STR            run only kernel tests matching STR (ktest.filter=STR)
+
+  bench   Run the benchmark image on every QEMU configuration and print metric= lines
+          --json FILE             also write the figures to FILE as JSON
+          --timeout SECS          per-configuration time limit (default: 300)
+
+  gdb     Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
+          --board virt            board to emulate (default: virt)
+          --gic 2|3               interrupt controller version (default: 3)
+          --smp N                 number of CPUs (default: 4)
+          --release               build with the release profile
+          --test                  debug the in-kernel test image (ktest)
+
+  help    Print this message
+";
+
+/// Command names that are reserved for later and rejected with a clear message for now.
+pub const PLANNED: &[&str] = &["sdcard", "flash", "kvm", "dump"];
+
+/// Default host-side time limit for one QEMU run of `test` or `bench`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default GIC version for `qemu` and `gdb`.
+const DEFAULT_GIC: Gic = Gic::V3;
+
+/// Default CPU count for `qemu` and `gdb`.
+const DEFAULT_SMP: u32 = 4;
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print the usage text.
+    Help,
+    /// `cargo xtask build`.
+    Build(BuildArgs),
+    /// `cargo xtask qemu`.
+    Qemu(QemuArgs),
+    /// `cargo xtask test`.
+    Test(TestArgs),
+    /// `cargo xtask bench`.
+    Bench(BenchArgs),
+    /// `cargo xtask gdb`.
+    Gdb(GdbArgs),
+}
+
+/// Flags of `build`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildArgs {
+    /// Board to build for.
+    pub board: Board,
+    /// Build profile.
+    pub profile: Profile,
+    /// Image variant.
+    pub variant: Variant,
+}
+
+/// Flags of `qemu`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuArgs {
+    /// Machine to emulate.
+    pub machine: Machine,
+    /// Run with deterministic instruction counting.
+    pub icount: bool,
+    /// Start halted with a gdb stub on :1234.
+    pub gdb: bool,
+    /// Build profile.
+    pub profile: Profile,
+    /// Boot the ktest image instead of the default one.
+    pub test: bool,
+}
+
+/// Flags of `test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestArgs {
+    /// Echo every line of kernel output.
+    pub verbose: bool,
+    /// Time limit per QEMU configuration.
+    pub timeout: Duration,
+    /// Kernel test filter, passed as `ktest.filter=STR`.
+    pub filter: Option<String>,
+}
+
+/// Flags of `bench`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchArgs {
+    /// Where to write the figures as JSON, if anywhere.
+    pub json: Option<PathBuf>,
+    /// Time limit per QEMU configuration.
+    pub timeout: Duration,
+}
+
+/// Flags of `gdb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdbArgs {
+    /// Machine to emulate.
+    pub machine: Machine,
+    /// Build profile.
+    pub profile: Profile,
+    /// Debug the ktest image instead of the default one.
+    pub test: bool,
+}
+
+/// Parses the arguments after `cargo xtask` (without the program name).
+pub fn parse<I, S>(args: I) -> Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut args: VecDeque<String> = args.into_iter().map(Into::into).collect();
+    let Some(name) = args.pop_front() else {
+        return Ok(Command::Help);
+    };
+    match name.as_str() {
+        "help" | "-h" | "--help" => Ok(Command::Help),
+        "build" => parse_build(Flags::new("build", args)),
+        "qemu" => parse_qemu(Flags::new("qemu", args)),
+        "test" => parse_test(Flags::new("test", args)),
+        "bench" => parse_bench(Flags::new("bench", args)),
+        "gdb" => parse_gdb(Flags::new("gdb", args)),
+        planned if PLANNED.contains(&planned) => Err(Error::new(format!(
+            "`cargo xtask {planned}` is planned but not implemented yet"
+        ))),
+        other => Err(Error::new(format!(
+            "unknown command `{other}` (run `cargo xtask help` for the list)"
+        ))),
+    }
+}
+
+/// Board, GIC and CPU count flags shared by `qemu` and `gdb`.
+struct MachineFlags {
+    board: Board,
+    gic: Gic,
+    smp: u32,
+}
+
+impl Default for MachineFlags {
+    fn default() -> Self {
+        Self {
+            board: Board::Virt,
+            gic: DEFAULT_GIC,
+            smp: DEFAULT_SMP,
+        }
+    }
+}
+
+impl MachineFlags {
+    /// Handles `flag` if it is one of the machine flags; returns whether it was.
+    fn accept(&mut self, flags: &mut Flags, flag: &Flag) -> Result<bool> {
+        match flag.name.as_str() {
+            "--board" => self.board = flags.value(flag)?.parse()?,
+            "--gic" => self.gic = flags.value(flag)?.parse()?,
+            "--smp" => self.smp = parse_number(flag, &flags.value(flag)?)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The validated machine.
+    fn finish(self) -> Result<Machine> {
+        let machine = Machine {
+            board: self.board,
+            gic: self.gic,
+            smp: self.smp,
+        };
+        machine.validate()?;
+        Ok(machine)
+    }
+}
+
+fn parse_build(mut flags: Flags) -> Result<Command> {
+    let mut out = BuildArgs {
+        board: Board::Virt,
+        profile: Profile::Debug,
+        variant: Variant::Default,
+    };
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--board" => out.board = flags.value(&flag)?.parse()?,
+            "--variant" => out.variant = flags.value(&flag)?.parse()?,
+            "--release" => {
+                flags.switch(&flag)?;
+                out.profile = Profile::Release;
+            }
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Build(out))
+}
+
+fn parse_qemu(mut flags: Flags) -> Result<Command> {
+    let mut machine = MachineFlags::default();
+    let (mut icount, mut gdb, mut test, mut profile) = (false, false, false, Profile::Debug);
+    while let Some(flag) = flags.next_flag()? {
+        if machine.accept(&mut flags, &flag)? {
+            continue;
+        }
+        match flag.name.as_str() {
+            "--icount" => icount = flags.switch(&flag)?,
+            "--gdb" => gdb = flags.switch(&flag)?,
+            "--test" => test = flags.switch(&flag)?,
+            "--release" => {
+                flags.switch(&flag)?;
+                profile = Profile::Release;
+            }
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Qemu(QemuArgs {
+        machine: machine.finish()?,
+        icount,
+        gdb,
+        profile,
+        test,
+    }))
+}
+
+fn parse_test(mut flags: Flags) -> Result<Command> {
+    let mut out = TestArgs {
+        verbose: false,
+        timeout: DEFAULT_TIMEOUT,
+        filter: None,
+    };
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--verbose" | "-v" => out.verbose = flags.switch(&flag)?,
+            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
+            "--filter" => {
+                let filter = flags.value(&flag)?;
+                if filter.is_empty() || filter.chars().any(char::is_whitespace) {
+                    return Err(Error::new(format!(
+                        "--filter `{filter}`: the filter must be non-empty and contain no \
+                         whitespace (it is passed on the kernel command line)"
+                    )));
+                }
+                out.filter = Some(filter);
+            }
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Test(out))
+}
+
+fn parse_bench(mut flags: Flags) -> Result<Command> {
+    let mut out = BenchArgs {
+        json: None,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--json" => out.json = Some(PathBuf::from(flags.value(&flag)?)),
+            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Bench(out))
+}
+
+fn parse_gdb(mut flags: Flags) -> Result<Command> {
+    let mut machine = MachineFlags::default();
+    let (mut test, mut profile) = (false, Profile::Debug);
+    while let Some(flag) = flags.next_flag()? {
+        if machine.accept(&mut flags, &flag)? {
+            continue;
+        }
+        match flag.name.as_str() {
+            "--test" => test = flags.switch(&flag)?,
+            "--release" => {
+                flags.switch(&flag)?;
+                profile = Profile::Release;
+            }
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Gdb(GdbArgs {
+        machine: machine.finish()?,
+        profile,
+        test,
+    }))
+}
+
+/// One flag as written: its name and, for `--flag=value`, the inline value.
+#[derive(Debug)]
+struct Flag {
+    name: String,
+    inline: Option<String>,
+}
+
+/// The remaining arguments of one command, consumed flag by flag.
+struct Flags {
+    command: &'static str,
+    args: VecDeque<String>,
+}
+
+impl Flags {
+    fn new(command: &'static str, args: VecDeque<String>) -> Self {
+        Self { command, args }
+    }
+
+    /// The next flag, or `None` at the end; positional arguments are errors.
+    fn next_flag(&mut self) -> Result<Option<Flag>> {
+        let Some(arg) = self.args.pop_front() else {
+            return Ok(None);
+        };
+        if arg == "-h" || arg == "--help" {
+            return Err(Error::new(format!(
+                "`cargo xtask {}` flags are listed by `cargo xtask help`",
+                self.command
+            )));
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            return Err(Error::new(format!(
+                "unexpected argument `{arg}` for `cargo xtask {}` (it takes only flags; see \
+                 `cargo xtask help`)",
+                self.command
+            )));
+        }
+        Ok(Some(match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => Flag {
+                name: name.to_owned(),
+                inline: Some(value.to_owned()),
+            },
+            _ => Flag {
+                name: arg,
+                inline: None,
+            },
+        }))
+    }
+
+    /// The value of a flag that takes one.
+    fn value(&mut self, flag: &Flag) -> Result<String> {
+        if let Some(value) = &flag.inline {
+            return Ok(value.clone());
+        }
+        match self.args.front() {
+            Some(next) if !next.starts_with("--") => Ok(self.args.pop_front().unwrap_or_default()),
+            _ => Err(Error::new(format!(
+                "flag `{}` of `cargo xtask {}` needs a value",
+                flag.name, self.command
+            ))),
+        }
+    }
+
+    /// Checks that an on/off flag was given without a value; returns `true` to store.
+    fn switch(&mut self, flag: &Flag) -> Result<bool> {
+        match &flag.inline {
+            None => Ok(true),
+            Some(_) => Err(Error::new(format!(
+                "flag `{}` of `cargo xtask {}` takes no value",
+                flag.name, self.command
+            ))),
+        }
+    }
+
+    /// The error for a flag this command does not have.
+    fn unknown(&self, flag: &Flag) -> Error {
+        Error::new(format!(
+            "unknown flag `{}` for `cargo xtask {}` (see `cargo xtask help`)",
+            flag.name, self.command
+        ))
+    }
+}
+
+/// Parses a positive decimal number given to `flag`.
+fn parse_number(flag: &Flag, value: &str) -> Result<u32> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Error::new(format!(
+            "flag `{}` needs a positive whole number, not `{value}`",
+            flag.name
+        ))),
+    }
+}
+
+/// Parses a `--timeout` value in whole seconds.
+fn parse_timeout(flag: &Flag, value: &str) -> Result<Duration> {
+    Ok(Duration::from_secs(parse_number(flag, value)?.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Command {
+        match parse(args.iter().copied()) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?} should parse, got: {e}"),
+        }
+    }
+
+    fn parse_err(args: &[&str]) -> String {
+        match parse(args.iter().copied()) {
+            Ok(c) => panic!("{args:?} should fail, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn no_arguments_and_help_print_usage() {
+        assert_eq!(parse_ok(&[]), Command::Help);
+        assert_eq!(parse_ok(&["help"]), Command::Help);
+        assert_eq!(parse_ok(&["--help"]), Command::Help);
+    }
+
+    #[test]
+    fn build_defaults_and_flags() {
+        assert_eq!(
+            parse_ok(&["build"]),
+            Command::Build(BuildArgs {
+                board: Board::Virt,
+                profile: Profile::Debug,
+                variant: Variant::Default,
+            })
+        );
+        assert_eq!(
+            parse_ok(&["build", "--release", "--variant", "ktest", "--board=virt"]),
+            Command::Build(BuildArgs {
+                board: Board::Virt,
+                profile: Profile::Release,
+                variant: Variant::Ktest,
+            })
+        );
+        assert_eq!(
+            parse_ok(&["build", "--variant=bench"]),
+            Command::Build(BuildArgs {
+                board: Board::Virt,
+                profile: Profile::Debug,
+                variant: Variant::Bench,
+            })
+        );
+    }
+
+    #[test]
+    fn qemu_defaults() {
+        assert_eq!(
+            parse_ok(&["qemu"]),
+            Command::Qemu(QemuArgs {
+                machine: Machine::virt(Gic::V3, 4),
+                icount: false,
+                gdb: false,
+                profile: Profile::Debug,
+                test: false,
+            })
+        );
+    }
+
+    #[test]
+    fn qemu_all_flags() {
+        assert_eq!(
+            parse_ok(&[
+                "qemu",
+                "--gic",
+                "2",
+                "--smp=8",
+                "--icount",
+                "--gdb",
+                "--release",
+                "--test"
+            ]),
+            Command::Qemu(QemuArgs {
+                machine: Machine::virt(Gic::V2, 8),
+                icount: true,
+                gdb: true,
+                profile: Profile::Release,
+                test: true,
+            })
+        );
+    }
+
+    #[test]
+    fn qemu_rejects_bad_machines() {
+        assert!(parse_err(&["qemu", "--gic", "4"]).contains("unknown GIC version `4`"));
+        assert!(parse_err(&["qemu", "--smp", "0"]).contains("positive whole number"));
+        assert!(parse_err(&["qemu", "--smp", "four"]).contains("not `four`"));
+        assert!(parse_err(&["qemu", "--gic", "2", "--smp", "16"]).contains("out of range"));
+        assert!(parse_err(&["qemu", "--board", "pc"]).contains("unknown board `pc`"));
+    }
+
+    #[test]
+    fn test_flags() {
+        assert_eq!(
+            parse_ok(&["test"]),
+            Command::Test(TestArgs {
+                verbose: false,
+                timeout: DEFAULT_TIMEOUT,
+                filter: None,
+            })
+        );
+        assert_eq!(
+            parse_ok(&[
+                "test",
+                "--verbose",
+                "--timeout",
+                "60",
+                "--filter",
+                "sched::"
+            ]),
+            Command::Test(TestArgs {
+                verbose: true,
+                timeout: Duration::from_secs(60),
+                filter: Some("sched::".into()),
+            })
+        );
+        assert!(parse_err(&["test", "--filter", "a b"]).contains("no whitespace"));
+        assert!(parse_err(&["test", "--timeout", "0"]).contains("positive"));
+    }
+
+    #[test]
+    fn bench_flags() {
+        assert_eq!(
+            parse_ok(&["bench", "--json", "out.json", "--timeout=10"]),
+            Command::Bench(BenchArgs {
+                json: Some(PathBuf::from("out.json")),
+                timeout: Duration::from_secs(10),
+            })
+        );
+    }
+
+    #[test]
+    fn gdb_flags() {
+        assert_eq!(
+            parse_ok(&["gdb", "--smp", "2", "--gic", "2"]),
+            Command::Gdb(GdbArgs {
+                machine: Machine::virt(Gic::V2, 2),
+                profile: Profile::Debug,
+                test: false,
+            })
+        );
+        assert!(parse_err(&["gdb", "--icount"]).contains("unknown flag `--icount`"));
+    }
+
+    #[test]
+    fn unknown_flags_and_commands_are_errors() {
+        assert_eq!(
+            parse_err(&["build", "--fast"]),
+            "unknown flag `--fast` for `cargo xtask build` (see `cargo xtask help`)"
+        );
+        assert!(parse_err(&["test", "--board", "virt"]).contains("unknown flag `--board`"));
+        assert!(parse_err(&["frobnicate"]).contains("unknown command `frobnicate`"));
+        assert!(parse_err(&["build", "extra"]).contains("unexpected argument `extra`"));
+    }
+
+    #[test]
+    fn flag_values_are_checked() {
+        assert!(parse_err(&["build", "--variant"]).contains("needs a value"));
+        assert!(parse_err(&["bench", "--json", "--timeout", "5"]).contains("needs a value"));
+        assert!(parse_err(&["build", "--release=yes"]).contains("takes no value"));
+    }
+
+    #[test]
+    fn planned_commands_say_so_and_are_not_in_usage() {
+        for name in PLANNED {
+            assert!(parse_err(&[name]).contains("not implemented yet"));
+            assert!(!USAGE.contains(&format!("  {name} ")));
+        }
+    }
+
+    #[test]
+    fn usage_lists_every_command() {
+        for name in ["build", "qemu", "test", "bench", "gdb", "help"] {
+            assert!(
+                USAGE.contains(&format!("\n  {name} ")),
+                "{name} missing from usage"
+            );
+        }
+    }
+}

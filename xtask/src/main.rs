@@ -1,0 +1,58 @@
+//! `cargo xtask`: builds kernel images, boots them in QEMU, runs the host and in-kernel tests
+//! and the benchmarks. Run `cargo xtask help` for the commands.
+//!
+//! This file only dispatches; each command lives in its own module.
+
+mod args;
+mod bench;
+mod board;
+mod error;
+mod gdb;
+mod image;
+mod proc;
+mod qemu;
+mod test;
+mod tools;
+mod workspace;
+
+use std::process::ExitCode;
+
+use args::Command;
+use error::Result;
+use workspace::Workspace;
+
+/// Exit status for a command line that could not be parsed.
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = match args::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    match dispatch(&command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command.
+fn dispatch(command: &Command) -> Result<ExitCode> {
+    let ws = Workspace::locate();
+    match command {
+        Command::Help => {
+            print!("{}", args::USAGE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build(args) => image::run(&ws, args),
+        Command::Qemu(args) => qemu::run(&ws, args),
+        Command::Test(args) => test::run(&ws, args),
+        Command::Bench(args) => bench::run(&ws, args),
+        Command::Gdb(args) => gdb::run(&ws, args),
+    }
+}

@@ -1,0 +1,192 @@
+//! The QEMU command line for each board (one function, shared by `qemu`, `test`, `bench` and
+//! `gdb`), and `cargo xtask qemu`, which boots an image interactively.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, ExitStatus};
+
+use crate::args::QemuArgs;
+use crate::board::{Board, Machine, Variant};
+use crate::error::{Context, Result};
+use crate::workspace::Workspace;
+use crate::{image, tools};
+
+/// The fixed start date of the emulated real-time clock, so runs are reproducible.
+const RTC_BASE: &str = "2025-01-01T00:00:00";
+
+/// QEMU's deterministic-time setting: one virtual nanosecond per instruction, no sleeping.
+const ICOUNT: &str = "shift=0,align=off,sleep=off";
+
+/// The TCP port QEMU's gdb stub listens on with `-s`.
+pub const GDB_PORT: u16 = 1234;
+
+/// One QEMU invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct QemuRun<'a> {
+    /// The emulated machine.
+    pub machine: Machine,
+    /// The kernel ELF to boot.
+    pub kernel: &'a Path,
+    /// Deterministic virtual time (`-icount`).
+    pub icount: bool,
+    /// Start halted with a gdb stub (`-s -S`).
+    pub gdb: bool,
+    /// The kernel command line (`-append`), if any.
+    pub append: Option<&'a str>,
+}
+
+impl<'a> QemuRun<'a> {
+    /// A plain run of `kernel` on `machine`: no icount, no gdb, no command line.
+    pub fn new(machine: Machine, kernel: &'a Path) -> Self {
+        Self {
+            machine,
+            kernel,
+            icount: false,
+            gdb: false,
+            append: None,
+        }
+    }
+
+    /// The arguments after `qemu-system-aarch64`.
+    pub fn args(&self) -> Vec<OsString> {
+        let m = self.machine;
+        let mut args: Vec<OsString> = match m.board {
+            Board::Virt => [
+                "-M".to_owned(),
+                format!("virt,gic-version={},dtb-randomness=off", m.gic),
+                "-cpu".to_owned(),
+                "cortex-a72".to_owned(),
+                "-smp".to_owned(),
+                m.smp.to_string(),
+                "-m".to_owned(),
+                "1G".to_owned(),
+                "-nographic".to_owned(),
+                "-no-reboot".to_owned(),
+                "-semihosting-config".to_owned(),
+                "enable=on,target=native".to_owned(),
+                "-rtc".to_owned(),
+                format!("base={RTC_BASE},clock=vm"),
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
+        };
+        args.push("-kernel".into());
+        args.push(self.kernel.into());
+        if self.icount {
+            args.extend(["-icount".into(), ICOUNT.into()]);
+        }
+        if self.gdb {
+            args.extend(["-s".into(), "-S".into()]);
+        }
+        if let Some(append) = self.append {
+            args.extend(["-append".into(), append.into()]);
+        }
+        args
+    }
+
+    /// The full command, ready to spawn.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(tools::QEMU);
+        cmd.args(self.args());
+        cmd
+    }
+
+    /// The command as a shell-like string, for progress messages.
+    pub fn display(&self) -> String {
+        std::iter::once(tools::QEMU.to_owned())
+            .chain(self.args().iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `cargo xtask qemu`: builds the default (or ktest) image and boots it with the terminal
+/// attached; exits with QEMU's status.
+pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
+    tools::check_qemu()?;
+    let variant = if args.test {
+        Variant::Ktest
+    } else {
+        Variant::Default
+    };
+    let kernel = image::build(ws, args.machine.board, variant, args.profile)?;
+    let run = QemuRun {
+        icount: args.icount,
+        gdb: args.gdb,
+        ..QemuRun::new(args.machine, &kernel)
+    };
+    eprintln!("xtask: {}", run.display());
+    if args.gdb {
+        eprintln!(
+            "xtask: QEMU waits for a debugger: gdb-multiarch {} -ex 'target remote :{GDB_PORT}'",
+            kernel.display()
+        );
+    }
+    eprintln!("xtask: quit QEMU with Ctrl-A x");
+    let status = run.command().status().context("starting QEMU")?;
+    Ok(exit_code(status))
+}
+
+/// Passes a child's exit status on as ours (128 + signal number when it was killed).
+pub fn exit_code(status: ExitStatus) -> ExitCode {
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 1,
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::Gic;
+
+    fn joined(run: &QemuRun) -> String {
+        run.args()
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn virt_command_line() {
+        let kernel = Path::new("/t/images/virt-ktest-release.elf");
+        let run = QemuRun::new(Machine::virt(Gic::V3, 4), kernel);
+        assert_eq!(
+            joined(&run),
+            "-M virt,gic-version=3,dtb-randomness=off -cpu cortex-a72 -smp 4 -m 1G -nographic \
+             -no-reboot -semihosting-config enable=on,target=native \
+             -rtc base=2025-01-01T00:00:00,clock=vm -kernel /t/images/virt-ktest-release.elf"
+        );
+    }
+
+    #[test]
+    fn icount_gdb_and_append_are_added() {
+        let kernel = Path::new("k.elf");
+        let run = QemuRun {
+            icount: true,
+            gdb: true,
+            append: Some("ktest.filter=sched"),
+            ..QemuRun::new(Machine::virt(Gic::V2, 8), kernel)
+        };
+        let line = joined(&run);
+        assert!(line.starts_with("-M virt,gic-version=2,dtb-randomness=off "));
+        assert!(line.contains(" -smp 8 "));
+        assert!(line.ends_with(
+            "-kernel k.elf -icount shift=0,align=off,sleep=off -s -S -append ktest.filter=sched"
+        ));
+        assert!(run.display().starts_with("qemu-system-aarch64 -M virt,"));
+    }
+
+    #[test]
+    fn exit_codes_pass_through() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), ExitCode::from(3));
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), ExitCode::SUCCESS);
+        // Killed by SIGKILL (9).
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), ExitCode::from(137));
+    }
+}

@@ -1,0 +1,493 @@
+//! `cargo xtask test`: the host unit tests (`cargo test` on the host crates), then the in-kernel
+//! test image on every QEMU configuration of [`TEST_MATRIX`], one after the other. Ends with a
+//! line `<passed> passed, <failed> failed` that adds up everything.
+//!
+//! The kernel prints one line per test and then a summary line that is exactly
+//! `N passed, N failed` (optionally followed by `, N skipped`); the last such line counts. QEMU's
+//! exit status must be 0 when all tests passed.
+
+use std::fmt;
+use std::ops::AddAssign;
+use std::path::PathBuf;
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::args::TestArgs;
+use crate::board::{Board, Gic, Machine, Profile, Variant};
+use crate::error::{Context, Result};
+use crate::proc::{self, Ending};
+use crate::qemu::QemuRun;
+use crate::workspace::Workspace;
+use crate::{image, tools};
+
+/// The QEMU configurations the in-kernel tests run on, in this order.
+pub const TEST_MATRIX: &[Machine] = &[
+    Machine::virt(Gic::V3, 4),
+    Machine::virt(Gic::V2, 4),
+    Machine::virt(Gic::V3, 1),
+    Machine::virt(Gic::V3, 8),
+];
+
+/// Workspace packages that only build for the kernel target, left out of the host tests.
+pub const HOST_TEST_EXCLUDES: &[&str] = &["qemu-virt", "board-common"];
+
+/// Substrings that mark a kernel output line worth showing even without `--verbose`.
+const FAILURE_MARKERS: &[&str] = &["FAIL", "panic", "PANIC", "watchdog"];
+
+/// How many lines of a failed run's log to show without `--verbose`.
+const TAIL_LINES: usize = 20;
+
+/// Test counts of one run, or of everything added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Tests that passed.
+    pub passed: u64,
+    /// Tests that failed (or runs that went wrong).
+    pub failed: u64,
+    /// Tests that were skipped (reported only when non-zero).
+    pub skipped: u64,
+}
+
+impl AddAssign for Counts {
+    fn add_assign(&mut self, other: Self) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one step (host tests or one QEMU configuration) after judging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The counts, with at least one failure if anything went wrong.
+    pub counts: Counts,
+    /// Why the step failed beyond what the counts say, if it did.
+    pub note: Option<String>,
+}
+
+/// `cargo xtask test`.
+pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
+    tools::check_qemu()?;
+    let mut total = Counts::default();
+
+    let host = host_tests(ws, args.verbose)?;
+    println!("{}", result_line("host", &host, None));
+    total += host.counts;
+
+    let append = args.filter.as_ref().map(|f| format!("ktest.filter={f}"));
+    let mut images: Vec<(Board, Option<PathBuf>)> = Vec::new();
+    for machine in TEST_MATRIX {
+        let board = machine.board;
+        let kernel = match images.iter().find(|(b, _)| *b == board) {
+            Some((_, kernel)) => kernel.clone(),
+            None => {
+                let kernel = match image::build(ws, board, Variant::Ktest, Profile::Release) {
+                    Ok(kernel) => Some(kernel),
+                    Err(e) => {
+                        let verdict = Verdict {
+                            counts: Counts {
+                                failed: 1,
+                                ..Counts::default()
+                            },
+                            note: Some(e.to_string()),
+                        };
+                        println!(
+                            "{}",
+                            result_line(&format!("{board} ktest build"), &verdict, None)
+                        );
+                        total += verdict.counts;
+                        None
+                    }
+                };
+                images.push((board, kernel.clone()));
+                kernel
+            }
+        };
+        let Some(kernel) = kernel else { continue };
+        let run = QemuRun {
+            append: append.as_deref(),
+            ..QemuRun::new(*machine, &kernel)
+        };
+        let verdict = run_config(ws, &run, args)?;
+        total += verdict.counts;
+    }
+
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `cargo test` on the host crates, showing its output only on failure (or `--verbose`).
+fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
+    let mut cmd = ws.cargo();
+    cmd.args(["test", "--workspace"]);
+    for package in HOST_TEST_EXCLUDES {
+        cmd.args(["--exclude", package]);
+    }
+    eprintln!(
+        "xtask: host unit tests: cargo test --workspace --exclude {}",
+        HOST_TEST_EXCLUDES.join(" --exclude ")
+    );
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo test")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdict = judge_host(out.status, sum_cargo_results(&stdout));
+    if verbose || verdict.counts.failed > 0 {
+        eprintln!("{}", stdout.trim_end());
+    }
+    Ok(verdict)
+}
+
+/// Runs the ktest image on one machine and prints its result line.
+fn run_config(ws: &Workspace, run: &QemuRun, args: &TestArgs) -> Result<Verdict> {
+    let label = run.machine.label();
+    let log = ws.log_path(&run.machine.log_stem(Variant::Ktest));
+    eprintln!("xtask: {label}: {}", run.display());
+    let verbose = args.verbose;
+    let captured = proc::run_captured(&mut run.command(), &log, args.timeout, |line| {
+        if verbose {
+            println!("{line}");
+        } else if is_failure_line(line) {
+            println!("[{label}] {line}");
+        }
+    })?;
+    let summary = last_summary(&captured.lines);
+    let verdict = judge_kernel(summary, captured.ending, args.timeout);
+    if verdict.counts.failed > 0 && !verbose {
+        let skip = captured.lines.len().saturating_sub(TAIL_LINES);
+        println!("[{label}] last lines of {}:", log.display());
+        for line in &captured.lines[skip..] {
+            println!("[{label}]   {line}");
+        }
+    }
+    println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
+    Ok(verdict)
+}
+
+/// Whether a kernel output line looks like a failure worth echoing without `--verbose`.
+pub fn is_failure_line(line: &str) -> bool {
+    FAILURE_MARKERS.iter().any(|m| line.contains(m))
+}
+
+/// Parses a kernel summary line: exactly `N passed, N failed` or `N passed, N failed, N skipped`
+/// (surrounding whitespace is ignored).
+pub fn parse_summary(line: &str) -> Option<Counts> {
+    let parts: Vec<&str> = line.trim().split(", ").collect();
+    if !(2..=3).contains(&parts.len()) {
+        return None;
+    }
+    let count = |part: &str, word: &str| -> Option<u64> {
+        let (n, w) = part.split_once(' ')?;
+        if w != word || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    };
+    Some(Counts {
+        passed: count(parts[0], "passed")?,
+        failed: count(parts[1], "failed")?,
+        skipped: match parts.get(2) {
+            Some(part) => count(part, "skipped")?,
+            None => 0,
+        },
+    })
+}
+
+/// The last summary line in a kernel's output.
+pub fn last_summary<S: AsRef<str>>(lines: &[S]) -> Option<Counts> {
+    lines.iter().rev().find_map(|l| parse_summary(l.as_ref()))
+}
+
+/// Parses libtest's `test result: ok. N passed; M failed; ...` line.
+pub fn parse_cargo_result(line: &str) -> Option<Counts> {
+    let (_, rest) = line.split_once("test result: ")?;
+    let (_status, rest) = rest.split_once(". ")?;
+    let (mut passed, mut failed) = (None, None);
+    for part in rest.split(';') {
+        let Some((n, word)) = part.trim().split_once(' ') else {
+            continue;
+        };
+        match word {
+            "passed" => passed = n.parse().ok(),
+            "failed" => failed = n.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Counts {
+        passed: passed?,
+        failed: failed?,
+        skipped: 0,
+    })
+}
+
+/// Adds up every `test result:` line of `cargo test`'s output; `None` if there is none.
+pub fn sum_cargo_results(output: &str) -> Option<Counts> {
+    output
+        .lines()
+        .filter_map(parse_cargo_result)
+        .fold(None, |sum, c| {
+            let mut sum = sum.unwrap_or_default();
+            sum += c;
+            Some(sum)
+        })
+}
+
+/// Judges the host tests: a failing `cargo test` counts at least one failure.
+pub fn judge_host(status: ExitStatus, counts: Option<Counts>) -> Verdict {
+    match (status.success(), counts) {
+        (true, Some(counts)) => Verdict { counts, note: None },
+        (true, None) => Verdict {
+            counts: Counts::default(),
+            note: None,
+        },
+        (false, None) => Verdict {
+            counts: Counts {
+                failed: 1,
+                ..Counts::default()
+            },
+            note: Some(format!(
+                "cargo test failed ({}) and printed no test results",
+                proc::describe(status)
+            )),
+        },
+        (false, Some(mut counts)) if counts.failed == 0 => {
+            counts.failed = 1;
+            Verdict {
+                counts,
+                note: Some(format!(
+                    "cargo test failed ({}) although no test failed",
+                    proc::describe(status)
+                )),
+            }
+        }
+        (false, Some(counts)) => Verdict { counts, note: None },
+    }
+}
+
+/// Judges one kernel run: a timeout, a non-zero exit or a missing summary line each count at
+/// least one failure.
+pub fn judge_kernel(summary: Option<Counts>, ending: Ending, timeout: Duration) -> Verdict {
+    let mut counts = summary.unwrap_or_default();
+    let note = match ending {
+        Ending::TimedOut => Some(format!("timeout after {} s", timeout.as_secs())),
+        Ending::Exited(status) => match summary {
+            None => Some(format!(
+                "QEMU exited with {} and no summary line was printed",
+                proc::describe(status)
+            )),
+            Some(s) if !status.success() && s.failed == 0 => Some(format!(
+                "the summary says 0 failed but QEMU exited with {}",
+                proc::describe(status)
+            )),
+            Some(_) => None,
+        },
+    };
+    if note.is_some() {
+        counts.failed = counts.failed.max(1);
+    }
+    Verdict { counts, note }
+}
+
+/// A result line such as `virt gic3 smp4: 42 passed, 0 failed (12.3 s)`.
+pub fn result_line(label: &str, verdict: &Verdict, elapsed: Option<Duration>) -> String {
+    let mut line = format!("{label}: {}", verdict.counts);
+    if let Some(elapsed) = elapsed {
+        line.push_str(&format!(" ({:.1} s)", elapsed.as_secs_f64()));
+    }
+    if let Some(note) = &verdict.note {
+        line.push_str(" - ");
+        line.push_str(note);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    fn counts(passed: u64, failed: u64, skipped: u64) -> Counts {
+        Counts {
+            passed,
+            failed,
+            skipped,
+        }
+    }
+
+    #[test]
+    fn summary_lines() {
+        assert_eq!(parse_summary("42 passed, 0 failed"), Some(counts(42, 0, 0)));
+        assert_eq!(
+            parse_summary("3 passed, 2 failed, 1 skipped"),
+            Some(counts(3, 2, 1))
+        );
+        assert_eq!(parse_summary("0 passed, 0 failed\r"), Some(counts(0, 0, 0)));
+        assert_eq!(parse_summary("test foo: 3 passed, 0 failed"), None);
+        assert_eq!(parse_summary("3 passed; 0 failed"), None);
+        assert_eq!(parse_summary("3 passed, 0 failed, 1 ignored"), None);
+        assert_eq!(parse_summary("3 passed, 0 failed, 1 skipped, 2 more"), None);
+        assert_eq!(parse_summary("-3 passed, 0 failed"), None);
+        assert_eq!(parse_summary("passed, failed"), None);
+        assert_eq!(parse_summary("3 passed, 0 failed (1.2 s)"), None);
+    }
+
+    #[test]
+    fn the_last_summary_counts() {
+        let lines = [
+            "boot",
+            "1 passed, 0 failed",
+            "test x ... FAIL",
+            "5 passed, 1 failed, 2 skipped",
+            "bye",
+        ];
+        assert_eq!(last_summary(&lines), Some(counts(5, 1, 2)));
+        assert_eq!(last_summary(&["no summary here"]), None);
+    }
+
+    #[test]
+    fn cargo_result_lines() {
+        assert_eq!(
+            parse_cargo_result(
+                "test result: ok. 17 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; \
+                 finished in 0.01s"
+            ),
+            Some(counts(17, 0, 0))
+        );
+        assert_eq!(
+            parse_cargo_result("test result: FAILED. 4 passed; 2 failed; 0 ignored"),
+            Some(counts(4, 2, 0))
+        );
+        assert_eq!(parse_cargo_result("running 17 tests"), None);
+        assert_eq!(parse_cargo_result("test result: ok. nothing"), None);
+    }
+
+    #[test]
+    fn cargo_results_are_summed() {
+        let out = "\nrunning 3 tests\ntest a ... ok\n\n\
+            test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n\
+            running 0 tests\n\
+            test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out\n\
+            test result: FAILED. 5 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(sum_cargo_results(out), Some(counts(8, 1, 0)));
+        assert_eq!(sum_cargo_results("error[E0425]: cannot find value"), None);
+    }
+
+    #[test]
+    fn host_judgement() {
+        assert_eq!(
+            judge_host(exited(0), Some(counts(9, 0, 0))).counts,
+            counts(9, 0, 0)
+        );
+        let broken = judge_host(exited(101), None);
+        assert_eq!(broken.counts, counts(0, 1, 0));
+        assert!(broken.note.unwrap().contains("printed no test results"));
+        assert_eq!(
+            judge_host(exited(101), Some(counts(9, 2, 0))),
+            Verdict {
+                counts: counts(9, 2, 0),
+                note: None
+            }
+        );
+        assert_eq!(
+            judge_host(exited(101), Some(counts(9, 0, 0))).counts,
+            counts(9, 1, 0)
+        );
+    }
+
+    #[test]
+    fn kernel_judgement() {
+        let limit = Duration::from_secs(300);
+        let ok = judge_kernel(Some(counts(42, 0, 1)), Ending::Exited(exited(0)), limit);
+        assert_eq!(
+            ok,
+            Verdict {
+                counts: counts(42, 0, 1),
+                note: None
+            }
+        );
+
+        let failed = judge_kernel(Some(counts(40, 2, 0)), Ending::Exited(exited(1)), limit);
+        assert_eq!(
+            failed,
+            Verdict {
+                counts: counts(40, 2, 0),
+                note: None
+            }
+        );
+
+        let liar = judge_kernel(Some(counts(42, 0, 0)), Ending::Exited(exited(1)), limit);
+        assert_eq!(liar.counts, counts(42, 1, 0));
+        assert_eq!(
+            liar.note.as_deref(),
+            Some("the summary says 0 failed but QEMU exited with status 1")
+        );
+
+        let silent = judge_kernel(None, Ending::Exited(exited(0)), limit);
+        assert_eq!(silent.counts, counts(0, 1, 0));
+        assert!(silent.note.unwrap().contains("no summary line"));
+
+        let hung = judge_kernel(Some(counts(3, 0, 0)), Ending::TimedOut, limit);
+        assert_eq!(hung.counts, counts(3, 1, 0));
+        assert_eq!(hung.note.as_deref(), Some("timeout after 300 s"));
+    }
+
+    #[test]
+    fn result_lines() {
+        let v = Verdict {
+            counts: counts(42, 0, 0),
+            note: None,
+        };
+        assert_eq!(
+            result_line("virt gic3 smp4", &v, Some(Duration::from_millis(12_340))),
+            "virt gic3 smp4: 42 passed, 0 failed (12.3 s)"
+        );
+        assert_eq!(result_line("host", &v, None), "host: 42 passed, 0 failed");
+        let v = Verdict {
+            counts: counts(1, 1, 2),
+            note: Some("timeout after 5 s".into()),
+        };
+        assert_eq!(
+            result_line("virt gic2 smp4", &v, Some(Duration::from_secs(5))),
+            "virt gic2 smp4: 1 passed, 1 failed, 2 skipped (5.0 s) - timeout after 5 s"
+        );
+    }
+
+    #[test]
+    fn failure_lines() {
+        assert!(is_failure_line("test sched::yield ... FAIL"));
+        assert!(is_failure_line("kernel panic at src/lib.rs:3"));
+        assert!(is_failure_line("PANIC: oops"));
+        assert!(is_failure_line("watchdog: cpu 2 stuck"));
+        assert!(!is_failure_line("test sched::yield ... ok"));
+        assert!(!is_failure_line("40 passed, 0 failed"));
+    }
+
+    #[test]
+    fn matrix_is_valid() {
+        assert_eq!(TEST_MATRIX[0], Machine::virt(Gic::V3, 4));
+        for m in TEST_MATRIX {
+            assert!(m.validate().is_ok(), "{m:?}");
+        }
+    }
+}
