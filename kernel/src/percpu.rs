@@ -104,13 +104,8 @@ unsafe extern "C" {
 /// The bounds of the `.dpcpu` template section.
 #[cfg(target_arch = "aarch64")]
 pub fn section() -> (u64, u64) {
-    // SAFETY: linker-script symbols; only their addresses are taken.
-    unsafe {
-        (
-            core::ptr::addr_of!(__dpcpu_start) as u64,
-            core::ptr::addr_of!(__dpcpu_end) as u64,
-        )
-    }
+    // Linker-script symbols: only their addresses are taken, which needs no `unsafe`.
+    (core::ptr::addr_of!(__dpcpu_start) as u64, core::ptr::addr_of!(__dpcpu_end) as u64)
 }
 
 /// Gives every attached CPU its copy of the template section and records the offsets.

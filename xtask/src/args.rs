@@ -34,7 +34,7 @@ Commands:
           --test                  boot the in-kernel test image (ktest) instead
 
   test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
-          --verbose               show the whole kernel output
+          --verbose, -v           show the whole kernel output
           --timeout SECS          per-configuration time limit (default: 300)
           --filter STR            run only kernel tests matching STR (ktest.filter=STR)
 

@@ -91,24 +91,25 @@ pub fn run_captured(
     drop(tx);
 
     let mut lines = Vec::new();
-    let mut timed_out = false;
-    let mut take = |line: String, lines: &mut Vec<String>| -> Result<()> {
-        writeln!(log_file, "{line}").with_context(|| format!("writing {}", log.display()))?;
+    // A log that cannot be written is reported once the process is gone, never left running.
+    let mut log_error = None;
+    let mut take = |line: String, lines: &mut Vec<String>| {
+        if log_error.is_none()
+            && let Err(e) = writeln!(log_file, "{line}")
+        {
+            log_error = Some(e);
+        }
         on_line(&line);
         lines.push(line);
-        Ok(())
     };
-    loop {
+    let timed_out = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) => take(line, &mut lines)?,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
-                break;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(line) => take(line, &mut lines),
+            Err(mpsc::RecvTimeoutError::Timeout) => break true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
         }
-    }
+    };
 
     let status = if timed_out {
         None
@@ -141,7 +142,7 @@ pub fn run_captured(
     let mut drained = false;
     loop {
         match rx.recv_timeout(DRAIN_LIMIT) {
-            Ok(line) => take(line, &mut lines)?,
+            Ok(line) => take(line, &mut lines),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 drained = true;
                 break;
@@ -153,6 +154,9 @@ pub fn run_captured(
         for reader in readers {
             let _ = reader.join();
         }
+    }
+    if let Some(e) = log_error {
+        return Err(e).with_context(|| format!("writing {}", log.display()));
     }
     log_file
         .flush()

@@ -1,2 +1,225 @@
-//! placeholder
-fn main() {}
+//! The QEMU `virt` board.
+//!
+//! One image for every configuration of the machine: the GIC version and addresses, the PSCI
+//! conduit, the UART, the timer interrupt, the memory and the CPUs all come from the device
+//! tree at boot. `board_main` reads them, builds the [`Platform`] object and hands over to the
+//! kernel. The entry assembly, GIC glue, PSCI and UART code live in `board-common`.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod board {
+    use board_common::gic::{Gic, GicConfig};
+    use board_common::psci::Conduit;
+    use board_common::semihosting;
+    use board_common::uart::Pl011;
+    use kernel::devtree::{self, Device, DtbError};
+    use kernel::platform::{CpuStartError, IpiTarget, IrqAck, PhysRange, Platform};
+
+    /// Where QEMU puts the device tree for an ELF kernel (it passes x0 = 0 then).
+    const DTB_FALLBACK: u64 = 0x4000_0000;
+    /// QEMU virt's PL011, used only to report a device tree that cannot be read.
+    const UART_FALLBACK: usize = 0x0900_0000;
+    /// EL1 physical timer PPI, when the tree has no timer node.
+    const TIMER_IRQ_FALLBACK: u32 = 30;
+
+    /// The QEMU virt machine as the device tree describes it.
+    struct Virt {
+        uart: Pl011,
+        gic: Gic,
+        psci: Option<Conduit>,
+        timer_irq: u32,
+        devices: [PhysRange; 4],
+        device_count: usize,
+    }
+
+    impl Platform for Virt {
+        fn name(&self) -> &'static str {
+            "qemu-virt"
+        }
+
+        fn console_write(&self, bytes: &[u8]) {
+            self.uart.write(bytes);
+        }
+
+        fn device_ranges(&self) -> &[PhysRange] {
+            &self.devices[..self.device_count]
+        }
+
+        fn irq_init(&self) {
+            self.gic.init();
+        }
+
+        fn irq_init_cpu(&self, cpu: usize) {
+            self.gic.init_cpu(cpu);
+        }
+
+        fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
+            self.gic.enable(irq, cpu, ipl);
+        }
+
+        fn irq_ack(&self) -> Option<IrqAck> {
+            self.gic.ack()
+        }
+
+        fn irq_eoi(&self, ack: IrqAck) {
+            self.gic.eoi(ack);
+        }
+
+        fn send_ipi(&self, target: IpiTarget, sgi: u32) {
+            self.gic.send_sgi(target, sgi);
+        }
+
+        fn timer_irq(&self) -> u32 {
+            self.timer_irq
+        }
+
+        fn start_cpu(&self, _index: usize, mpidr: u64, context: u64) -> Result<(), CpuStartError> {
+            let conduit = self.psci.ok_or(CpuStartError::Unsupported)?;
+            conduit.cpu_on(mpidr, board_common::entry::secondary_entry_address(), context)
+        }
+
+        fn exit(&self, code: i32) -> ! {
+            semihosting::exit(code);
+            if let Some(conduit) = self.psci {
+                conduit.system_off();
+            }
+            loop {
+                kernel::arch::aarch64::wait_for_interrupt();
+            }
+        }
+    }
+
+    static PLATFORM: spin::Once<Virt> = spin::Once::new();
+
+    /// Reports a device tree the board cannot use and leaves QEMU with status 1.
+    fn fail(what: &str, err: &dyn core::fmt::Display) -> ! {
+        // SAFETY: QEMU virt's PL011 is at this address; the MMU is still off.
+        let uart = unsafe { Pl011::new(UART_FALLBACK) };
+        let mut buf = Line::default();
+        let _ = core::fmt::write(&mut buf, format_args!("qemu-virt: cannot boot: {what}: {err}\r\n"));
+        uart.write(&buf.bytes[..buf.len]);
+        semihosting::exit(1);
+        loop {
+            kernel::arch::aarch64::wait_for_interrupt();
+        }
+    }
+
+    struct Line {
+        bytes: [u8; 200],
+        len: usize,
+    }
+
+    impl Default for Line {
+        fn default() -> Self {
+            Self { bytes: [0; 200], len: 0 }
+        }
+    }
+
+    impl core::fmt::Write for Line {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let n = s.len().min(self.bytes.len() - self.len);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(())
+        }
+    }
+
+    /// The device tree at `addr`, after checking its header.
+    fn locate_dtb(x0: u64) -> Result<&'static [u8], DtbError> {
+        let addr = if x0 != 0 { x0 } else { DTB_FALLBACK };
+        // SAFETY: with the MMU off every address reads RAM or a device; `addr` is QEMU's
+        // device-tree address (x0 or the start of RAM), where at least 40 bytes of RAM exist.
+        let header = unsafe { core::slice::from_raw_parts(addr as *const u8, 40) };
+        let size = devtree::total_size(header)?;
+        // SAFETY: the header says the tree is `size` bytes long and `total_size` bounded it;
+        // QEMU wrote that much at `addr`, and the kernel never frees or reuses it (reserved).
+        Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })
+    }
+
+    fn find(dtb: &'static [u8], compatible: &[&str]) -> Option<(&'static str, Device)> {
+        match devtree::find_compatible(dtb, compatible) {
+            Ok(found) => found,
+            Err(e) => fail("reading the device tree", &e),
+        }
+    }
+
+    fn page_range(r: PhysRange) -> PhysRange {
+        PhysRange { start: r.start, size: r.size.max(0x1000) }
+    }
+
+    /// Called by the entry assembly on the boot CPU with the MMU off.
+    #[unsafe(no_mangle)]
+    extern "C" fn board_main(x0: u64) -> ! {
+        let dtb = match locate_dtb(x0) {
+            Ok(dtb) => dtb,
+            Err(e) => fail("no usable device tree", &e),
+        };
+        let info = match devtree::parse(dtb, 0) {
+            Ok(info) => info,
+            Err(e) => fail("reading the device tree", &e),
+        };
+        let mut devices = [PhysRange::default(); 4];
+        let mut device_count = 0;
+        let mut add = |r: PhysRange| {
+            if device_count < devices.len() {
+                devices[device_count] = page_range(r);
+                device_count += 1;
+            }
+        };
+
+        let gic_config = if let Some((_, gic)) = find(dtb, &["arm,gic-v3"]) {
+            add(gic.regs[0]);
+            add(gic.regs[1]);
+            GicConfig::V3 {
+                gicd: gic.regs[0].start as usize,
+                gicr: gic.regs[1].start as usize,
+                redistributors: info.cpus().len() + info.cpus_ignored,
+            }
+        } else if let Some((_, gic)) =
+            find(dtb, &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
+        {
+            add(gic.regs[0]);
+            add(gic.regs[1]);
+            GicConfig::V2 { gicd: gic.regs[0].start as usize, gicc: gic.regs[1].start as usize }
+        } else {
+            fail("device tree", &"no GICv2 or GICv3 node")
+        };
+
+        let uart_base = match find(dtb, &["arm,pl011"]) {
+            Some((_, uart)) if uart.reg_count > 0 => uart.regs[0],
+            _ => PhysRange { start: UART_FALLBACK as u64, size: 0x1000 },
+        };
+        add(uart_base);
+
+        let psci = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]
+            .iter()
+            .find_map(|c| devtree::compatible_property(dtb, c, "method").ok().flatten())
+            .and_then(Conduit::from_method);
+
+        // Timer specifiers: secure, non-secure physical, virtual, hypervisor; three cells each
+        // (type, number, flags). The non-secure physical timer is PPI `number`, INTID 16 + it.
+        let timer_irq = match find(dtb, &["arm,armv8-timer", "arm,armv7-timer"]) {
+            Some((_, t)) if t.interrupt_cells >= 6 => 16 + t.interrupts[4],
+            _ => TIMER_IRQ_FALLBACK,
+        };
+
+        let platform = PLATFORM.call_once(|| Virt {
+            // SAFETY: the address is the PL011 the device tree names, mapped as a device range.
+            uart: unsafe { Pl011::new(uart_base.start as usize) },
+            // SAFETY: the GIC addresses come from the device tree and are mapped as device
+            // ranges before the kernel calls `irq_init`; nothing else uses them.
+            gic: unsafe { Gic::new(gic_config) },
+            psci,
+            timer_irq,
+            devices,
+            device_count,
+        });
+        kernel::boot::kernel_main(platform, dtb)
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("qemu-virt is a kernel image: build and run it with `cargo xtask qemu`");
+}

@@ -14,6 +14,13 @@ pub struct RecoveryPoint {
     regs: [u64; 14],
 }
 
+impl RecoveryPoint {
+    /// An unused recovery point.
+    pub const fn new() -> Self {
+        Self { regs: [0; 14] }
+    }
+}
+
 global_asm!(
     r#"
     .section .text.recover, "ax"

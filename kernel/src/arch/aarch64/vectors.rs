@@ -164,9 +164,9 @@ unsafe extern "C" {
 
 /// Points VBAR_EL1 at the kernel's vector table (*this CPU*).
 pub fn install() {
-    // SAFETY: `kernel_vectors` is the 2 KiB-aligned table defined above; taking its address
-    // does not read it.
-    let base = unsafe { core::ptr::addr_of!(kernel_vectors) } as u64;
+    // `kernel_vectors` is the 2 KiB-aligned table defined above; taking its address does not
+    // read it.
+    let base = core::ptr::addr_of!(kernel_vectors) as u64;
     // SAFETY: the table is complete and stays mapped executable for the kernel's lifetime.
     unsafe { core::arch::asm!("msr vbar_el1, {}", "isb", in(reg) base, options(nostack)) };
 }

@@ -1,0 +1,251 @@
+//! The GIC glue: one type over `arm-gic`'s GICv2 and GICv3 drivers, chosen at boot from the
+//! device tree, implementing the interrupt half of the kernel's `Platform` trait.
+//!
+//! - Kernel IPLs map to GIC priorities as `0x80 + (7 - ipl) * 0x10` (IPL_HIGH 7 -> 0x80, the
+//!   most urgent priority the kernel uses; lower numbers are more urgent). The priority mask
+//!   starts fully open (0xff).
+//! - GICv3: interrupts are non-secure group 1, acknowledged through ICC_IAR1_EL1. Each kernel
+//!   CPU is matched to its redistributor by MPIDR (GICR_TYPER), not by position.
+//! - GICv2: without security extensions (QEMU virt, the Pi 4's GIC-400) interrupts are group 0
+//!   and signalled as IRQs; acknowledged through GICC_IAR. The IAR of an SGI carries the source
+//!   CPU in bits 12:10: the kernel dispatches on bits 9:0 and EOIs with the raw value. The
+//!   banked registers of SGIs and PPIs act on the calling CPU only, so per-CPU setup runs on the
+//!   CPU itself (the kernel's boot path does this). CPU interface n is assumed to be the CPU
+//!   with MPIDR Aff0 = n (true on QEMU virt and on the Pi 4).
+//!   `arm-gic`'s GICv2 driver writes a whole priority word when setting one interrupt's
+//!   priority (zeroing its three neighbours); until that is worked around, priorities on GICv2
+//!   are only approximate, which is harmless while handlers do not nest.
+//!   `GicV2` holds nothing but two register pointers and is not `Send`, so a fresh instance is
+//!   made per call instead of sharing one behind a lock.
+
+use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
+use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
+use arm_gic::{IntId, InterruptGroup};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::cpu::{MAXCPUS, cpu_lookup};
+use kernel::platform::{IpiTarget, IrqAck};
+use kernel::sync::SpinLock;
+use safe_mmio::UniqueMmioPointer;
+
+/// GIC priority for kernel IPL `ipl`.
+pub const fn ipl_to_priority(ipl: u8) -> u8 {
+    let ipl = if ipl > 7 { 7 } else { ipl };
+    0x80 + (7 - ipl) * 0x10
+}
+
+/// Which GIC and where its registers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicConfig {
+    /// GICv2: distributor and CPU interface bases.
+    V2 {
+        /// GICD base.
+        gicd: usize,
+        /// GICC base.
+        gicc: usize,
+    },
+    /// GICv3: distributor and first redistributor bases, and the number of redistributors.
+    V3 {
+        /// GICD base.
+        gicd: usize,
+        /// GICR base.
+        gicr: usize,
+        /// Number of redistributors (CPUs in the system, attached or not).
+        redistributors: usize,
+    },
+}
+
+/// The interrupt controller of a board.
+pub struct Gic {
+    config: GicConfig,
+    v3: SpinLock<Option<GicV3<'static>>>,
+    /// Kernel CPU index -> GICv3 redistributor index.
+    redistributor: [AtomicUsize; MAXCPUS],
+}
+
+impl Gic {
+    /// A GIC described by `config`. Nothing is touched until [`Gic::init`].
+    ///
+    /// # Safety
+    ///
+    /// The addresses in `config` must be the GIC's registers, mapped as device memory before
+    /// any method is called, and used by nothing else.
+    pub const unsafe fn new(config: GicConfig) -> Self {
+        Self {
+            config,
+            v3: SpinLock::new(None),
+            redistributor: [const { AtomicUsize::new(0) }; MAXCPUS],
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> GicConfig {
+        self.config
+    }
+
+    fn v2(&self) -> Option<GicV2<'static>> {
+        match self.config {
+            // SAFETY: `new`'s caller promised these are the GICv2 registers; see the module
+            // documentation for why a fresh instance per call is sound.
+            GicConfig::V2 { gicd, gicc } => Some(unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) }),
+            GicConfig::V3 { .. } => None,
+        }
+    }
+
+    /// Boot CPU, before secondaries start: resets and configures the distributor (and on
+    /// GICv3 every redistributor), and maps the attached CPUs to redistributors.
+    pub fn init(&self) {
+        match self.config {
+            GicConfig::V2 { .. } => {
+                if let Some(mut gic) = self.v2() {
+                    gic.setup();
+                }
+            }
+            GicConfig::V3 { gicd, gicr, redistributors } => {
+                // SAFETY: `new`'s caller promised these are the GICv3 registers, mapped and
+                // not used by anything else; the driver is created once and kept.
+                let mut gic = unsafe {
+                    GicV3::new(
+                        UniqueMmioPointer::new(NonNull::new(gicd as *mut _).expect("GICD")),
+                        NonNull::new(gicr as *mut _).expect("GICR"),
+                        redistributors,
+                    )
+                }
+                .expect("GICv3 redistributor frames");
+                for cpu in 0..MAXCPUS {
+                    let Some(ci) = cpu_lookup(cpu) else { break };
+                    let index = (0..redistributors)
+                        .find(|&r| {
+                            gic.gicr_typer(r).map(|t| t.core_mpidr()).ok() == Some(ci.mpidr())
+                        })
+                        .unwrap_or(cpu);
+                    self.redistributor[cpu].store(index, Ordering::Relaxed);
+                }
+                gic.setup(self.redistributor[0].load(Ordering::Relaxed));
+                *self.v3.lock() = Some(gic);
+            }
+        }
+    }
+
+    /// Per-CPU setup, on the CPU `cpu` itself: wakes its redistributor / CPU interface,
+    /// enables group signalling and opens the priority mask.
+    pub fn init_cpu(&self, cpu: usize) {
+        match self.config {
+            GicConfig::V2 { .. } => {
+                if let Some(mut gic) = self.v2() {
+                    gic.setup();
+                    gic.set_priority_mask(0xff);
+                }
+            }
+            GicConfig::V3 { .. } => {
+                if cpu != 0
+                    && let Some(gic) = self.v3.lock().as_mut()
+                {
+                    gic.init_cpu(self.redistributor[cpu].load(Ordering::Relaxed));
+                }
+                GicCpuInterface::enable_group1(true);
+                GicCpuInterface::set_priority_mask(0xff);
+            }
+        }
+    }
+
+    /// Enables `irq` at kernel IPL `ipl`; private interrupts on CPU `cpu` (which, on GICv2,
+    /// must be the calling CPU).
+    pub fn enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
+        let Ok(intid) = IntId::try_from(irq) else { return };
+        let priority = ipl_to_priority(ipl);
+        match self.config {
+            GicConfig::V2 { .. } => {
+                if let Some(mut gic) = self.v2() {
+                    gic.set_interrupt_priority(intid, priority);
+                    // SGIs may be permanently enabled (enable bits read-only): not an error.
+                    let _ = gic.enable_interrupt(intid, true);
+                }
+            }
+            GicConfig::V3 { .. } => {
+                let redist = cpu.map(|c| self.redistributor[c].load(Ordering::Relaxed));
+                if let Some(gic) = self.v3.lock().as_mut() {
+                    let _ = gic.set_interrupt_priority(intid, redist, priority);
+                    let _ = gic.enable_interrupt(intid, redist, true);
+                }
+            }
+        }
+    }
+
+    /// Acknowledges the highest-priority pending interrupt on this CPU.
+    pub fn ack(&self) -> Option<IrqAck> {
+        match self.config {
+            GicConfig::V2 { .. } => {
+                let raw = u32::from(self.v2()?.get_and_acknowledge_interrupt(InterruptGroup::Group0)?);
+                let irq = raw & 0x3ff;
+                (irq < 1020).then_some(IrqAck { irq, raw })
+            }
+            GicConfig::V3 { .. } => {
+                let id = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1)?;
+                let raw = u32::from(id);
+                (raw < 1020).then_some(IrqAck { irq: raw, raw })
+            }
+        }
+    }
+
+    /// Ends an interrupt acknowledged with [`Gic::ack`] on this CPU.
+    pub fn eoi(&self, ack: IrqAck) {
+        match self.config {
+            GicConfig::V2 { .. } => {
+                // SAFETY: `IntId` is `#[repr(transparent)]` over `u32`; the value is what the
+                // controller returned from GICC_IAR (with the source CPU bits an SGI needs
+                // written back), which `IntId::try_from` would reject.
+                let id: IntId = unsafe { core::mem::transmute::<u32, IntId>(ack.raw) };
+                if let Some(mut gic) = self.v2() {
+                    gic.end_interrupt(id, InterruptGroup::Group0);
+                }
+            }
+            GicConfig::V3 { .. } => {
+                if let Ok(id) = IntId::try_from(ack.raw) {
+                    GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+                }
+            }
+        }
+    }
+
+    /// Sends SGI `sgi` to `target`.
+    pub fn send_sgi(&self, target: IpiTarget, sgi: u32) {
+        let intid = IntId::sgi(sgi);
+        match self.config {
+            GicConfig::V2 { .. } => {
+                let target = match target {
+                    IpiTarget::AllButSelf => SgiTargetV2::List {
+                        target_list_filter: SgiTargetListFilter::ForwardOthersOnly,
+                        target_list: 0,
+                    },
+                    IpiTarget::Cpu(cpu) => {
+                        let Some(ci) = cpu_lookup(cpu) else { return };
+                        SgiTargetV2::List {
+                            target_list_filter: SgiTargetListFilter::CPUTargetList,
+                            target_list: 1 << (ci.mpidr() & 0x7),
+                        }
+                    }
+                };
+                if let Some(mut gic) = self.v2() {
+                    gic.send_sgi(intid, target);
+                }
+            }
+            GicConfig::V3 { .. } => {
+                let target = match target {
+                    IpiTarget::AllButSelf => SgiTarget::All,
+                    IpiTarget::Cpu(cpu) => {
+                        let Some(ci) = cpu_lookup(cpu) else { return };
+                        let mpidr = ci.mpidr();
+                        SgiTarget::List {
+                            affinity3: (mpidr >> 32) as u8,
+                            affinity2: (mpidr >> 16) as u8,
+                            affinity1: (mpidr >> 8) as u8,
+                            target_list: 1 << (mpidr & 0xf),
+                        }
+                    }
+                };
+                let _ = GicCpuInterface::send_sgi(intid, target, SgiTargetGroup::CurrentGroup1);
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Bringing the kernel up: [`kernel_main`] on the boot CPU, [`kernel_secondary_main`] on the
+//! others.
+//!
+//! The boot CPU, entered from the board with the MMU off: registers the platform, makes itself
+//! CPU 0, installs the exception vectors, reads the device tree, turns the MMU on, starts the
+//! heap, attaches every CPU, gives each its DPCPU copy, sets up the interrupt controller and the
+//! clock tick, then starts the other CPUs through the platform (PSCI or spin table) and waits
+//! for them. What it runs next depends on the image: the normal kernel idles, the test image
+//! runs the in-kernel tests, the bench image the benchmarks.
+//!
+//! The board's linker script must define the symbols declared in [`linker`].
+
+use crate::arch::aarch64::mmu::{self, ImageLayout, MmuConfig};
+use crate::arch::aarch64::secondary::{SecondaryBoot, kernel_secondary_entry};
+use crate::arch::aarch64::{self as arch, vectors};
+use crate::cpu::{self, CpuState, cpu_lookup, cpus, curcpu};
+use crate::devtree::{self, SystemInfo};
+use crate::platform::{PhysRange, Platform, platform, set_platform};
+use crate::{clock, heap, intr, kprintln, percpu};
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Symbols the board's linker script defines.
+pub mod linker {
+    unsafe extern "C" {
+        /// Start of `.text` (page aligned).
+        pub static __text_start: u8;
+        /// End of `.text` (page aligned).
+        pub static __text_end: u8;
+        /// Start of `.rodata` (page aligned).
+        pub static __rodata_start: u8;
+        /// End of `.rodata` (page aligned).
+        pub static __rodata_end: u8;
+        /// Start of `.data` (page aligned); data, bss and the boot stack follow.
+        pub static __data_start: u8;
+        /// End of the image (page aligned).
+        pub static __kernel_end: u8;
+        /// Lowest address of the boot CPU's stack.
+        pub static __boot_stack_bottom: u8;
+        /// Top of the boot CPU's stack.
+        pub static __boot_stack_top: u8;
+    }
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// The image's sections from the linker symbols.
+fn image_layout() -> ImageLayout {
+    // SAFETY: linker-script symbols; only their addresses are taken.
+    unsafe {
+        use linker::*;
+        let range = |a: &u8, b: &u8| PhysRange { start: sym(a), size: sym(b) - sym(a) };
+        ImageLayout {
+            text: range(&__text_start, &__text_end),
+            rodata: range(&__rodata_start, &__rodata_end),
+            data: range(&__data_start, &__kernel_end),
+        }
+    }
+}
+
+/// Size of each secondary CPU's boot stack.
+pub const SECONDARY_STACK_SIZE: usize = 64 * 1024;
+
+/// How long the boot CPU waits for a started CPU to report online.
+const CPU_START_TIMEOUT_MS: u64 = 2000;
+
+static SYSTEM_INFO: spin::Once<SystemInfo> = spin::Once::new();
+static MMU_CONFIG: spin::Once<MmuConfig> = spin::Once::new();
+
+/// Counter value at which each CPU reported online (for `boot_all_cpus_online`).
+static ONLINE_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
+
+/// What the device tree said, once the boot CPU has parsed it.
+pub fn system_info() -> &'static SystemInfo {
+    SYSTEM_INFO.get().expect("system_info() before the device tree was parsed")
+}
+
+/// The value of `key=value` on the kernel command line (`/chosen/bootargs`), if present.
+pub fn bootarg(key: &str) -> Option<&'static str> {
+    SYSTEM_INFO.get()?.bootargs().split_whitespace().find_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// The counter value at which the last CPU came online.
+pub fn all_online_at() -> u64 {
+    cpus().map(|ci| ONLINE_AT[ci.index()].load(Ordering::Relaxed)).max().unwrap_or(0)
+}
+
+/// The kernel's entry on the boot CPU. `dtb` is the device tree the firmware passed (the board
+/// has checked its header). Runs with the MMU off and IRQs masked; never returns.
+pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
+    set_platform(board);
+    let mpidr = crate::cpu_affinity(arch::read_mpidr());
+    let ci0 = cpu::attach(0, mpidr);
+    cpu::set_curcpu(ci0);
+    vectors::install();
+    // SAFETY: linker symbols; only addresses are taken.
+    let (stack_lo, stack_hi) = unsafe {
+        (sym(&linker::__boot_stack_bottom), sym(&linker::__boot_stack_top))
+    };
+    ci0.stack_base.store(stack_lo, Ordering::Relaxed);
+    ci0.stack_size.store(stack_hi - stack_lo, Ordering::Relaxed);
+
+    kprintln!("");
+    kprintln!(
+        "kernel {} on {}: booting at EL{} on MPIDR {:#x}",
+        env!("CARGO_PKG_VERSION"),
+        board.name(),
+        arch::current_el(),
+        mpidr
+    );
+
+    let info = match devtree::parse(dtb, mpidr) {
+        Ok(info) => SYSTEM_INFO.call_once(|| info),
+        Err(e) => panic!("cannot boot: {e}"),
+    };
+    if info.boot_cpu_missing {
+        kprintln!("warning: the boot CPU (MPIDR {mpidr:#x}) is not in the device tree");
+    }
+    if info.cpus_ignored > 0 {
+        kprintln!(
+            "warning: {} more CPUs in the device tree than MAXCPUS = {}; they stay offline",
+            info.cpus_ignored,
+            cpu::MAXCPUS
+        );
+    }
+    if info.memory_ignored > 0 {
+        kprintln!("warning: {} memory regions ignored", info.memory_ignored);
+    }
+
+    let image = image_layout();
+    // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
+    // covers the image and boot stack, and the board lists its devices.
+    let mmu_config = match unsafe { mmu::enable(info.memory(), &image, board.device_ranges()) } {
+        Ok(config) => MMU_CONFIG.call_once(|| config),
+        Err(mmu::MapFailed(what, range)) => {
+            panic!("cannot map {what} {:#x}..{:#x}", range.start, range.end())
+        }
+    };
+
+    let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 1];
+    holes[0] = PhysRange { start: image.text.start, size: image.data.end() - image.text.start };
+    for (slot, r) in holes[1..].iter_mut().zip(info.reserved()) {
+        *slot = *r;
+    }
+    // SAFETY: the holes cover the image (with bss, boot stack and page tables), the device tree
+    // and the reserved ranges; the rest of RAM is unused and mapped read-write.
+    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..1 + info.reserved().len()]) };
+    kprintln!(
+        "memory: {} MiB RAM, heap {} MiB; {} CPUs in the device tree",
+        info.memory_size() >> 20,
+        heap_bytes >> 20,
+        info.cpus().len() + info.cpus_ignored
+    );
+
+    for (index, node) in info.cpus().iter().enumerate().skip(1) {
+        cpu::attach(index, node.mpidr);
+    }
+    percpu::init();
+
+    board.irq_init();
+    board.irq_init_cpu(0);
+    intr::ipi_init_cpu(0);
+    clock::init(bootarg("hz").and_then(|v| v.parse().ok()).unwrap_or(clock::DEFAULT_HZ));
+    clock::start_this_cpu();
+    ci0.set_state(CpuState::Online);
+    ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
+    arch::irq_enable();
+
+    start_secondaries(board, mmu_config);
+    report_cpus();
+
+    #[cfg(feature = "ktest")]
+    crate::ktest::run_all();
+    #[cfg(all(feature = "bench", not(feature = "ktest")))]
+    crate::bench::run_all();
+    #[cfg(not(any(feature = "ktest", feature = "bench")))]
+    {
+        kprintln!("idle (quit QEMU with Ctrl-A x)");
+        idle_loop()
+    }
+}
+
+fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
+    let timeout = clock::ms_to_counter(CPU_START_TIMEOUT_MS);
+    for ci in cpus().skip(1) {
+        let stack = alloc::vec![0u8; SECONDARY_STACK_SIZE].into_boxed_slice();
+        let stack_base = Box::leak(stack).as_mut_ptr() as u64;
+        ci.stack_base.store(stack_base, Ordering::Relaxed);
+        ci.stack_size.store(SECONDARY_STACK_SIZE as u64, Ordering::Relaxed);
+        let boot = Box::leak(Box::new(SecondaryBoot {
+            mmu: *mmu_config,
+            stack_top: stack_base + SECONDARY_STACK_SIZE as u64,
+            cpu_index: ci.index() as u64,
+        }));
+        let boot_addr = boot as *const SecondaryBoot as u64;
+        // The CPU reads this with its caches off.
+        arch::clean_dcache_range(boot_addr, core::mem::size_of::<SecondaryBoot>() as u64);
+        ci.set_state(CpuState::Starting);
+        arch::clean_dcache_range(ci as *const _ as u64, core::mem::size_of_val(ci) as u64);
+        if let Err(e) = board.start_cpu(ci.index(), ci.mpidr(), boot_addr) {
+            kprintln!("cpu{} (MPIDR {:#x}): start failed: {e:?}", ci.index(), ci.mpidr());
+            ci.set_state(CpuState::Offline);
+        }
+    }
+    let start = arch::counter();
+    while cpus().any(|ci| ci.state() == CpuState::Starting) {
+        if arch::counter() - start > timeout {
+            for ci in cpus().filter(|ci| ci.state() == CpuState::Starting) {
+                kprintln!(
+                    "cpu{} (MPIDR {:#x}): did not come online within {CPU_START_TIMEOUT_MS} ms",
+                    ci.index(),
+                    ci.mpidr()
+                );
+                ci.set_state(CpuState::Offline);
+            }
+            break;
+        }
+        arch::wait_for_event();
+    }
+}
+
+fn report_cpus() {
+    for ci in cpus() {
+        kprintln!("cpu{}: MPIDR {:#x} {}", ci.index(), ci.mpidr(), ci.state().name());
+    }
+    let online = cpu::ncpu_online();
+    if online == cpu::ncpu() {
+        kprintln!("all {online} CPUs online");
+    } else {
+        kprintln!("{online} of {} CPUs online", cpu::ncpu());
+    }
+}
+
+/// The first Rust code of a secondary CPU, called by the trampoline with the MMU on and the
+/// CPU's own stack. Never returns.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
+    let index = boot.cpu_index as usize;
+    let ci = cpu_lookup(index).expect("secondary CPU was attached");
+    cpu::set_curcpu(ci);
+    vectors::install();
+    let board = platform();
+    board.irq_init_cpu(index);
+    intr::ipi_init_cpu(index);
+    clock::start_this_cpu();
+    ONLINE_AT[index].store(arch::counter(), Ordering::Relaxed);
+    ci.set_state(CpuState::Online);
+    arch::send_event();
+    arch::irq_enable();
+    idle_loop()
+}
+
+/// What an otherwise idle CPU does: wait for an event or interrupt, and (in the test image)
+/// run whatever test the harness posted to it.
+pub fn idle_loop() -> ! {
+    loop {
+        #[cfg(feature = "ktest")]
+        crate::ktest::poll_this_cpu();
+        arch::wait_for_event();
+    }
+}
+
+/// The starting address the board passes to the firmware for secondary CPUs must reach
+/// [`kernel_secondary_entry`] at EL1; boards that enter at EL2 drop first, then branch here.
+pub fn secondary_entry_address() -> u64 {
+    kernel_secondary_entry as *const () as u64
+}
+
+/// Shorthand used by diagnostics: this CPU's index.
+pub fn this_cpu() -> usize {
+    curcpu().index()
+}

@@ -1,0 +1,71 @@
+//! The clock tick: every CPU's EL1 physical timer interrupts HZ times a second (default 100,
+//! `hz=N` on the kernel command line changes it). The tick counts in `CpuInfo::tick_count` and
+//! drives the test harness's watchdog; the scheduler issue adds time slices here.
+//!
+//! Each CPU re-arms its timer at its previous deadline plus one interval, not "now plus one
+//! interval", so ticks do not drift; if the CPU fell behind by more than an interval (a long
+//! stretch with interrupts masked), it skips the missed ticks instead of firing them in a burst.
+
+use crate::arch::aarch64::{counter_frequency, timer};
+use crate::cpu::curcpu;
+use crate::platform::platform;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Default ticks per second.
+pub const DEFAULT_HZ: u64 = 100;
+
+static HZ: AtomicU64 = AtomicU64::new(DEFAULT_HZ);
+/// Counter ticks per clock tick.
+static INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+crate::dpcpu_define! {
+    /// The counter value at which this CPU's next tick is due.
+    static NEXT_TICK: AtomicU64 = AtomicU64::new(0);
+}
+
+/// Sets the tick rate. Boot CPU, before any CPU starts its tick. `hz` is clamped to 1..=10000.
+pub fn init(hz: u64) {
+    let hz = hz.clamp(1, 10_000);
+    HZ.store(hz, Ordering::Relaxed);
+    INTERVAL.store((counter_frequency() / hz).max(1), Ordering::Relaxed);
+}
+
+/// Ticks per second.
+pub fn hz() -> u64 {
+    HZ.load(Ordering::Relaxed)
+}
+
+/// Starts the tick on this CPU: arms the timer and enables its interrupt at IPL_SCHED.
+pub fn start_this_cpu() {
+    let deadline = timer::physical_count() + INTERVAL.load(Ordering::Relaxed);
+    NEXT_TICK.get().store(deadline, Ordering::Relaxed);
+    timer::arm_at(deadline);
+    platform().irq_enable(platform().timer_irq(), Some(curcpu().index()), 6);
+}
+
+/// The timer interrupt handler (IRQs masked).
+pub fn tick() {
+    let interval = INTERVAL.load(Ordering::Relaxed);
+    let now = timer::physical_count();
+    let next = NEXT_TICK.get();
+    let mut deadline = next.load(Ordering::Relaxed) + interval;
+    if deadline <= now {
+        deadline = now + interval;
+    }
+    next.store(deadline, Ordering::Relaxed);
+    timer::arm_at(deadline);
+    curcpu().tick_count.fetch_add(1, Ordering::Relaxed);
+    #[cfg(feature = "ktest")]
+    crate::ktest::watchdog_check(now);
+}
+
+/// Converts counter ticks to nanoseconds.
+pub fn counter_to_ns(count: u64) -> u64 {
+    let freq = counter_frequency().max(1);
+    ((count as u128) * 1_000_000_000 / freq as u128) as u64
+}
+
+/// Converts milliseconds to counter ticks.
+pub fn ms_to_counter(ms: u64) -> u64 {
+    ((ms as u128) * counter_frequency() as u128 / 1000) as u64
+}

@@ -1,0 +1,220 @@
+//! Exceptions that are not interrupts, and panics: the fault report, stopping the machine.
+//!
+//! A synchronous exception in the kernel (data or instruction abort, undefined instruction,
+//! FP/SIMD trap, ...) or a panic prints a report naming the CPU, the exception class, ESR, FAR,
+//! ELR, all registers and a frame-pointer backtrace; then the other CPUs are stopped with a
+//! halt IPI and the machine is left with a non-zero exit status (under QEMU, the emulator
+//! exits with it).
+//!
+//! In the test image, a panic or fault inside a running test goes to the test harness first,
+//! which ends that test (a failure, or a pass for a test that expects exactly that panic) and
+//! carries on with the next.
+
+use crate::arch::aarch64::backtrace;
+use crate::arch::aarch64::vectors::{ExceptionKind, TrapFrame};
+use crate::console::emergency_write;
+use crate::cpu::{CpuState, cpus, curcpu};
+use crate::intr::{Ipi, ipi_broadcast};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the first CPU to panic or fault fatally; any later one just stops.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// The exception class (ESR_EL1.EC) in words.
+pub fn exception_class_name(ec: u64) -> &'static str {
+    match ec {
+        0x00 => "unknown reason (undefined instruction)",
+        0x01 => "WFI/WFE trap",
+        0x07 => "FP/SIMD access trap",
+        0x0e => "illegal execution state",
+        0x15 => "SVC",
+        0x18 => "system register access trap",
+        0x20 => "instruction abort from a lower EL",
+        0x21 => "instruction abort",
+        0x22 => "PC alignment fault",
+        0x24 => "data abort from a lower EL",
+        0x25 => "data abort",
+        0x26 => "SP alignment fault",
+        0x2f => "SError",
+        0x30 | 0x31 => "breakpoint",
+        0x32 | 0x33 => "software step",
+        0x34 | 0x35 => "watchpoint",
+        0x3c => "BRK instruction",
+        _ => "other exception",
+    }
+}
+
+/// The fault status code of an abort (ISS.DFSC/IFSC) in words.
+pub fn fault_status_name(fsc: u64) -> &'static str {
+    match fsc & 0x3f {
+        0x00..=0x03 => "address size fault",
+        0x04..=0x07 => "translation fault",
+        0x09..=0x0b => "access flag fault",
+        0x0d..=0x0f => "permission fault",
+        0x10 => "synchronous external abort",
+        0x21 => "alignment fault",
+        0x30 => "TLB conflict abort",
+        _ => "other fault",
+    }
+}
+
+/// One-line description of a synchronous exception: class, and for aborts the fault kind,
+/// level and access (e.g. "data abort: permission fault, level 3, on write").
+pub struct Describe(pub u64);
+
+impl fmt::Display for Describe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let esr = self.0;
+        let ec = (esr >> 26) & 0x3f;
+        write!(f, "{}", exception_class_name(ec))?;
+        if matches!(ec, 0x20 | 0x21 | 0x24 | 0x25) {
+            let fsc = esr & 0x3f;
+            write!(f, ": {}", fault_status_name(fsc))?;
+            if fsc < 0x10 {
+                write!(f, ", level {}", fsc & 3)?;
+            }
+            if matches!(ec, 0x24 | 0x25) {
+                let access = if esr & (1 << 6) != 0 { "write" } else { "read" };
+                write!(f, ", on {access}")?;
+            } else {
+                write!(f, ", on instruction fetch")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stack bounds of this CPU, for a safe backtrace walk.
+fn stack_bounds() -> Option<(u64, u64)> {
+    let ci = curcpu();
+    let base = ci.stack_base.load(Ordering::Relaxed);
+    let size = ci.stack_size.load(Ordering::Relaxed);
+    (size != 0).then_some((base, base + size))
+}
+
+/// Prints the backtrace from frame pointer `fp`, led by `pc` when known.
+fn print_backtrace(pc: Option<u64>, fp: u64) {
+    emergency_write(format_args!("  backtrace:\n"));
+    let mut n = 0;
+    if let Some(pc) = pc {
+        emergency_write(format_args!("    #{n:<2} {pc:#018x}\n"));
+        n += 1;
+    }
+    backtrace::walk(fp, stack_bounds(), 32, |lr| {
+        // The return address points after the call; show the call itself.
+        emergency_write(format_args!("    #{n:<2} {:#018x}\n", lr.wrapping_sub(4)));
+        n += 1;
+    });
+}
+
+/// Prints the full report of a synchronous exception.
+pub fn print_fault_report(frame: &TrapFrame, what: &dyn fmt::Display) {
+    let cpu = curcpu().index();
+    let ec = (frame.esr >> 26) & 0x3f;
+    emergency_write(format_args!(
+        "\nFAULT on cpu{cpu}: {what}\n  exception class {ec:#04x}  ESR {:#010x}  FAR {:#018x}\n  \
+         ELR {:#018x}  SPSR {:#010x}  SP {:#018x}\n",
+        frame.esr, frame.far, frame.elr, frame.spsr, frame.sp
+    ));
+    for row in 0..8 {
+        let mut line = Line::new();
+        for col in 0..4 {
+            let r = row * 4 + col;
+            if r < 31 {
+                let _ = write!(line, "  x{r:<2} {:#018x}", frame.x[r]);
+            }
+        }
+        emergency_write(format_args!("{}\n", line.as_str()));
+    }
+    print_backtrace(Some(frame.elr), frame.x[29]);
+}
+
+/// A small stack buffer for composing one line without allocating.
+struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self { buf: [0; 160], len: 0 }
+    }
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Stops every other CPU and leaves the machine with status 1.
+fn stop_machine() -> ! {
+    ipi_broadcast(Ipi::Halt);
+    // Give them a moment to stop so their output does not trail ours; never wait forever.
+    let me = curcpu().index();
+    for _ in 0..100_000 {
+        if cpus().all(|ci| ci.index() == me || ci.state() != CpuState::Online) {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    crate::platform::platform().exit(1)
+}
+
+/// Entered from the vectors for every exception. Context: exception, IRQs masked.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
+    match ExceptionKind::from_raw(kind) {
+        ExceptionKind::Irq => crate::intr::irq_entry(),
+        ExceptionKind::Sync => {
+            let what = Describe(frame.esr);
+            #[cfg(feature = "ktest")]
+            crate::ktest::on_fault(frame, &what);
+            fatal(frame, &what)
+        }
+        other => {
+            let what = format_args!("unexpected exception {other:?}");
+            fatal(frame, &what)
+        }
+    }
+}
+
+fn fatal(frame: &TrapFrame, what: &dyn fmt::Display) -> ! {
+    if PANICKING.swap(true, Ordering::AcqRel) {
+        crate::intr::halt_this_cpu();
+    }
+    print_fault_report(frame, what);
+    stop_machine()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    crate::arch::aarch64::irq_disable();
+    #[cfg(feature = "ktest")]
+    crate::ktest::on_panic(info);
+    if PANICKING.swap(true, Ordering::AcqRel) {
+        crate::intr::halt_this_cpu();
+    }
+    let cpu = if crate::arch::aarch64::read_tpidr() != 0 { curcpu().index() } else { 0 };
+    emergency_write(format_args!("\npanic on cpu{cpu}: {}\n", info.message()));
+    if let Some(loc) = info.location() {
+        emergency_write(format_args!("  at {}:{}:{}\n", loc.file(), loc.line(), loc.column()));
+    }
+    if crate::arch::aarch64::read_tpidr() != 0 {
+        print_backtrace(None, crate::arch::aarch64::frame_pointer());
+        stop_machine()
+    }
+    match crate::platform::try_platform() {
+        Some(p) => p.exit(1),
+        None => loop {
+            crate::arch::aarch64::wait_for_interrupt();
+        },
+    }
+}

@@ -1,0 +1,63 @@
+//! The kernel map's permissions: text is not writable, data and stacks are not executable,
+//! read-only data is read-only. Each is checked by faulting on purpose.
+
+use crate::arch::aarch64::mmu::is_writable;
+use crate::ktest;
+
+/// A `ret` instruction placed in writable data.
+static mut RET_IN_DATA: [u32; 4] = [0xd65f_03c0; 4];
+static RODATA_WORD: u64 = 0x1234_5678;
+
+fn text_address() -> u64 {
+    text_address as fn() -> u64 as usize as u64
+}
+
+ktest! {
+    fn address_translation_reports_text_read_only_and_data_writable() {
+        assert!(!is_writable(text_address()), "text {:#x} is writable", text_address());
+        assert!(!is_writable(&RODATA_WORD as *const u64 as u64), "rodata is writable");
+        let data = core::ptr::addr_of!(RET_IN_DATA) as u64;
+        assert!(is_writable(data), "data {data:#x} is not writable");
+        let local = 0u64;
+        assert!(is_writable(&local as *const u64 as u64), "the stack is not writable");
+    }
+}
+
+ktest! {
+    #[should_panic("data abort: permission fault, level 3, on write")]
+    fn writing_to_kernel_text_faults() {
+        let p = text_address() as *mut u32;
+        // SAFETY: deliberately faulting; the harness catches the abort.
+        unsafe { p.write_volatile(0) };
+    }
+}
+
+ktest! {
+    #[should_panic("data abort: permission fault, level 3, on write")]
+    fn writing_to_read_only_data_faults() {
+        let p = &RODATA_WORD as *const u64 as *mut u64;
+        // SAFETY: deliberately faulting; the harness catches the abort.
+        unsafe { p.write_volatile(0) };
+    }
+}
+
+ktest! {
+    #[should_panic("instruction abort: permission fault")]
+    fn executing_from_data_faults() {
+        let p = core::ptr::addr_of!(RET_IN_DATA) as *const ();
+        // SAFETY: deliberately jumping into non-executable data; the instruction fetch faults
+        // before anything runs and the harness catches the abort.
+        let f: extern "C" fn() = unsafe { core::mem::transmute(p) };
+        f();
+    }
+}
+
+ktest! {
+    #[should_panic("instruction abort: permission fault")]
+    fn executing_from_the_stack_faults() {
+        let code = [0xd65f_03c0u32; 2];
+        // SAFETY: as above, on a stack page.
+        let f: extern "C" fn() = unsafe { core::mem::transmute(code.as_ptr() as *const ()) };
+        f();
+    }
+}

@@ -1,0 +1,35 @@
+//! The in-kernel test suites, one module per subject. Each test registers itself with
+//! `ktest!`; nothing here needs to list them.
+
+mod cpu;
+mod fault;
+mod harness;
+mod heap;
+mod ipi;
+mod mmu;
+mod percpu;
+mod clock;
+
+/// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
+/// printed so a failing run can be replayed with `ktest.seed=`.
+pub struct Lcg(u64);
+
+impl Lcg {
+    /// Starts from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 31 pseudo-random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// The seed for this run: `ktest.seed=` from the command line, else the counter.
+pub fn seed() -> u64 {
+    crate::boot::bootarg("ktest.seed")
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(crate::arch::aarch64::counter)
+}
