@@ -255,13 +255,23 @@ extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
     idle_loop()
 }
 
-/// What an otherwise idle CPU does: wait for an event or interrupt, and (in the test image)
-/// run whatever test the harness posted to it.
+/// What an otherwise idle CPU does: sleep in `wfi` until an interrupt, and (in the test image)
+/// run whatever test the harness posted to it (the harness wakes it with a `Nop` IPI).
+///
+/// The check and the `wfi` happen with IRQs masked: an interrupt that arrives in between stays
+/// pending and makes `wfi` return at once, so a wake-up is never slept through. (`wfe` would
+/// not do here: QEMU's TCG treats it as a no-op, so idle CPUs would spin and starve the host.)
 pub fn idle_loop() -> ! {
     loop {
+        arch::irq_disable();
         #[cfg(feature = "ktest")]
-        crate::ktest::poll_this_cpu();
-        arch::wait_for_event();
+        if crate::ktest::job_pending() {
+            arch::irq_enable();
+            crate::ktest::poll_this_cpu();
+            continue;
+        }
+        arch::wait_for_interrupt();
+        arch::irq_enable();
     }
 }
 

@@ -1,5 +1,9 @@
-//! [`SpinLock`]: a ticket lock (FIFO under contention) from the `spin` crate, with a relax
-//! strategy that executes `yield` and with IRQs masked on the holding CPU.
+//! [`SpinLock`]: a test-and-set spin lock from the `spin` crate, with a relax strategy that
+//! executes `yield` and with IRQs masked on the holding CPU.
+//!
+//! Not a ticket lock: under QEMU's multi-threaded TCG more virtual CPUs than host cores run,
+//! and a FIFO lock then stalls every waiter behind whichever next-in-line vCPU the host has
+//! descheduled (seen: 8 vCPUs on 2 cores hammering the heap made no progress for minutes).
 //!
 //! Context: any (thread, soft or hard interrupt). Never sleeps. Keep critical sections short.
 
@@ -19,7 +23,7 @@ impl spin::RelaxStrategy for Relax {
     }
 }
 
-type Inner<T> = spin::mutex::TicketMutex<T, Relax>;
+type Inner<T> = spin::mutex::SpinMutex<T, Relax>;
 
 /// A spin lock that masks IRQs on this CPU while held.
 pub struct SpinLock<T: ?Sized> {
@@ -28,7 +32,7 @@ pub struct SpinLock<T: ?Sized> {
 
 /// Holds a [`SpinLock`]; unlocks and restores the previous IRQ mask when dropped.
 pub struct SpinLockGuard<'a, T: ?Sized> {
-    guard: Option<spin::mutex::TicketMutexGuard<'a, T, Relax>>,
+    guard: Option<spin::mutex::SpinMutexGuard<'a, T, Relax>>,
     #[cfg(target_arch = "aarch64")]
     daif: u64,
 }
