@@ -51,7 +51,10 @@ fn image_layout() -> ImageLayout {
     // SAFETY: linker-script symbols; only their addresses are taken.
     unsafe {
         use linker::*;
-        let range = |a: &u8, b: &u8| PhysRange { start: sym(a), size: sym(b) - sym(a) };
+        let range = |a: &u8, b: &u8| PhysRange {
+            start: sym(a),
+            size: sym(b) - sym(a),
+        };
         ImageLayout {
             text: range(&__text_start, &__text_end),
             rodata: range(&__rodata_start, &__rodata_end),
@@ -67,6 +70,7 @@ pub const SECONDARY_STACK_SIZE: usize = 64 * 1024;
 const CPU_START_TIMEOUT_MS: u64 = 2000;
 
 static SYSTEM_INFO: spin::Once<SystemInfo> = spin::Once::new();
+static DEVICE_TREE: spin::Once<&'static [u8]> = spin::Once::new();
 static MMU_CONFIG: spin::Once<MmuConfig> = spin::Once::new();
 
 /// Counter value at which each CPU reported online (for `boot_all_cpus_online`).
@@ -74,33 +78,51 @@ static ONLINE_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu:
 
 /// What the device tree said, once the boot CPU has parsed it.
 pub fn system_info() -> &'static SystemInfo {
-    SYSTEM_INFO.get().expect("system_info() before the device tree was parsed")
+    SYSTEM_INFO
+        .get()
+        .expect("system_info() before the device tree was parsed")
+}
+
+/// The device tree the kernel booted with.
+pub fn device_tree() -> &'static [u8] {
+    DEVICE_TREE.get().copied().unwrap_or(&[])
 }
 
 /// The value of `key=value` on the kernel command line (`/chosen/bootargs`), if present.
 pub fn bootarg(key: &str) -> Option<&'static str> {
-    SYSTEM_INFO.get()?.bootargs().split_whitespace().find_map(|word| {
-        let (k, v) = word.split_once('=')?;
-        (k == key).then_some(v)
-    })
+    SYSTEM_INFO
+        .get()?
+        .bootargs()
+        .split_whitespace()
+        .find_map(|word| {
+            let (k, v) = word.split_once('=')?;
+            (k == key).then_some(v)
+        })
 }
 
 /// The counter value at which the last CPU came online.
 pub fn all_online_at() -> u64 {
-    cpus().map(|ci| ONLINE_AT[ci.index()].load(Ordering::Relaxed)).max().unwrap_or(0)
+    cpus()
+        .map(|ci| ONLINE_AT[ci.index()].load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The kernel's entry on the boot CPU. `dtb` is the device tree the firmware passed (the board
 /// has checked its header). Runs with the MMU off and IRQs masked; never returns.
 pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     set_platform(board);
+    DEVICE_TREE.call_once(|| dtb);
     let mpidr = crate::cpu_affinity(arch::read_mpidr());
     let ci0 = cpu::attach(0, mpidr);
     cpu::set_curcpu(ci0);
     vectors::install();
     // SAFETY: linker symbols; only addresses are taken.
     let (stack_lo, stack_hi) = unsafe {
-        (sym(&linker::__boot_stack_bottom), sym(&linker::__boot_stack_top))
+        (
+            sym(&linker::__boot_stack_bottom),
+            sym(&linker::__boot_stack_top),
+        )
     };
     ci0.stack_base.store(stack_lo, Ordering::Relaxed);
     ci0.stack_size.store(stack_hi - stack_lo, Ordering::Relaxed);
@@ -143,7 +165,10 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     };
 
     let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 1];
-    holes[0] = PhysRange { start: image.text.start, size: image.data.end() - image.text.start };
+    holes[0] = PhysRange {
+        start: image.text.start,
+        size: image.data.end() - image.text.start,
+    };
     for (slot, r) in holes[1..].iter_mut().zip(info.reserved()) {
         *slot = *r;
     }
@@ -165,7 +190,11 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     board.irq_init();
     board.irq_init_cpu(0);
     intr::ipi_init_cpu(0);
-    clock::init(bootarg("hz").and_then(|v| v.parse().ok()).unwrap_or(clock::DEFAULT_HZ));
+    clock::init(
+        bootarg("hz")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(clock::DEFAULT_HZ),
+    );
     clock::start_this_cpu();
     ci0.set_state(CpuState::Online);
     ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
@@ -191,7 +220,8 @@ fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
         let stack = alloc::vec![0u8; SECONDARY_STACK_SIZE].into_boxed_slice();
         let stack_base = Box::leak(stack).as_mut_ptr() as u64;
         ci.stack_base.store(stack_base, Ordering::Relaxed);
-        ci.stack_size.store(SECONDARY_STACK_SIZE as u64, Ordering::Relaxed);
+        ci.stack_size
+            .store(SECONDARY_STACK_SIZE as u64, Ordering::Relaxed);
         let boot = Box::leak(Box::new(SecondaryBoot {
             mmu: *mmu_config,
             stack_top: stack_base + SECONDARY_STACK_SIZE as u64,
@@ -203,7 +233,11 @@ fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
         ci.set_state(CpuState::Starting);
         arch::clean_dcache_range(ci as *const _ as u64, core::mem::size_of_val(ci) as u64);
         if let Err(e) = board.start_cpu(ci.index(), ci.mpidr(), boot_addr) {
-            kprintln!("cpu{} (MPIDR {:#x}): start failed: {e:?}", ci.index(), ci.mpidr());
+            kprintln!(
+                "cpu{} (MPIDR {:#x}): start failed: {e:?}",
+                ci.index(),
+                ci.mpidr()
+            );
             ci.set_state(CpuState::Offline);
         }
     }
@@ -226,7 +260,12 @@ fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
 
 fn report_cpus() {
     for ci in cpus() {
-        kprintln!("cpu{}: MPIDR {:#x} {}", ci.index(), ci.mpidr(), ci.state().name());
+        kprintln!(
+            "cpu{}: MPIDR {:#x} {}",
+            ci.index(),
+            ci.mpidr(),
+            ci.state().name()
+        );
     }
     let online = cpu::ncpu_online();
     if online == cpu::ncpu() {

@@ -25,7 +25,9 @@ struct Writer;
 
 impl Write for Writer {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let Some(platform) = try_platform() else { return Ok(()) };
+        let Some(platform) = try_platform() else {
+            return Ok(());
+        };
         for (i, line) in s.split('\n').enumerate() {
             if i > 0 {
                 platform.console_write(b"\r\n");

@@ -120,7 +120,10 @@ const _: () = {
 
 impl CpuInfo {
     /// An all-zero, offline `CpuInfo`.
-    #[allow(clippy::declare_interior_mutable_const, reason = "used only as an array initialiser")]
+    #[allow(
+        clippy::declare_interior_mutable_const,
+        reason = "used only as an array initialiser"
+    )]
     pub const ZERO: Self = Self {
         self_addr: AtomicU64::new(0),
         index: AtomicU32::new(0),
@@ -200,9 +203,13 @@ pub static kern_cpu_info_ptrs: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0)
 /// publishes it in the pointer array. Boot CPU only, before secondaries start; `index` must be
 /// below [`MAXCPUS`] and attached in order 0, 1, 2, ...
 pub fn attach(index: usize, mpidr: u64) -> &'static CpuInfo {
-    assert!(index < MAXCPUS, "cpu::attach: index {index} >= MAXCPUS {MAXCPUS}");
+    assert!(
+        index < MAXCPUS,
+        "cpu::attach: index {index} >= MAXCPUS {MAXCPUS}"
+    );
     let ci = &CPU_INFO[index];
-    ci.self_addr.store(ci as *const CpuInfo as u64, Ordering::Relaxed);
+    ci.self_addr
+        .store(ci as *const CpuInfo as u64, Ordering::Relaxed);
     ci.index.store(index as u32, Ordering::Relaxed);
     ci.mpidr.store(mpidr, Ordering::Relaxed);
     kern_cpu_info_ptrs[index].store(ci as *const CpuInfo as u64, Ordering::Release);
@@ -262,7 +269,12 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_rejects_unknown_values() {
-        for s in [CpuState::Offline, CpuState::Starting, CpuState::Online, CpuState::Halted] {
+        for s in [
+            CpuState::Offline,
+            CpuState::Starting,
+            CpuState::Online,
+            CpuState::Halted,
+        ] {
             assert_eq!(CpuState::from_raw(s as u32), Some(s));
         }
         assert_eq!(CpuState::from_raw(4), None);

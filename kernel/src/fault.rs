@@ -138,7 +138,10 @@ struct Line {
 
 impl Line {
     fn new() -> Self {
-        Self { buf: [0; 160], len: 0 }
+        Self {
+            buf: [0; 160],
+            len: 0,
+        }
     }
     fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -202,10 +205,19 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     if PANICKING.swap(true, Ordering::AcqRel) {
         crate::intr::halt_this_cpu();
     }
-    let cpu = if crate::arch::aarch64::read_tpidr() != 0 { curcpu().index() } else { 0 };
+    let cpu = if crate::arch::aarch64::read_tpidr() != 0 {
+        curcpu().index()
+    } else {
+        0
+    };
     emergency_write(format_args!("\npanic on cpu{cpu}: {}\n", info.message()));
     if let Some(loc) = info.location() {
-        emergency_write(format_args!("  at {}:{}:{}\n", loc.file(), loc.line(), loc.column()));
+        emergency_write(format_args!(
+            "  at {}:{}:{}\n",
+            loc.file(),
+            loc.line(),
+            loc.column()
+        ));
     }
     if crate::arch::aarch64::read_tpidr() != 0 {
         print_backtrace(None, crate::arch::aarch64::frame_pointer());

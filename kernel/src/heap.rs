@@ -24,7 +24,9 @@ pub struct KernelHeap {
 }
 
 #[global_allocator]
-static HEAP: KernelHeap = KernelHeap { heap: SpinLock::new(Heap::empty()) };
+static HEAP: KernelHeap = KernelHeap {
+    heap: SpinLock::new(Heap::empty()),
+};
 
 // SAFETY: `alloc` returns blocks of at least `layout.size()` bytes aligned to
 // `layout.align()` from memory only the heap owns, or null; `dealloc` returns them. The spin
@@ -72,10 +74,14 @@ fn subtract(range: PhysRange, hole: PhysRange) -> [Option<PhysRange>; 2] {
     if hole.size == 0 || hole.end() <= range.start || hole.start >= range.end() {
         return [Some(range), None];
     }
-    let below = (hole.start > range.start)
-        .then(|| PhysRange { start: range.start, size: hole.start - range.start });
-    let above = (hole.end() < range.end())
-        .then(|| PhysRange { start: hole.end(), size: range.end() - hole.end() });
+    let below = (hole.start > range.start).then(|| PhysRange {
+        start: range.start,
+        size: hole.start - range.start,
+    });
+    let above = (hole.end() < range.end()).then(|| PhysRange {
+        start: hole.end(),
+        size: range.end() - hole.end(),
+    });
     [below, above]
 }
 

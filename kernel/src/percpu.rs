@@ -105,7 +105,10 @@ unsafe extern "C" {
 #[cfg(target_arch = "aarch64")]
 pub fn section() -> (u64, u64) {
     // Linker-script symbols: only their addresses are taken, which needs no `unsafe`.
-    (core::ptr::addr_of!(__dpcpu_start) as u64, core::ptr::addr_of!(__dpcpu_end) as u64)
+    (
+        core::ptr::addr_of!(__dpcpu_start) as u64,
+        core::ptr::addr_of!(__dpcpu_end) as u64,
+    )
 }
 
 /// Gives every attached CPU its copy of the template section and records the offsets.
@@ -120,12 +123,14 @@ pub fn init() {
     for ci in crate::cpu::cpus() {
         // SAFETY: non-zero size; the copy is never freed (it lives as long as the CPU).
         let copy = unsafe { alloc::alloc::alloc_zeroed(layout) };
-        assert!(!copy.is_null(), "percpu::init: out of memory for CPU {}", ci.index());
+        assert!(
+            !copy.is_null(),
+            "percpu::init: out of memory for CPU {}",
+            ci.index()
+        );
         // SAFETY: source is the linked template section of `end - start` bytes, destination a
         // fresh allocation of at least that size; they do not overlap.
-        unsafe {
-            core::ptr::copy_nonoverlapping(start as *const u8, copy, (end - start) as usize)
-        };
+        unsafe { core::ptr::copy_nonoverlapping(start as *const u8, copy, (end - start) as usize) };
         let off = (copy as u64).wrapping_sub(start);
         kern_dpcpu_off[ci.index()].store(off, Ordering::Release);
         ci.dpcpu_off.store(off, Ordering::Release);
@@ -156,8 +161,9 @@ mod tests {
         assert!(!in_section(0xff, 0x100, 0x200));
     }
 
-    dpcpu_define!(static TEST_COUNTER: core::sync::atomic::AtomicU32 =
-        core::sync::atomic::AtomicU32::new(7););
+    dpcpu_define!(
+        static TEST_COUNTER: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(7);
+    );
 
     #[test]
     fn template_keeps_its_initial_value() {

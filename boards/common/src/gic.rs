@@ -87,7 +87,9 @@ impl Gic {
         match self.config {
             // SAFETY: `new`'s caller promised these are the GICv2 registers; see the module
             // documentation for why a fresh instance per call is sound.
-            GicConfig::V2 { gicd, gicc } => Some(unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) }),
+            GicConfig::V2 { gicd, gicc } => {
+                Some(unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) })
+            }
             GicConfig::V3 { .. } => None,
         }
     }
@@ -101,7 +103,11 @@ impl Gic {
                     gic.setup();
                 }
             }
-            GicConfig::V3 { gicd, gicr, redistributors } => {
+            GicConfig::V3 {
+                gicd,
+                gicr,
+                redistributors,
+            } => {
                 // SAFETY: `new`'s caller promised these are the GICv3 registers, mapped and
                 // not used by anything else; the driver is created once and kept.
                 let mut gic = unsafe {
@@ -152,7 +158,9 @@ impl Gic {
     /// Enables `irq` at kernel IPL `ipl`; private interrupts on CPU `cpu` (which, on GICv2,
     /// must be the calling CPU).
     pub fn enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
-        let Ok(intid) = IntId::try_from(irq) else { return };
+        let Ok(intid) = IntId::try_from(irq) else {
+            return;
+        };
         let priority = ipl_to_priority(ipl);
         match self.config {
             GicConfig::V2 { .. } => {
@@ -176,7 +184,10 @@ impl Gic {
     pub fn ack(&self) -> Option<IrqAck> {
         match self.config {
             GicConfig::V2 { .. } => {
-                let raw = u32::from(self.v2()?.get_and_acknowledge_interrupt(InterruptGroup::Group0)?);
+                let raw = u32::from(
+                    self.v2()?
+                        .get_and_acknowledge_interrupt(InterruptGroup::Group0)?,
+                );
                 let irq = raw & 0x3ff;
                 (irq < 1020).then_some(IrqAck { irq, raw })
             }

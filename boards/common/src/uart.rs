@@ -33,7 +33,11 @@ impl Pl011 {
         // SAFETY: `new`'s caller promised `base` is a PL011. A fresh driver per call aliases
         // the registers, which is harmless here: the kernel console serialises writers, and on
         // the panic path an interleaved byte is the worst outcome (the driver keeps no state).
-        Uart::new(unsafe { UniqueMmioPointer::new(NonNull::new(self.base as *mut PL011Registers).expect("non-null")) })
+        Uart::new(unsafe {
+            UniqueMmioPointer::new(
+                NonNull::new(self.base as *mut PL011Registers).expect("non-null"),
+            )
+        })
     }
 
     /// Writes `bytes`, waiting for room in the transmit FIFO.

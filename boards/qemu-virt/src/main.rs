@@ -76,7 +76,11 @@ mod board {
 
         fn start_cpu(&self, _index: usize, mpidr: u64, context: u64) -> Result<(), CpuStartError> {
             let conduit = self.psci.ok_or(CpuStartError::Unsupported)?;
-            conduit.cpu_on(mpidr, board_common::entry::secondary_entry_address(), context)
+            conduit.cpu_on(
+                mpidr,
+                board_common::entry::secondary_entry_address(),
+                context,
+            )
         }
 
         fn exit(&self, code: i32) -> ! {
@@ -97,7 +101,10 @@ mod board {
         // SAFETY: QEMU virt's PL011 is at this address; the MMU is still off.
         let uart = unsafe { Pl011::new(UART_FALLBACK) };
         let mut buf = Line::default();
-        let _ = core::fmt::write(&mut buf, format_args!("qemu-virt: cannot boot: {what}: {err}\r\n"));
+        let _ = core::fmt::write(
+            &mut buf,
+            format_args!("qemu-virt: cannot boot: {what}: {err}\r\n"),
+        );
         uart.write(&buf.bytes[..buf.len]);
         semihosting::exit(1);
         loop {
@@ -112,7 +119,10 @@ mod board {
 
     impl Default for Line {
         fn default() -> Self {
-            Self { bytes: [0; 200], len: 0 }
+            Self {
+                bytes: [0; 200],
+                len: 0,
+            }
         }
     }
 
@@ -145,7 +155,10 @@ mod board {
     }
 
     fn page_range(r: PhysRange) -> PhysRange {
-        PhysRange { start: r.start, size: r.size.max(0x1000) }
+        PhysRange {
+            start: r.start,
+            size: r.size.max(0x1000),
+        }
     }
 
     /// Called by the entry assembly on the boot CPU with the MMU off.
@@ -176,25 +189,36 @@ mod board {
                 gicr: gic.regs[1].start as usize,
                 redistributors: info.cpus().len() + info.cpus_ignored,
             }
-        } else if let Some((_, gic)) =
-            find(dtb, &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"])
-        {
+        } else if let Some((_, gic)) = find(
+            dtb,
+            &["arm,cortex-a15-gic", "arm,gic-400", "arm,cortex-a9-gic"],
+        ) {
             add(gic.regs[0]);
             add(gic.regs[1]);
-            GicConfig::V2 { gicd: gic.regs[0].start as usize, gicc: gic.regs[1].start as usize }
+            GicConfig::V2 {
+                gicd: gic.regs[0].start as usize,
+                gicc: gic.regs[1].start as usize,
+            }
         } else {
             fail("device tree", &"no GICv2 or GICv3 node")
         };
 
         let uart_base = match find(dtb, &["arm,pl011"]) {
             Some((_, uart)) if uart.reg_count > 0 => uart.regs[0],
-            _ => PhysRange { start: UART_FALLBACK as u64, size: 0x1000 },
+            _ => PhysRange {
+                start: UART_FALLBACK as u64,
+                size: 0x1000,
+            },
         };
         add(uart_base);
 
         let psci = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]
             .iter()
-            .find_map(|c| devtree::compatible_property(dtb, c, "method").ok().flatten())
+            .find_map(|c| {
+                devtree::compatible_property(dtb, c, "method")
+                    .ok()
+                    .flatten()
+            })
             .and_then(Conduit::from_method);
 
         // Timer specifiers: secure, non-secure physical, virtual, hypervisor; three cells each

@@ -50,6 +50,15 @@ pub fn run_all() -> ! {
     // Boot is measured once per boot: QEMU starts the counter at 0, so the time at which the
     // last CPU came online is the figure. Under icount it is identical on every run.
     let online = counter_to_ns(crate::boot::all_online_at());
-    report("boot_all_cpus_online", "ns", Figures { median: online, min: online, max: online, n: 1 });
+    report(
+        "boot_all_cpus_online",
+        "ns",
+        Figures {
+            median: online,
+            min: online,
+            max: online,
+            n: 1,
+        },
+    );
     crate::platform::platform().exit(0)
 }

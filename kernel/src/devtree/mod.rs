@@ -170,7 +170,10 @@ impl SystemInfo {
 fn parse_fdt(data: &[u8]) -> Result<Fdt<'_>, DtbError> {
     let total = total_size(data)?;
     if data.len() < total {
-        return Err(DtbError::Truncated { claimed: total, available: data.len() });
+        return Err(DtbError::Truncated {
+            claimed: total,
+            available: data.len(),
+        });
     }
     Fdt::new(&data[..total]).map_err(|_| DtbError::Malformed("flat_device_tree rejected it"))
 }
@@ -202,8 +205,11 @@ pub fn parse(data: &[u8], boot_mpidr: u64) -> Result<SystemInfo, DtbError> {
         memory_ignored: 0,
         reserved: [PhysRange::default(); MAX_RESERVED],
         reserved_count: 0,
-        cpus: [CpuNode { mpidr: 0, enable_method: EnableMethod::Unknown, release_addr: None };
-            MAXCPUS],
+        cpus: [CpuNode {
+            mpidr: 0,
+            enable_method: EnableMethod::Unknown,
+            release_addr: None,
+        }; MAXCPUS],
         cpu_count: 0,
         cpus_ignored: 0,
         boot_cpu_missing: false,
@@ -212,19 +218,27 @@ pub fn parse(data: &[u8], boot_mpidr: u64) -> Result<SystemInfo, DtbError> {
     };
 
     // Reserve the tree itself; the caller adjusts the start if it knows the load address.
-    info.reserved[0] = PhysRange { start: data.as_ptr() as u64, size: fdt.total_size() as u64 };
+    info.reserved[0] = PhysRange {
+        start: data.as_ptr() as u64,
+        size: fdt.total_size() as u64,
+    };
     info.reserved_count = 1;
     for r in fdt.memory_reservations() {
         if info.reserved_count < MAX_RESERVED && r.size() > 0 {
-            info.reserved[info.reserved_count] =
-                PhysRange { start: r.address() as u64, size: r.size() as u64 };
+            info.reserved[info.reserved_count] = PhysRange {
+                start: r.address() as u64,
+                size: r.size() as u64,
+            };
             info.reserved_count += 1;
         }
     }
 
     let mut boot_found = false;
-    let mut others = [CpuNode { mpidr: 0, enable_method: EnableMethod::Unknown, release_addr: None };
-        MAXCPUS];
+    let mut others = [CpuNode {
+        mpidr: 0,
+        enable_method: EnableMethod::Unknown,
+        release_addr: None,
+    }; MAXCPUS];
     let mut other_count = 0;
     let mut boot_node = None;
 
@@ -241,8 +255,10 @@ pub fn parse(data: &[u8], boot_mpidr: u64) -> Result<SystemInfo, DtbError> {
                     continue;
                 }
                 if info.memory_count < MAX_MEMORY_REGIONS {
-                    info.memory[info.memory_count] =
-                        PhysRange { start: reg.starting_address as u64, size };
+                    info.memory[info.memory_count] = PhysRange {
+                        start: reg.starting_address as u64,
+                        size,
+                    };
                     info.memory_count += 1;
                 } else {
                     info.memory_ignored += 1;
@@ -261,7 +277,11 @@ pub fn parse(data: &[u8], boot_mpidr: u64) -> Result<SystemInfo, DtbError> {
                 Some("spin-table") => EnableMethod::SpinTable,
                 _ => EnableMethod::Unknown,
             };
-            let cpu = CpuNode { mpidr, enable_method, release_addr: prop_cells(&node, "cpu-release-addr") };
+            let cpu = CpuNode {
+                mpidr,
+                enable_method,
+                release_addr: prop_cells(&node, "cpu-release-addr"),
+            };
             if mpidr == crate::cpu_affinity(boot_mpidr) && !boot_found {
                 boot_found = true;
                 boot_node = Some(cpu);
@@ -324,12 +344,18 @@ pub fn find_compatible<'a>(
         if prop_str(&node, "status").is_some_and(|s| s == "disabled") {
             continue;
         }
-        let Some(list) = node.compatible() else { continue };
-        let Some(hit) = list.all().find(|c| compatible.contains(c)) else { continue };
+        let Some(list) = node.compatible() else {
+            continue;
+        };
+        let Some(hit) = list.all().find(|c| compatible.contains(c)) else {
+            continue;
+        };
         let mut dev = Device::default();
         for reg in node.reg().take(4) {
-            dev.regs[dev.reg_count] =
-                PhysRange { start: reg.starting_address as u64, size: reg.size.unwrap_or(0) as u64 };
+            dev.regs[dev.reg_count] = PhysRange {
+                start: reg.starting_address as u64,
+                size: reg.size.unwrap_or(0) as u64,
+            };
             dev.reg_count += 1;
         }
         if let Some(p) = node.property("interrupts") {
@@ -351,7 +377,10 @@ pub fn compatible_property<'a>(
 ) -> Result<Option<&'a str>, DtbError> {
     let fdt = parse_fdt(data)?;
     for node in fdt.all_nodes() {
-        if node.compatible().is_some_and(|l| l.all().any(|c| c == compatible)) {
+        if node
+            .compatible()
+            .is_some_and(|l| l.all().any(|c| c == compatible))
+        {
             return Ok(prop_str(&node, name));
         }
     }

@@ -45,14 +45,30 @@ fn build(memory: &[(u64, u64)], cpus: &[u64], bootargs: Option<&str>) -> Vec<u8>
 #[test]
 fn qemu_virt_tree_gives_memory_cpus_and_psci() {
     let info = parse(VIRT_GIC3_SMP4, 0x8000_0000).expect("parse");
-    assert_eq!(info.memory(), &[PhysRange { start: 0x4000_0000, size: 1 << 30 }]);
+    assert_eq!(
+        info.memory(),
+        &[PhysRange {
+            start: 0x4000_0000,
+            size: 1 << 30
+        }]
+    );
     let mpidrs: Vec<u64> = info.cpus().iter().map(|c| c.mpidr).collect();
     assert_eq!(mpidrs, [0, 1, 2, 3]);
-    assert!(info.cpus().iter().all(|c| c.enable_method == EnableMethod::Psci));
+    assert!(
+        info.cpus()
+            .iter()
+            .all(|c| c.enable_method == EnableMethod::Psci)
+    );
     assert_eq!(info.cpus_ignored, 0);
     assert!(!info.boot_cpu_missing);
-    assert_eq!(compatible_property(VIRT_GIC3_SMP4, "arm,psci-1.0", "method"), Ok(Some("hvc")));
-    assert_eq!(compatible_property(VIRT_GIC3_EL2, "arm,psci-1.0", "method"), Ok(Some("smc")));
+    assert_eq!(
+        compatible_property(VIRT_GIC3_SMP4, "arm,psci-1.0", "method"),
+        Ok(Some("hvc"))
+    );
+    assert_eq!(
+        compatible_property(VIRT_GIC3_EL2, "arm,psci-1.0", "method"),
+        Ok(Some("smc"))
+    );
 }
 
 #[test]
@@ -73,7 +89,13 @@ fn qemu_virt_gic_nodes_are_found_by_compatible() {
         .expect("timer present");
     // Second specifier (non-secure physical timer): PPI 14 = INTID 30.
     assert_eq!(timer.interrupts[4], 14);
-    assert_eq!(parse(VIRT_GIC2_SMP8, 0x8000_0000).expect("parse").cpus().len(), 8);
+    assert_eq!(
+        parse(VIRT_GIC2_SMP8, 0x8000_0000)
+            .expect("parse")
+            .cpus()
+            .len(),
+        8
+    );
 }
 
 #[test]
@@ -134,8 +156,15 @@ fn tree_without_cpus_is_an_error() {
 
 #[test]
 fn bootargs_are_read_from_chosen() {
-    let dtb = build(&[(0x4000_0000, 0x1000_0000)], &[0], Some("ktest.filter=cpu"));
-    assert_eq!(parse(&dtb, 0).expect("parse").bootargs(), "ktest.filter=cpu");
+    let dtb = build(
+        &[(0x4000_0000, 0x1000_0000)],
+        &[0],
+        Some("ktest.filter=cpu"),
+    );
+    assert_eq!(
+        parse(&dtb, 0).expect("parse").bootargs(),
+        "ktest.filter=cpu"
+    );
 }
 
 #[test]
@@ -151,9 +180,15 @@ fn truncated_tree_is_reported_with_both_sizes() {
     let dtb = &VIRT_GIC3_SMP4[..VIRT_GIC3_SMP4.len() / 2];
     assert_eq!(
         parse(dtb, 0).err(),
-        Some(DtbError::Truncated { claimed: VIRT_GIC3_SMP4.len(), available: dtb.len() })
+        Some(DtbError::Truncated {
+            claimed: VIRT_GIC3_SMP4.len(),
+            available: dtb.len()
+        })
     );
-    assert!(matches!(parse(&VIRT_GIC3_SMP4[..20], 0), Err(DtbError::BadHeader(_))));
+    assert!(matches!(
+        parse(&VIRT_GIC3_SMP4[..20], 0),
+        Err(DtbError::BadHeader(_))
+    ));
     assert!(matches!(parse(&[], 0), Err(DtbError::BadHeader(_))));
 }
 
@@ -174,7 +209,9 @@ fn randomly_damaged_trees_never_panic() {
     println!("randomly_damaged_trees_never_panic: seed {seed:#x}");
     let mut state = seed;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         state >> 33
     };
     let mut outcomes = [0usize; 2];

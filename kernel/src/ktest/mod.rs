@@ -94,7 +94,9 @@ impl KTest {
 
     /// The name without the suite's module prefix.
     pub fn short_name(&self) -> &'static str {
-        self.name.strip_prefix("kernel::ktest::suite::").unwrap_or(self.name)
+        self.name
+            .strip_prefix("kernel::ktest::suite::")
+            .unwrap_or(self.name)
     }
 }
 
@@ -145,7 +147,10 @@ struct Message {
 
 impl Message {
     const fn new() -> Self {
-        Self { buf: [0; 240], len: 0 }
+        Self {
+            buf: [0; 240],
+            len: 0,
+        }
     }
     fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("<message not UTF-8>")
@@ -218,9 +223,8 @@ fn run_here(test: &'static KTest) -> bool {
     slot.message.lock().len = 0;
     slot.active.store(true, Ordering::Release);
     // SAFETY: the slot's recovery point belongs to this CPU and outlives the call.
-    let returned = unsafe {
-        call_with_recovery(slot.point.get(), trampoline, test as *const KTest as usize)
-    };
+    let returned =
+        unsafe { call_with_recovery(slot.point.get(), trampoline, test as *const KTest as usize) };
     slot.active.store(false, Ordering::Release);
     returned
 }
@@ -265,7 +269,10 @@ pub fn on_fault(frame: &TrapFrame, what: &dyn fmt::Display) {
 
 /// Whether the harness posted a test to this CPU.
 pub fn job_pending() -> bool {
-    !SLOTS[curcpu().index()].job.load(Ordering::Acquire).is_null()
+    !SLOTS[curcpu().index()]
+        .job
+        .load(Ordering::Acquire)
+        .is_null()
 }
 
 /// Secondary CPUs call this from their idle loop: runs a test the harness posted, if any.
@@ -289,7 +296,10 @@ pub fn watchdog_check(now: u64) {
     if deadline == 0 || now <= deadline {
         return;
     }
-    if DEADLINE.compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if DEADLINE
+        .compare_exchange(deadline, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
         return;
     }
     let current = CURRENT.load(Ordering::Acquire);
@@ -309,7 +319,11 @@ pub fn watchdog_check(now: u64) {
         emergency_write(format_args!(
             "      cpu{}: {}, {} ticks\n",
             ci.index(),
-            if slot.active.load(Ordering::Relaxed) { "still in the test" } else { "not in a test" },
+            if slot.active.load(Ordering::Relaxed) {
+                "still in the test"
+            } else {
+                "not in a test"
+            },
             ci.tick_count.load(Ordering::Relaxed)
         ));
     }
@@ -345,7 +359,8 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
         for ci in cpus().filter(|ci| ci.index() != me && ci.is_online()) {
             let slot = &SLOTS[ci.index()];
             slot.done.store(false, Ordering::Relaxed);
-            slot.job.store(test as *const KTest as *mut KTest, Ordering::Release);
+            slot.job
+                .store(test as *const KTest as *mut KTest, Ordering::Release);
             posted[ci.index()] = true;
             crate::intr::ipi_send(ci.index(), crate::intr::Ipi::Nop);
         }
@@ -366,7 +381,11 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
             let mut ok = true;
             for cpu in (0..MAXCPUS).filter(|&c| ran_on(c) && !outcomes[c]) {
                 ok = false;
-                let _ = write!(failure, "cpu{cpu}: {}; ", SLOTS[cpu].message.lock().as_str());
+                let _ = write!(
+                    failure,
+                    "cpu{cpu}: {}; ",
+                    SLOTS[cpu].message.lock().as_str()
+                );
             }
             ok
         }
@@ -376,7 +395,10 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
                 let msg = SLOTS[cpu].message.lock();
                 if outcomes[cpu] {
                     ok = false;
-                    let _ = write!(failure, "cpu{cpu}: returned, expected a panic containing {expected:?}; ");
+                    let _ = write!(
+                        failure,
+                        "cpu{cpu}: returned, expected a panic containing {expected:?}; "
+                    );
                 } else if !msg.as_str().contains(expected) {
                     ok = false;
                     let _ = write!(
@@ -396,13 +418,26 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
 pub fn run_all() -> ! {
     let filter = crate::boot::bootarg("ktest.filter");
     let all = tests();
-    let selected = all.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).count();
+    let selected = all
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+        .count();
     let online = ncpu_online();
-    kprintln!("ktest: running {selected} of {} tests on {online} CPUs", all.len());
-    for test in all.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))) {
+    kprintln!(
+        "ktest: running {selected} of {} tests on {online} CPUs",
+        all.len()
+    );
+    for test in all
+        .iter()
+        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
+    {
         if online < test.min_cpus {
             SKIPPED.fetch_add(1, Ordering::Relaxed);
-            kprintln!("skip  {}: needs {} CPUs, {online} online", test.short_name(), test.min_cpus);
+            kprintln!(
+                "skip  {}: needs {} CPUs, {online} online",
+                test.short_name(),
+                test.min_cpus
+            );
             continue;
         }
         CURRENT.store(test as *const KTest as *mut KTest, Ordering::Release);
@@ -429,7 +464,11 @@ pub fn run_all() -> ! {
         }
     }
     print_summary(false);
-    let code = if FAILED.load(Ordering::Relaxed) == 0 { 0 } else { 1 };
+    let code = if FAILED.load(Ordering::Relaxed) == 0 {
+        0
+    } else {
+        1
+    };
     crate::platform::platform().exit(code)
 }
 

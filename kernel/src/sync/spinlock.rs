@@ -40,7 +40,9 @@ pub struct SpinLockGuard<'a, T: ?Sized> {
 impl<T> SpinLock<T> {
     /// Creates an unlocked lock holding `value`.
     pub const fn new(value: T) -> Self {
-        Self { inner: Inner::new(value) }
+        Self {
+            inner: Inner::new(value),
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 pub fn walk(fp: u64, stack_bounds: Option<(u64, u64)>, max: usize, mut visit: impl FnMut(u64)) {
     let mut fp = fp;
     for _ in 0..max {
-        if fp == 0 || fp % 16 != 0 {
+        if fp == 0 || !fp.is_multiple_of(16) {
             return;
         }
         if let Some((lo, hi)) = stack_bounds

@@ -16,9 +16,7 @@
 use crate::platform::PhysRange;
 use aarch64_paging::Mapping;
 use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
-use aarch64_paging::paging::{
-    Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange,
-};
+use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange};
 use core::arch::asm;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -131,7 +129,8 @@ pub unsafe fn enable(
     image: &ImageLayout,
     devices: &[PhysRange],
 ) -> Result<MmuConfig, MapFailed> {
-    let mut mapping = Mapping::with_asid_and_va_range(PoolTranslation, 0, 1, El1And0, VaRange::Lower);
+    let mut mapping =
+        Mapping::with_asid_and_va_range(PoolTranslation, 0, 1, El1And0, VaRange::Lower);
     for &r in ram {
         map(&mut mapping, "RAM", r, NORMAL | XN)?;
     }
@@ -139,8 +138,18 @@ pub unsafe fn enable(
         map(&mut mapping, "device", d, DEVICE | XN)?;
     }
     // The image last: these split the RAM blocks into pages with tighter permissions.
-    map(&mut mapping, "text", image.text, NORMAL | El1Attributes::READ_ONLY)?;
-    map(&mut mapping, "rodata", image.rodata, NORMAL | El1Attributes::READ_ONLY | XN)?;
+    map(
+        &mut mapping,
+        "text",
+        image.text,
+        NORMAL | El1Attributes::READ_ONLY,
+    )?;
+    map(
+        &mut mapping,
+        "rodata",
+        image.rodata,
+        NORMAL | El1Attributes::READ_ONLY | XN,
+    )?;
     map(&mut mapping, "data", image.data, NORMAL | XN)?;
 
     let config = MmuConfig {

@@ -82,3 +82,19 @@ ktest! {
         assert!(r.is_err(), "CPU_ON of MPIDR 0xff00ffff00 succeeded");
     }
 }
+
+ktest! {
+    fn cpus_beyond_maxcpus_are_counted_and_left_offline() {
+        // Count the cpu nodes with the FDT crate's own `cpus()` walk, independently of
+        // `devtree::parse`, then check the kernel kept min(count, MAXCPUS) and reported the rest.
+        let info = crate::boot::system_info();
+        let fdt = flat_device_tree::Fdt::new(crate::boot::device_tree()).expect("booted with it");
+        let in_tree = fdt.cpus().count();
+        assert_eq!(info.cpus().len() + info.cpus_ignored, in_tree);
+        assert_eq!(ncpu(), in_tree.min(MAXCPUS), "{in_tree} CPUs in the tree");
+        assert_eq!(info.cpus_ignored, in_tree.saturating_sub(MAXCPUS));
+        for (i, slot) in kern_cpu_info_ptrs.iter().enumerate().skip(ncpu()) {
+            assert_eq!(slot.load(Ordering::Relaxed), 0, "slot {i} filled");
+        }
+    }
+}

@@ -3,10 +3,10 @@
 
 use crate::cpu::curcpu;
 use crate::heap::stats;
+use crate::kprintln;
 use crate::ktest;
 use crate::ktest::all_cpus_barrier;
 use crate::ktest::suite::{Lcg, seed};
-use crate::kprintln;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,8 +32,8 @@ ktest! {
         let mut rng = Lcg::new(SEED.load(Ordering::Relaxed) ^ ((me as u64 + 1) << 32));
         let mut live: Vec<(Vec<u8>, u8)> = Vec::with_capacity(32);
         for i in 0..3000u32 {
-            if live.len() < 32 && (live.is_empty() || rng.next() % 3 != 0) {
-                let size = 1 + (rng.next() as usize % 4096) * if rng.next() % 16 == 0 { 64 } else { 1 };
+            if live.len() < 32 && (live.is_empty() || !rng.next().is_multiple_of(3)) {
+                let size = 1 + (rng.next() as usize % 4096) * if rng.next().is_multiple_of(16) { 64 } else { 1 };
                 let tag = (rng.next() as u8) | 1;
                 let block = alloc::vec![tag; size];
                 live.push((block, tag));

@@ -1,6 +1,7 @@
 //! The in-kernel test suites, one module per subject. Each test registers itself with
 //! `ktest!`; nothing here needs to list them.
 
+mod clock;
 mod cpu;
 mod fault;
 mod harness;
@@ -8,7 +9,6 @@ mod heap;
 mod ipi;
 mod mmu;
 mod percpu;
-mod clock;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
 /// printed so a failing run can be replayed with `ktest.seed=`.
@@ -22,7 +22,10 @@ impl Lcg {
 
     /// The next 31 pseudo-random bits.
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
