@@ -202,6 +202,9 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
 
     start_secondaries(board, mmu_config);
     report_cpus();
+    if let Some(kind) = bootarg("crash") {
+        crate::fault::crash_on_request(kind);
+    }
 
     #[cfg(feature = "ktest")]
     crate::ktest::run_all();

@@ -157,18 +157,39 @@ impl Write for Line {
     }
 }
 
-/// Stops every other CPU and leaves the machine with status 1.
+/// Stops every other CPU, says how many stopped, and leaves the machine with status 1.
 fn stop_machine() -> ! {
     ipi_broadcast(Ipi::Halt);
     // Give them a moment to stop so their output does not trail ours; never wait forever.
     let me = curcpu().index();
-    for _ in 0..100_000 {
-        if cpus().all(|ci| ci.index() == me || ci.state() != CpuState::Online) {
+    let others = || cpus().filter(move |ci| ci.index() != me);
+    for _ in 0..1_000_000 {
+        if others().all(|ci| ci.state() != CpuState::Online) {
             break;
         }
-        core::hint::spin_loop();
+        crate::arch::aarch64::cpu_relax();
     }
+    let halted = others().filter(|ci| ci.state() == CpuState::Halted).count();
+    emergency_write(format_args!(
+        "other CPUs halted: {halted} of {}\n",
+        others().count()
+    ));
     crate::platform::platform().exit(1)
+}
+
+/// Crashes on purpose, as `crash=KIND` on the command line asks (`data-abort` or `panic`), so
+/// the fatal path itself (report, halting the other CPUs, exit status) can be tested and
+/// crash dumps can be taken. Context: thread, boot CPU, after all CPUs are up.
+pub fn crash_on_request(kind: &str) {
+    match kind {
+        "data-abort" => {
+            // SAFETY: deliberately reads an unmapped address (64 GiB) to take the fault path.
+            let value = unsafe { (0x10_0000_0000 as *const u64).read_volatile() };
+            panic!("read {value:#x} from an unmapped address without a fault");
+        }
+        "panic" => panic!("crash requested on the command line"),
+        other => crate::kprintln!("warning: crash={other} ignored (data-abort or panic)"),
+    }
 }
 
 /// Entered from the vectors for every exception. Context: exception, IRQs masked.

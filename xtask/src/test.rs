@@ -31,11 +31,37 @@ pub const TEST_MATRIX: &[Machine] = &[
     Machine::virt(Gic::V3, 17),
 ];
 
+/// Fatal-path checks: the test image crashes on purpose (`crash=KIND` on the kernel command
+/// line) after boot, and must print these lines, halt the other CPUs and leave QEMU with
+/// status 1. Each check counts as one test.
+pub const CRASH_CHECKS: &[(&str, &[&str])] = &[
+    (
+        "data-abort",
+        &[
+            "FAULT on cpu0: data abort: translation fault, level 1, on read",
+            "FAR 0x0000001000000000",
+            "backtrace:",
+            "other CPUs halted: 3 of 3",
+        ],
+    ),
+    (
+        "panic",
+        &[
+            "panic on cpu0: crash requested on the command line",
+            "backtrace:",
+            "other CPUs halted: 3 of 3",
+        ],
+    ),
+];
+
 /// Workspace packages that only build for the kernel target, left out of the host tests.
 pub const HOST_TEST_EXCLUDES: &[&str] = &["qemu-virt", "board-common"];
 
-/// Substrings that mark a kernel output line worth showing even without `--verbose`.
-const FAILURE_MARKERS: &[&str] = &["FAIL", "panic", "PANIC", "watchdog"];
+/// How a kernel output line worth showing without `--verbose` begins (a failed test, a panic
+/// that no test caught), or what it contains (the watchdog). Reports of faults that tests
+/// provoke on purpose are not among them.
+const FAILURE_PREFIXES: &[&str] = &["FAIL", "panic on cpu"];
+const FAILURE_MARKERS: &[&str] = &["watchdog"];
 
 /// How many lines of a failed run's log to show without `--verbose`.
 const TAIL_LINES: usize = 20;
@@ -125,6 +151,15 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         total += verdict.counts;
     }
 
+    if args.filter.is_none()
+        && let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Virt)
+    {
+        for (kind, expected) in CRASH_CHECKS {
+            let verdict = crash_check(ws, kernel, kind, expected, args)?;
+            total += verdict.counts;
+        }
+    }
+
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if total.failed == 0 {
         ExitCode::SUCCESS
@@ -184,9 +219,72 @@ fn run_config(ws: &Workspace, run: &QemuRun, args: &TestArgs) -> Result<Verdict>
     Ok(verdict)
 }
 
+/// Boots `kernel` on virt GICv3 with 4 CPUs and `crash=KIND`, and judges the fatal path.
+fn crash_check(
+    ws: &Workspace,
+    kernel: &std::path::Path,
+    kind: &str,
+    expected: &[&str],
+    args: &TestArgs,
+) -> Result<Verdict> {
+    let append = format!("crash={kind}");
+    let machine = Machine::virt(Gic::V3, 4);
+    let run = QemuRun {
+        append: Some(&append),
+        ..QemuRun::new(machine, kernel)
+    };
+    let label = format!("{} crash={kind}", machine.label());
+    let log = ws.log_path(&format!(
+        "{}-crash-{kind}",
+        machine.log_stem(Variant::Ktest)
+    ));
+    eprintln!("xtask: {label}: {}", run.display());
+    let verbose = args.verbose;
+    let captured = proc::run_captured(&mut run.command(), &log, args.timeout, |line| {
+        if verbose {
+            println!("{line}");
+        }
+    })?;
+    let verdict = judge_crash(&captured.lines, captured.ending, expected, args.timeout);
+    println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
+    Ok(verdict)
+}
+
+/// Judges a deliberate crash: QEMU must exit with status 1 and every expected line fragment
+/// must appear in the output.
+pub fn judge_crash<S: AsRef<str>>(
+    lines: &[S],
+    ending: Ending,
+    expected: &[&str],
+    timeout: Duration,
+) -> Verdict {
+    let missing = expected
+        .iter()
+        .find(|e| !lines.iter().any(|l| l.as_ref().contains(*e)));
+    let note = match (ending, missing) {
+        (Ending::TimedOut, _) => Some(format!("timeout after {} s", timeout.as_secs())),
+        (Ending::Exited(status), _) if status.code() != Some(1) => Some(format!(
+            "QEMU exited with {}, expected status 1",
+            proc::describe(status)
+        )),
+        (_, Some(line)) => Some(format!("no output line contains {line:?}")),
+        _ => None,
+    };
+    let failed = u64::from(note.is_some());
+    Verdict {
+        counts: Counts {
+            passed: 1 - failed,
+            failed,
+            skipped: 0,
+        },
+        note,
+    }
+}
+
 /// Whether a kernel output line looks like a failure worth echoing without `--verbose`.
 pub fn is_failure_line(line: &str) -> bool {
-    FAILURE_MARKERS.iter().any(|m| line.contains(m))
+    FAILURE_PREFIXES.iter().any(|p| line.starts_with(p))
+        || FAILURE_MARKERS.iter().any(|m| line.contains(m))
 }
 
 /// Parses a kernel summary line: exactly `N passed, N failed` or `N passed, N failed, N skipped`
@@ -328,6 +426,28 @@ mod tests {
 
     fn exited(code: i32) -> ExitStatus {
         ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn crash_passes_only_with_status_1_and_every_expected_line() {
+        let t = Duration::from_secs(9);
+        let lines = ["FAULT on cpu0: data abort", "backtrace:"];
+        let want: &[&str] = &["data abort", "backtrace:"];
+        assert_eq!(
+            judge_crash(&lines, Ending::Exited(exited(1)), want, t)
+                .counts
+                .passed,
+            1
+        );
+        let v = judge_crash(&lines, Ending::Exited(exited(0)), want, t);
+        assert_eq!(v.counts.failed, 1);
+        assert!(v.note.unwrap().contains("expected status 1"));
+        let v = judge_crash(&lines[..1], Ending::Exited(exited(1)), want, t);
+        assert!(v.note.unwrap().contains("backtrace:"));
+        assert_eq!(
+            judge_crash(&lines, Ending::TimedOut, want, t).counts.failed,
+            1
+        );
     }
 
     fn counts(passed: u64, failed: u64, skipped: u64) -> Counts {
@@ -478,11 +598,15 @@ mod tests {
 
     #[test]
     fn failure_lines() {
-        assert!(is_failure_line("test sched::yield ... FAIL"));
-        assert!(is_failure_line("kernel panic at src/lib.rs:3"));
-        assert!(is_failure_line("PANIC: oops"));
-        assert!(is_failure_line("watchdog: cpu 2 stuck"));
-        assert!(!is_failure_line("test sched::yield ... ok"));
+        assert!(is_failure_line("FAIL  sched::yield: cpu1: lost"));
+        assert!(is_failure_line("panic on cpu0: oops"));
+        assert!(is_failure_line("      cpu2: watchdog: stuck"));
+        assert!(!is_failure_line(
+            "ok    harness::harness_catches_a_panic (0 ms)"
+        ));
+        assert!(!is_failure_line(
+            "FAULT on cpu0: data abort (caught by a test)"
+        ));
         assert!(!is_failure_line("40 passed, 0 failed"));
     }
 
