@@ -85,10 +85,11 @@ impl Gic {
 
     fn v2(&self) -> Option<GicV2<'static>> {
         match self.config {
-            // SAFETY: `new`'s caller promised these are the GICv2 registers; see the module
-            // documentation for why a fresh instance per call is sound.
             GicConfig::V2 { gicd, gicc } => {
-                Some(unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) })
+                // SAFETY: `new`'s caller promised these are the GICv2 registers; see the
+                // module documentation for why a fresh instance per call is sound.
+                let gic = unsafe { GicV2::new(gicd as *mut _, gicc as *mut _) };
+                Some(gic)
             }
             GicConfig::V3 { .. } => None,
         }
