@@ -189,13 +189,15 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
 
     board.irq_init();
     board.irq_init_cpu(0);
-    intr::ipi_init_cpu(0);
+    intr::init();
+    intr::init_cpu();
     clock::init(
         bootarg("hz")
             .and_then(|v| v.parse().ok())
             .unwrap_or(clock::DEFAULT_HZ),
     );
     clock::start_this_cpu();
+    crate::spl::set_online(ci0, true);
     ci0.set_state(CpuState::Online);
     ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
     arch::irq_enable();
@@ -288,9 +290,10 @@ extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
     vectors::install();
     let board = platform();
     board.irq_init_cpu(index);
-    intr::ipi_init_cpu(index);
+    intr::init_cpu();
     clock::start_this_cpu();
     ONLINE_AT[index].store(arch::counter(), Ordering::Relaxed);
+    crate::spl::set_online(ci, true);
     ci.set_state(CpuState::Online);
     arch::send_event();
     arch::irq_enable();

@@ -8,7 +8,6 @@
 
 use crate::arch::aarch64::{counter_frequency, timer};
 use crate::cpu::curcpu;
-use crate::platform::platform;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Default ticks per second.
@@ -35,15 +34,15 @@ pub fn hz() -> u64 {
     HZ.load(Ordering::Relaxed)
 }
 
-/// Starts the tick on this CPU: arms the timer and enables its interrupt at IPL_SCHED.
+/// Starts the tick on this CPU by arming its timer (`intr` established the interrupt at
+/// IPL_SCHED and enabled it on every CPU).
 pub fn start_this_cpu() {
     let deadline = timer::physical_count() + INTERVAL.load(Ordering::Relaxed);
     NEXT_TICK.get().store(deadline, Ordering::Relaxed);
     timer::arm_at(deadline);
-    platform().irq_enable(platform().timer_irq(), Some(curcpu().index()), 6);
 }
 
-/// The timer interrupt handler (IRQs masked).
+/// The timer interrupt handler, at IPL_SCHED.
 pub fn tick() {
     let interval = INTERVAL.load(Ordering::Relaxed);
     let now = timer::physical_count();

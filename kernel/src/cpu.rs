@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const MAXCPUS: usize = 16;
 
 /// Version of the [`CpuInfo`] layout. Bump it whenever a field moves or changes meaning.
-pub const CPUINFO_LAYOUT_VERSION: u32 = 1;
+pub const CPUINFO_LAYOUT_VERSION: u32 = 2;
 
 /// Number of IPI kinds counted separately in [`CpuInfo::ipi_count`].
 pub const IPI_KINDS: usize = 4;
@@ -71,10 +71,11 @@ pub struct CpuInfo {
     pub state: AtomicU32,
     /// MPIDR affinity (Aff3..Aff0) from the device tree. Offset 16.
     pub mpidr: AtomicU64,
-    /// Current interrupt priority level (filled by the spl issue). Offset 24.
+    /// Current interrupt priority level (`crate::spl`). Offset 24.
     pub ipl: AtomicU32,
-    /// Reserved flag bits, zero for now. Offset 28.
-    pub flags: AtomicU32,
+    /// Deferred work per IPL (bit L) plus the spl flags `PENDING_IN_INTR` (bit 30) and
+    /// `PENDING_NOT_ONLINE` (bit 31); see `crate::spl`. Offset 28.
+    pub ipending: AtomicU32,
     /// Address of the thread running on this CPU, 0 before threads exist. Offset 32.
     pub curlwp: AtomicU64,
     /// This CPU's DPCPU offset (copy address minus template address). Offset 40.
@@ -93,8 +94,13 @@ pub struct CpuInfo {
     pub ctxsw_count: AtomicU64,
     /// Ticks spent idle (filled by the scheduler issue). Offset 120.
     pub idle_ticks: AtomicU64,
-    /// Room for later fields without moving the ones above. Offset 128.
-    pub reserved: [AtomicU64; 8],
+    /// IPL of the hard interrupt handler running on this CPU (valid while `intr_depth` > 0).
+    /// Offset 128.
+    pub intr_ipl: AtomicU32,
+    /// Nesting depth of hard interrupt handlers on this CPU. Offset 132.
+    pub intr_depth: AtomicU32,
+    /// Room for later fields without moving the ones above. Offset 136.
+    pub reserved: [AtomicU64; 7],
 }
 
 const _: () = {
@@ -104,7 +110,7 @@ const _: () = {
     assert!(offset_of!(CpuInfo, state) == 12);
     assert!(offset_of!(CpuInfo, mpidr) == 16);
     assert!(offset_of!(CpuInfo, ipl) == 24);
-    assert!(offset_of!(CpuInfo, flags) == 28);
+    assert!(offset_of!(CpuInfo, ipending) == 28);
     assert!(offset_of!(CpuInfo, curlwp) == 32);
     assert!(offset_of!(CpuInfo, dpcpu_off) == 40);
     assert!(offset_of!(CpuInfo, intr_count) == 48);
@@ -114,7 +120,9 @@ const _: () = {
     assert!(offset_of!(CpuInfo, stack_size) == 104);
     assert!(offset_of!(CpuInfo, ctxsw_count) == 112);
     assert!(offset_of!(CpuInfo, idle_ticks) == 120);
-    assert!(offset_of!(CpuInfo, reserved) == 128);
+    assert!(offset_of!(CpuInfo, intr_ipl) == 128);
+    assert!(offset_of!(CpuInfo, intr_depth) == 132);
+    assert!(offset_of!(CpuInfo, reserved) == 136);
     assert!(size_of::<CpuInfo>() == 192);
 };
 
@@ -130,7 +138,7 @@ impl CpuInfo {
         state: AtomicU32::new(CpuState::Offline as u32),
         mpidr: AtomicU64::new(0),
         ipl: AtomicU32::new(0),
-        flags: AtomicU32::new(0),
+        ipending: AtomicU32::new(crate::spl::PENDING_NOT_ONLINE),
         curlwp: AtomicU64::new(0),
         dpcpu_off: AtomicU64::new(0),
         intr_count: AtomicU64::new(0),
@@ -140,7 +148,9 @@ impl CpuInfo {
         stack_size: AtomicU64::new(0),
         ctxsw_count: AtomicU64::new(0),
         idle_ticks: AtomicU64::new(0),
-        reserved: [const { AtomicU64::new(0) }; 8],
+        intr_ipl: AtomicU32::new(0),
+        intr_depth: AtomicU32::new(0),
+        reserved: [const { AtomicU64::new(0) }; 7],
     };
 
     /// Kernel CPU index.

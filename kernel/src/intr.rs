@@ -1,28 +1,129 @@
-//! Interrupt dispatch and inter-processor interrupts (IPIs).
+//! Hardware interrupts: `intr_establish`/`intr_disestablish`, dispatch at the handler's IPL
+//! with nesting, deferral of interrupts whose level is blocked, per-CPU per-interrupt
+//! statistics, and inter-processor interrupts (IPIs).
 //!
-//! The flow of one interrupt: the IRQ vector saves a trap frame and calls [`irq_entry`];
-//! it acknowledges interrupts at the controller through the platform until none is pending,
-//! dispatching each (the timer to `clock`, SGIs to [`ipi_dispatch`], anything else counted as
-//! stray), and signals end-of-interrupt for each. Interrupts stay masked while a handler runs;
-//! the spl issue adds priority levels and nesting on top of this loop.
+//! # The flow of one interrupt
 //!
-//! IPIs are SGIs; each [`Ipi`] kind has its own SGI number (kept within 0-7, since 8-15 are
-//! reserved for secure firmware), so a kind needs no message queue: the handler knows what to
-//! do from the number alone. Each CPU counts the IPIs it received per kind in its `CpuInfo`.
-//! Two sends of the same kind to a CPU before it takes the first arrive as one interrupt (the
-//! GIC keeps one pending bit per SGI and CPU); callers that count deliveries wait in between.
+//! The IRQ vector saves a trap frame and calls [`irq_entry`] with IRQs masked. It acknowledges
+//! interrupts through the platform until none is pending. For each: if its level is above the
+//! CPU's IPL, it raises the IPL to that level, unmasks IRQs (so an interrupt of higher
+//! priority can nest; the GIC's running priority holds back the rest), runs the handler, masks
+//! IRQs, ends the interrupt (EOI) and restores the IPL. If its level is blocked, it is
+//! *deferred*: remembered per CPU and level, left active at the GIC (no EOI) so that nothing
+//! of the same or lower priority is signalled meanwhile, and run by `splx` when the level
+//! drops (see `crate::spl` for why this is correct). At most one interrupt per level can be
+//! deferred at a time, because while it is active no other interrupt of that priority can be
+//! signalled. On the way out, soft work made runnable by the handlers runs through the spl
+//! lower hook.
+//!
+//! # IPIs
+//!
+//! IPIs are SGIs; each [`Ipi`] kind has its own SGI number (within 0-7; 8-15 are reserved for
+//! secure firmware), so a kind needs no message queue. Two sends of one kind to a CPU that has
+//! not taken the first arrive as one interrupt (one pending bit per SGI and CPU).
+//!
+//! # Private interrupts on every CPU
+//!
+//! SGIs and PPIs have a copy per CPU, and on GICv2 only the CPU itself can program its copy.
+//! Establishing or disestablishing one therefore bumps a generation number and sends a `Nop`
+//! IPI to every other online CPU; each CPU brings its own copies up to date when it takes that
+//! IPI (and when it comes online), and the caller waits until every online CPU has.
 
-use crate::cpu::{CpuState, IPI_KINDS, curcpu};
-use crate::platform::{IpiTarget, platform};
-use core::sync::atomic::{AtomicU64, Ordering};
+use crate::cpu::{CpuInfo, CpuState, IPI_KINDS, MAXCPUS, cpus, curcpu};
+use crate::platform::{IpiTarget, IrqAck, platform};
+use crate::spl::{IPL_HIGH, IPL_SCHED, Ipl, NIPL, PENDING_IN_INTR, splraise, splx};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Interrupt identifiers handled: SGIs 0-15, PPIs 16-31, SPIs 32-1019.
+pub const NIRQ: usize = 1020;
+/// First shared (SPI) interrupt identifier.
+pub const FIRST_SPI: u32 = 32;
+
+/// Flag for [`intr_establish`]: the handler needs no kernel lock (all handlers are run
+/// without one today; the flag is recorded for when the kernel lock exists).
+pub const INTR_MPSAFE: u32 = 1;
+
+/// A handler: called with its argument at its IPL, in hard interrupt context (no sleeping).
+/// Returns whether the interrupt was for it (NetBSD's convention; recorded in the statistics).
+pub type IntrHandler = fn(usize) -> bool;
+
+/// Why [`intr_establish`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntrError {
+    /// The identifier is not an interrupt the kernel handles (>= [`NIRQ`]).
+    BadIrq(u32),
+    /// The level is not a hardware level (IPL_VM, IPL_SCHED or IPL_HIGH).
+    BadIpl(Ipl),
+    /// A handler is already established for this interrupt.
+    Busy(u32),
+    /// Some online CPU did not take the new setting within the time limit.
+    Timeout(usize),
+}
+
+/// A handle returned by [`intr_establish`], passed to [`intr_disestablish`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct IntrHandle {
+    irq: u32,
+}
+
+impl IntrHandle {
+    /// The interrupt identifier.
+    pub fn irq(&self) -> u32 {
+        self.irq
+    }
+}
+
+/// One interrupt's handler. `ipl` 0 means none established.
+struct Slot {
+    ipl: AtomicU32,
+    func: AtomicUsize,
+    arg: AtomicUsize,
+    flags: AtomicU32,
+    /// CPUs running the handler right now.
+    running: AtomicU32,
+}
+
+static HANDLERS: [Slot; NIRQ] = [const {
+    Slot {
+        ipl: AtomicU32::new(0),
+        func: AtomicUsize::new(0),
+        arg: AtomicUsize::new(0),
+        flags: AtomicU32::new(0),
+        running: AtomicU32::new(0),
+    }
+}; NIRQ];
+
+/// Serialises establish/disestablish.
+static ESTABLISH_LOCK: crate::sync::SpinLock<()> = crate::sync::SpinLock::new(());
+/// Generation of the private-interrupt settings; each CPU applies it to its own copies.
+static PRIVATE_GEN: AtomicU64 = AtomicU64::new(0);
+/// Interrupts that arrived with no handler, all CPUs.
+static STRAY: AtomicU64 = AtomicU64::new(0);
+
+crate::dpcpu_define! {
+    /// Interrupts taken per identifier on this CPU (`vmstat -i`).
+    static INTR_COUNT: [AtomicU64; NIRQ] = [const { AtomicU64::new(0) }; NIRQ];
+}
+crate::dpcpu_define! {
+    /// Deferred interrupt per level: raw acknowledge value + 1, 0 = none.
+    static DEFERRED: [AtomicU32; NIPL] = [const { AtomicU32::new(0) }; NIPL];
+}
+crate::dpcpu_define! {
+    /// Interrupt whose handler is running per level: raw acknowledge value + 1, 0 = none.
+    static ACTIVE: [AtomicU32; NIPL] = [const { AtomicU32::new(0) }; NIPL];
+}
+crate::dpcpu_define! {
+    /// The private-interrupt generation this CPU has applied.
+    static PRIVATE_SEEN: AtomicU64 = AtomicU64::new(0);
+}
 
 /// The kinds of IPI. The discriminant is the SGI number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Ipi {
-    /// Does nothing but wake the CPU and count (tests, and kicking a CPU out of WFI).
+    /// Wakes the CPU, applies private-interrupt changes, and counts (tests use it too).
     Nop = 0,
-    /// Stop this CPU for good (sent by the panic path).
+    /// Stops this CPU for good (sent by the panic path).
     Halt = 1,
     /// Reschedule (the scheduler issue uses it).
     Sched = 2,
@@ -34,18 +135,15 @@ impl Ipi {
     /// All kinds, in SGI order.
     pub const ALL: [Ipi; IPI_KINDS] = [Ipi::Nop, Ipi::Halt, Ipi::Sched, Ipi::Xcall];
 
-    /// The IPL the IPI is delivered at (NetBSD: scheduler IPIs at IPL_SCHED, the rest at
+    /// The level the IPI is delivered at (NetBSD: scheduler IPIs at IPL_SCHED, the rest at
     /// IPL_HIGH).
-    pub const fn ipl(self) -> u8 {
+    pub const fn ipl(self) -> Ipl {
         match self {
-            Ipi::Sched => 6,
-            _ => 7,
+            Ipi::Sched => IPL_SCHED,
+            _ => IPL_HIGH,
         }
     }
 }
-
-/// Interrupts that arrived with no handler.
-static STRAY: AtomicU64 = AtomicU64::new(0);
 
 /// Sends `ipi` to CPU `cpu` (which may be this CPU). Context: any.
 pub fn ipi_send(cpu: usize, ipi: Ipi) {
@@ -57,55 +155,356 @@ pub fn ipi_broadcast(ipi: Ipi) {
     platform().send_ipi(IpiTarget::AllButSelf, ipi as u32);
 }
 
-/// Enables the IPI SGIs on this CPU. Boot code calls it once per CPU.
-pub fn ipi_init_cpu(cpu: usize) {
+fn ipi_handler(kind: usize) -> bool {
+    let ci = curcpu();
+    ci.ipi_count[kind].fetch_add(1, Ordering::Relaxed);
+    match Ipi::ALL[kind] {
+        Ipi::Nop => sync_private(),
+        Ipi::Halt => halt_this_cpu(),
+        Ipi::Sched | Ipi::Xcall => {}
+    }
+    true
+}
+
+fn clock_handler(_: usize) -> bool {
+    crate::clock::tick();
+    true
+}
+
+/// Establishes the kernel's own interrupts: the IPIs and the clock. Boot CPU, before the
+/// secondaries start.
+pub fn init() {
     for ipi in Ipi::ALL {
-        platform().irq_enable(ipi as u32, Some(cpu), ipi.ipl());
+        install(
+            ipi as u32,
+            ipi.ipl(),
+            INTR_MPSAFE,
+            ipi_handler,
+            ipi as usize,
+        )
+        .expect("IPI SGIs are free at boot");
+    }
+    install(
+        platform().timer_irq(),
+        IPL_SCHED,
+        INTR_MPSAFE,
+        clock_handler,
+        0,
+    )
+    .expect("the timer PPI is free at boot");
+}
+
+/// Per-CPU setup: programs this CPU's copies of the private interrupts. Every CPU, boot CPU
+/// included, as it comes up.
+pub fn init_cpu() {
+    sync_private();
+}
+
+/// Records a handler without the cross-CPU step (boot, and the first half of establish).
+fn install(irq: u32, ipl: Ipl, flags: u32, func: IntrHandler, arg: usize) -> Result<(), IntrError> {
+    let slot = HANDLERS.get(irq as usize).ok_or(IntrError::BadIrq(irq))?;
+    if !ipl.is_hardware() {
+        return Err(IntrError::BadIpl(ipl));
+    }
+    if slot.ipl.load(Ordering::Acquire) != 0 {
+        return Err(IntrError::Busy(irq));
+    }
+    slot.func.store(func as usize, Ordering::Relaxed);
+    slot.arg.store(arg, Ordering::Relaxed);
+    slot.flags.store(flags, Ordering::Relaxed);
+    slot.ipl.store(u32::from(ipl.as_u8()), Ordering::Release);
+    if irq < FIRST_SPI {
+        PRIVATE_GEN.fetch_add(1, Ordering::AcqRel);
+    } else {
+        platform().irq_enable(irq, None, ipl.as_u8());
+    }
+    Ok(())
+}
+
+/// Brings this CPU's copies of the private interrupts (SGIs, PPIs) up to date.
+fn sync_private() {
+    let seen = PRIVATE_SEEN.get();
+    let generation = PRIVATE_GEN.load(Ordering::Acquire);
+    if seen.load(Ordering::Relaxed) == generation {
+        return;
+    }
+    let cpu = curcpu().index();
+    let p = platform();
+    for irq in 0..FIRST_SPI {
+        match HANDLERS[irq as usize].ipl.load(Ordering::Acquire) {
+            0 => p.irq_disable(irq, Some(cpu)),
+            ipl => p.irq_enable(irq, Some(cpu), ipl as u8),
+        }
+    }
+    seen.store(generation, Ordering::Release);
+}
+
+/// Makes every online CPU apply the current private-interrupt generation, waiting up to
+/// `TIMEOUT_MS`. Returns the first CPU that did not, if any.
+fn propagate_private() -> Result<(), IntrError> {
+    const TIMEOUT_MS: u64 = 1000;
+    sync_private();
+    let generation = PRIVATE_GEN.load(Ordering::Acquire);
+    let me = curcpu().index();
+    let lagging = |ci: &CpuInfo| {
+        ci.index() != me
+            && ci.is_online()
+            && PRIVATE_SEEN.on_cpu(ci.index()).load(Ordering::Acquire) < generation
+    };
+    for ci in cpus().filter(|ci| lagging(ci)) {
+        ipi_send(ci.index(), Ipi::Nop);
+    }
+    let deadline = crate::arch::aarch64::counter() + crate::clock::ms_to_counter(TIMEOUT_MS);
+    while let Some(ci) = cpus().find(|ci| lagging(ci)) {
+        if crate::arch::aarch64::counter() > deadline {
+            return Err(IntrError::Timeout(ci.index()));
+        }
+        crate::arch::aarch64::cpu_relax();
+    }
+    Ok(())
+}
+
+/// `intr_establish(irq, ipl, flags, handler, arg)`: calls `handler(arg)` at level `ipl`
+/// whenever interrupt `irq` fires, and enables it (a private interrupt on every online CPU).
+///
+/// Context: thread, at IPL_NONE (it waits for the other CPUs to take an IPI). Errors: an
+/// identifier out of range, a soft level, an interrupt already established, or a CPU that did
+/// not apply the change (the handler is then established on the CPUs that did).
+pub fn intr_establish(
+    irq: u32,
+    ipl: Ipl,
+    flags: u32,
+    handler: IntrHandler,
+    arg: usize,
+) -> Result<IntrHandle, IntrError> {
+    assert_thread_at_ipl_none("intr_establish");
+    {
+        let _g = ESTABLISH_LOCK.lock();
+        install(irq, ipl, flags, handler, arg)?;
+    }
+    if irq < FIRST_SPI {
+        propagate_private()?;
+    }
+    Ok(IntrHandle { irq })
+}
+
+/// `intr_disestablish(handle)`: disables the interrupt (on every CPU for a private one) and
+/// returns once no CPU is running its handler, so the handler's data may be freed.
+///
+/// Context: thread, at IPL_NONE.
+pub fn intr_disestablish(handle: IntrHandle) {
+    assert_thread_at_ipl_none("intr_disestablish");
+    let irq = handle.irq;
+    let slot = &HANDLERS[irq as usize];
+    {
+        let _g = ESTABLISH_LOCK.lock();
+        if irq < FIRST_SPI {
+            slot.ipl.store(0, Ordering::Release);
+            PRIVATE_GEN.fetch_add(1, Ordering::AcqRel);
+        } else {
+            platform().irq_disable(irq, None);
+            slot.ipl.store(0, Ordering::Release);
+        }
+    }
+    if irq < FIRST_SPI {
+        // A CPU that misses the deadline still disables it when it next takes a Nop IPI; the
+        // wait for running handlers below covers the rest.
+        let _ = propagate_private();
+    }
+    while slot.running.load(Ordering::Acquire) != 0 {
+        crate::arch::aarch64::cpu_relax();
     }
 }
 
-/// Handles an IPI of SGI number `sgi` on this CPU.
-fn ipi_dispatch(sgi: u32) {
+fn assert_thread_at_ipl_none(call: &str) {
     let ci = curcpu();
-    let Some(&ipi) = Ipi::ALL.get(sgi as usize) else {
-        STRAY.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    ci.ipi_count[ipi as usize].fetch_add(1, Ordering::Relaxed);
-    match ipi {
-        Ipi::Nop | Ipi::Sched | Ipi::Xcall => {}
-        Ipi::Halt => halt_this_cpu(),
+    assert!(
+        ci.intr_depth.load(Ordering::Relaxed) == 0,
+        "{call}: called from a hard interrupt handler; it must be called from thread context"
+    );
+    let ipl = crate::spl::curipl();
+    assert!(
+        ipl == crate::spl::IPL_NONE,
+        "{call}: called at {ipl}; it waits for other CPUs and must be called at IPL_NONE"
+    );
+}
+
+/// Interrupts of identifier `irq` handled by CPU `cpu` since boot (0 for an absent CPU).
+pub fn intr_count(cpu: usize, irq: u32) -> u64 {
+    if crate::cpu::cpu_lookup(cpu).is_none() {
+        return 0;
     }
+    INTR_COUNT
+        .on_cpu(cpu)
+        .get(irq as usize)
+        .map(|c| c.load(Ordering::Relaxed))
+        .unwrap_or(0)
+}
+
+/// Interrupts taken with no handler, since boot, all CPUs.
+pub fn stray_count() -> u64 {
+    STRAY.load(Ordering::Relaxed)
 }
 
 /// Stops this CPU for good: marks it halted, masks interrupts and waits forever.
 pub fn halt_this_cpu() -> ! {
     crate::arch::aarch64::irq_disable();
-    curcpu().set_state(CpuState::Halted);
+    let ci = curcpu();
+    crate::spl::set_online(ci, false);
+    ci.set_state(CpuState::Halted);
     loop {
         crate::arch::aarch64::wait_for_interrupt();
     }
 }
 
-/// Interrupts taken with no handler, since boot.
-pub fn stray_count() -> u64 {
-    STRAY.load(Ordering::Relaxed)
+/// Whether this CPU is running a hard interrupt handler.
+pub fn cpu_intr_p() -> bool {
+    curcpu().intr_depth.load(Ordering::Relaxed) != 0
 }
 
-/// Called by the IRQ vector with IRQs masked: handles every pending interrupt.
-pub fn irq_entry() {
-    let platform = platform();
-    let ci = curcpu();
-    let timer = platform.timer_irq();
-    while let Some(ack) = platform.irq_ack() {
-        ci.intr_count.fetch_add(1, Ordering::Relaxed);
-        if ack.irq == timer {
-            crate::clock::tick();
-        } else if ack.irq < 16 {
-            ipi_dispatch(ack.irq);
-        } else {
-            STRAY.fetch_add(1, Ordering::Relaxed);
-        }
-        platform.irq_eoi(ack);
+/// Runs the handler of an acknowledged interrupt at level `ipl` and ends it; the IPL is
+/// `prev` before and after. IRQs are masked on entry and exit, unmasked while the handler runs.
+fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl) {
+    let slot = &HANDLERS[ack.irq as usize];
+    let saved_intr_ipl = ci.intr_ipl.load(Ordering::Relaxed);
+    let depth = ci.intr_depth.fetch_add(1, Ordering::Relaxed);
+    ci.intr_ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
+    if depth == 0 {
+        ci.ipending.fetch_or(PENDING_IN_INTR, Ordering::Relaxed);
     }
+    ci.ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
+    slot.running.fetch_add(1, Ordering::Acquire);
+    let active = &ACTIVE.get()[ipl.as_u8() as usize];
+    active.store(ack.raw + 1, Ordering::Relaxed);
+    let func = slot.func.load(Ordering::Relaxed);
+    let arg = slot.arg.load(Ordering::Relaxed);
+
+    crate::arch::aarch64::irq_enable();
+    // SAFETY: `func` was stored from an `IntrHandler` by `install` before `ipl` was published
+    // (release), and the caller saw a non-zero `ipl` (acquire).
+    let handler: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(func) };
+    handler(arg);
+    crate::arch::aarch64::irq_disable();
+
+    slot.running.fetch_sub(1, Ordering::Release);
+    INTR_COUNT.get()[ack.irq as usize].fetch_add(1, Ordering::Relaxed);
+    active.store(0, Ordering::Relaxed);
+    platform().irq_eoi(ack);
+    ci.ipl.store(u32::from(prev.as_u8()), Ordering::Relaxed);
+    ci.intr_ipl.store(saved_intr_ipl, Ordering::Relaxed);
+    if depth == 0 {
+        ci.ipending.fetch_and(!PENDING_IN_INTR, Ordering::Relaxed);
+    }
+    ci.intr_depth.store(depth, Ordering::Relaxed);
+}
+
+/// Called by the IRQ vector with IRQs masked: handles or defers every pending interrupt.
+pub fn irq_entry() {
+    let ci = curcpu();
+    let p = platform();
+    while let Some(ack) = p.irq_ack() {
+        ci.intr_count.fetch_add(1, Ordering::Relaxed);
+        let raw_ipl = HANDLERS
+            .get(ack.irq as usize)
+            .map_or(0, |s| s.ipl.load(Ordering::Acquire));
+        let Some(ipl) = Ipl::from_u8(raw_ipl as u8).filter(|_| raw_ipl != 0) else {
+            STRAY.fetch_add(1, Ordering::Relaxed);
+            p.irq_eoi(ack);
+            continue;
+        };
+        let cur = Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8).unwrap_or(IPL_HIGH);
+        if ipl <= cur {
+            // Blocked: leave it active so the GIC holds back its priority and below.
+            DEFERRED.get()[ipl.as_u8() as usize].store(ack.raw + 1, Ordering::Relaxed);
+            ci.ipending.fetch_or(1 << ipl.as_u8(), Ordering::Relaxed);
+            continue;
+        }
+        run_handler(ci, ack, ipl, cur);
+    }
+    // Soft work a handler made runnable at a level the interrupted code does not block.
+    let cur = Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8).unwrap_or(IPL_HIGH);
+    if ci.ipending.load(Ordering::Relaxed) & cur.unblocked_mask() != 0 {
+        crate::spl::run_pending(ci, cur);
+    }
+}
+
+/// Runs the deferred interrupts above level `s` on this CPU, highest first (the reverse of
+/// the order they were acknowledged in, as the GIC's EOI requires). Called by `splx` with the
+/// IPL already at `s`.
+pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl) {
+    let saved = crate::arch::aarch64::irq_save();
+    let deferred = DEFERRED.get();
+    for level in (s.as_u8() as usize + 1..NIPL).rev() {
+        let raw = deferred[level].swap(0, Ordering::Relaxed);
+        if raw == 0 {
+            continue;
+        }
+        ci.ipending.fetch_and(!(1 << level), Ordering::Relaxed);
+        let ack = IrqAck {
+            irq: (raw - 1) & 0x3ff,
+            raw: raw - 1,
+        };
+        let ipl = Ipl::from_u8(level as u8).unwrap_or(IPL_HIGH);
+        if HANDLERS[ack.irq as usize].ipl.load(Ordering::Acquire) == 0 {
+            // Disestablished while deferred.
+            STRAY.fetch_add(1, Ordering::Relaxed);
+            platform().irq_eoi(ack);
+            continue;
+        }
+        run_handler(ci, ack, ipl, s);
+    }
+    crate::arch::aarch64::irq_restore(saved);
+}
+
+/// Puts this CPU's interrupt state back in order after the test harness abandoned code that
+/// may have been inside interrupt handlers or holding deferred interrupts: ends every
+/// interrupt still active at the GIC (highest level first; deferred ones are dropped), clears
+/// the handler bookkeeping and sets the IPL to `ipl`. Returns how many interrupts it ended.
+/// Only for recovery from a failed or expected-panic test.
+pub fn reset_after_abandon(ipl: Ipl) -> usize {
+    let saved = crate::arch::aarch64::irq_save();
+    let ci = curcpu();
+    let mut ended = 0;
+    for level in (0..NIPL).rev() {
+        let running = ACTIVE.get()[level].swap(0, Ordering::Relaxed);
+        let deferred = DEFERRED.get()[level].swap(0, Ordering::Relaxed);
+        if running != 0 {
+            let irq = (running - 1) & 0x3ff;
+            HANDLERS[irq as usize]
+                .running
+                .fetch_sub(1, Ordering::Release);
+        }
+        for raw in [running, deferred].into_iter().filter(|&r| r != 0) {
+            platform().irq_eoi(IrqAck {
+                irq: (raw - 1) & 0x3ff,
+                raw: raw - 1,
+            });
+            ended += 1;
+        }
+    }
+    ci.ipending.fetch_and(
+        !(crate::spl::PENDING_LEVELS | PENDING_IN_INTR),
+        Ordering::Relaxed,
+    );
+    ci.intr_depth.store(0, Ordering::Relaxed);
+    ci.intr_ipl.store(0, Ordering::Relaxed);
+    ci.ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
+    crate::arch::aarch64::irq_restore(saved);
+    ended
+}
+
+/// Raises to `ipl` around `f` (a shorthand tests and drivers use). Context: any.
+pub fn with_ipl<R>(ipl: Ipl, f: impl FnOnce() -> R) -> R {
+    let s = splraise(ipl);
+    let r = f();
+    splx(s);
+    r
+}
+
+/// Every CPU's count of interrupt `irq` (for tests and statistics), summed.
+pub fn intr_count_all(irq: u32) -> u64 {
+    (0..MAXCPUS)
+        .filter(|&c| crate::cpu::cpu_lookup(c).is_some())
+        .map(|c| intr_count(c, irq))
+        .sum()
 }

@@ -21,6 +21,7 @@ pub mod cpu;
 pub mod devtree;
 pub mod percpu;
 pub mod platform;
+pub mod spl;
 pub mod sync;
 
 #[cfg(target_arch = "aarch64")]

@@ -78,10 +78,15 @@ pub trait Platform: Sync {
     /// after [`Platform::irq_init`].
     fn irq_init_cpu(&self, cpu: usize);
 
-    /// Enables interrupt `irq`, delivered at kernel priority level `ipl` (0 = lowest hardware
-    /// priority the kernel uses, 7 = highest; the board maps it to controller priorities).
-    /// For private interrupts (SGI/PPI) `cpu` names the CPU whose copy to enable.
+    /// Enables interrupt `irq`, delivered at kernel priority level `ipl` (`spl::Ipl` as a
+    /// number, 5 = IPL_VM to 7 = IPL_HIGH; the board maps it to controller priorities so that a
+    /// higher IPL is a more urgent priority). For private interrupts (SGI/PPI) `cpu` names the
+    /// CPU whose copy to program; the kernel always calls this on that CPU itself.
     fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8);
+
+    /// Disables interrupt `irq` (for private interrupts, CPU `cpu`'s copy). Interrupts the
+    /// controller cannot disable (some SGIs) are left as they are.
+    fn irq_disable(&self, irq: u32, cpu: Option<usize>);
 
     /// Acknowledges the highest-priority pending interrupt (*this CPU*), or `None` when the
     /// controller has nothing (spurious).

@@ -13,11 +13,13 @@
 //!   CPU itself (the kernel's boot path does this). CPU interface n is assumed to be the CPU
 //!   with MPIDR Aff0 = n (true on QEMU virt and on the Pi 4).
 //!   `arm-gic`'s GICv2 driver writes a whole priority word when setting one interrupt's
-//!   priority (zeroing its three neighbours); until that is worked around, priorities on GICv2
-//!   are only approximate, which is harmless while handlers do not nest.
+//!   priority (zeroing its three neighbours), so priorities are set here with a
+//!   read-modify-write of the crate's own `ipriorityr` register definition instead, under a
+//!   lock for the shared (SPI) words.
 //!   `GicV2` holds nothing but two register pointers and is not `Send`, so a fresh instance is
 //!   made per call instead of sharing one behind a lock.
 
+use arm_gic::gicv2::registers::Gicd as GicdV2;
 use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup};
@@ -26,7 +28,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::cpu::{MAXCPUS, cpu_lookup};
 use kernel::platform::{IpiTarget, IrqAck};
 use kernel::sync::SpinLock;
-use safe_mmio::UniqueMmioPointer;
+use safe_mmio::{UniqueMmioPointer, field};
 
 /// GIC priority for kernel IPL `ipl`.
 pub const fn ipl_to_priority(ipl: u8) -> u8 {
@@ -58,6 +60,8 @@ pub enum GicConfig {
 /// The interrupt controller of a board.
 pub struct Gic {
     config: GicConfig,
+    /// Serialises read-modify-writes of shared GICv2 distributor registers.
+    v2_lock: SpinLock<()>,
     v3: SpinLock<Option<GicV3<'static>>>,
     /// Kernel CPU index -> GICv3 redistributor index.
     redistributor: [AtomicUsize; MAXCPUS],
@@ -73,6 +77,7 @@ impl Gic {
     pub const unsafe fn new(config: GicConfig) -> Self {
         Self {
             config,
+            v2_lock: SpinLock::new(()),
             v3: SpinLock::new(None),
             redistributor: [const { AtomicUsize::new(0) }; MAXCPUS],
         }
@@ -164,9 +169,9 @@ impl Gic {
         };
         let priority = ipl_to_priority(ipl);
         match self.config {
-            GicConfig::V2 { .. } => {
+            GicConfig::V2 { gicd, .. } => {
+                self.v2_set_priority(gicd, irq, priority);
                 if let Some(mut gic) = self.v2() {
-                    gic.set_interrupt_priority(intid, priority);
                     // SGIs may be permanently enabled (enable bits read-only): not an error.
                     let _ = gic.enable_interrupt(intid, true);
                 }
@@ -176,6 +181,43 @@ impl Gic {
                 if let Some(gic) = self.v3.lock().as_mut() {
                     let _ = gic.set_interrupt_priority(intid, redist, priority);
                     let _ = gic.enable_interrupt(intid, redist, true);
+                }
+            }
+        }
+    }
+
+    /// Sets one GICv2 priority byte with a read-modify-write of its 32-bit register (the
+    /// registers of interrupts 0-31 are banked per CPU: this CPU's copy).
+    fn v2_set_priority(&self, gicd: usize, irq: u32, priority: u8) {
+        let _guard = self.v2_lock.lock();
+        // SAFETY: `new`'s caller promised `gicd` is the GICv2 distributor, mapped as device
+        // memory; the lock serialises this read-modify-write against other CPUs.
+        let mut regs =
+            unsafe { UniqueMmioPointer::new(NonNull::new(gicd as *mut GicdV2).expect("GICD")) };
+        let mut ipriorityr = field!(regs, ipriorityr);
+        let Some(mut word) = ipriorityr.get((irq / 4) as usize) else {
+            return;
+        };
+        let shift = (irq % 4) * 8;
+        let value = (word.read() & !(0xff << shift)) | (u32::from(priority) << shift);
+        word.write(value);
+    }
+
+    /// Disables `irq`; private interrupts on CPU `cpu` (on GICv2, the calling CPU).
+    pub fn disable(&self, irq: u32, cpu: Option<usize>) {
+        let Ok(intid) = IntId::try_from(irq) else {
+            return;
+        };
+        match self.config {
+            GicConfig::V2 { .. } => {
+                if let Some(mut gic) = self.v2() {
+                    let _ = gic.enable_interrupt(intid, false);
+                }
+            }
+            GicConfig::V3 { .. } => {
+                let redist = cpu.map(|c| self.redistributor[c].load(Ordering::Relaxed));
+                if let Some(gic) = self.v3.lock().as_mut() {
+                    let _ = gic.enable_interrupt(intid, redist, false);
                 }
             }
         }

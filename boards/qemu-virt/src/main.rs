@@ -58,6 +58,10 @@ mod board {
             self.gic.enable(irq, cpu, ipl);
         }
 
+        fn irq_disable(&self, irq: u32, cpu: Option<usize>) {
+            self.gic.disable(irq, cpu);
+        }
+
         fn irq_ack(&self) -> Option<IrqAck> {
             self.gic.ack()
         }
