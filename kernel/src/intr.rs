@@ -486,6 +486,7 @@ pub fn reset_after_abandon(ipl: Ipl) -> usize {
         !(crate::spl::PENDING_LEVELS | PENDING_IN_INTR),
         Ordering::Relaxed,
     );
+    crate::spl::set_online(ci, ci.is_online());
     ci.intr_depth.store(0, Ordering::Relaxed);
     ci.intr_ipl.store(0, Ordering::Relaxed);
     ci.ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);

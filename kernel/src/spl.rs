@@ -380,7 +380,7 @@ mod imp {
     }
 
     /// Marks this CPU online or not for the spl rules. Boot code only.
-    pub(crate) fn set_online(ci: &CpuInfo, online: bool) {
+    pub fn set_online(ci: &CpuInfo, online: bool) {
         if online {
             ci.ipending
                 .fetch_and(!PENDING_NOT_ONLINE, Ordering::Relaxed);

@@ -207,6 +207,9 @@ static SLOTS: [Slot; MAXCPUS] = [const {
 /// Counter value after which the running test is declared hung; 0 = no test running.
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
 static CURRENT: AtomicPtr<KTest> = AtomicPtr::new(core::ptr::null_mut());
+/// Set when a CPU's part of an `#[all_cpus]` test panicked or faulted: the other CPUs' waits
+/// in [`all_cpus_barrier`] and [`wait_until`] then give up instead of waiting forever.
+static ABORT: AtomicBool = AtomicBool::new(false);
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
 static SKIPPED: AtomicU32 = AtomicU32::new(0);
@@ -217,16 +220,34 @@ extern "C" fn trampoline(arg: usize) {
     (test.func)();
 }
 
-/// Runs `test` on this CPU under a recovery point. Returns true if it returned normally.
+/// Runs `test` on this CPU under a recovery point. Returns true if it returned normally (and
+/// at the IPL it was entered at).
 fn run_here(test: &'static KTest) -> bool {
     let slot = &SLOTS[curcpu().index()];
     slot.message.lock().len = 0;
+    let ipl = crate::spl::curipl();
     slot.active.store(true, Ordering::Release);
     // SAFETY: the slot's recovery point belongs to this CPU and outlives the call.
     let returned =
         unsafe { call_with_recovery(slot.point.get(), trampoline, test as *const KTest as usize) };
     slot.active.store(false, Ordering::Release);
-    returned
+    if !returned {
+        // The test was abandoned, possibly inside an interrupt handler or at a raised IPL.
+        crate::intr::reset_after_abandon(ipl);
+        return false;
+    }
+    let after = crate::spl::curipl();
+    if after != ipl {
+        crate::intr::reset_after_abandon(ipl);
+        let mut m = slot.message.lock();
+        m.len = 0;
+        let _ = write!(
+            m,
+            "returned at {after}, entered at {ipl}: an spl raise was not undone"
+        );
+        return false;
+    }
+    true
 }
 
 /// Called by the panic handler. If a test is running on this CPU, records the message and
@@ -239,6 +260,7 @@ pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
     if !slot.active.swap(false, Ordering::AcqRel) {
         return;
     }
+    ABORT.store(true, Ordering::Release);
     if let Some(mut m) = slot.message.try_lock() {
         m.len = 0;
         let _ = write!(m, "{}", info.message());
@@ -258,6 +280,7 @@ pub fn on_fault(frame: &TrapFrame, what: &dyn fmt::Display) {
     if !slot.active.swap(false, Ordering::AcqRel) {
         return;
     }
+    ABORT.store(true, Ordering::Release);
     crate::fault::print_fault_report(frame, what);
     if let Some(mut m) = slot.message.try_lock() {
         m.len = 0;
@@ -441,6 +464,8 @@ pub fn run_all() -> ! {
             continue;
         }
         CURRENT.store(test as *const KTest as *mut KTest, Ordering::Release);
+        ABORT.store(false, Ordering::Release);
+        BARRIER_COUNT.store(0, Ordering::Release);
         DEADLINE.store(
             arch::counter() + clock::ms_to_counter(test.timeout_ms),
             Ordering::Release,
@@ -487,6 +512,16 @@ pub fn all_cpus_barrier() {
         arch::send_event();
     } else {
         while BARRIER_GENERATION.load(Ordering::Acquire) == generation {
+            if ABORT.load(Ordering::Acquire) {
+                if BARRIER_GENERATION.load(Ordering::Acquire) != generation {
+                    break;
+                }
+                // Leave the count as if we never came: the harness resets it for the next test.
+                panic!(
+                    "abandoned: another CPU failed this test while cpu{} waited at a barrier",
+                    curcpu().index()
+                );
+            }
             arch::wait_for_event();
         }
     }
@@ -502,6 +537,12 @@ pub fn wait_until(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
         }
         if arch::counter() > deadline {
             return cond();
+        }
+        if ABORT.load(Ordering::Acquire) {
+            panic!(
+                "abandoned: another CPU failed this test while cpu{} waited",
+                curcpu().index()
+            );
         }
         arch::cpu_relax();
     }

@@ -9,6 +9,7 @@ mod heap;
 mod ipi;
 mod mmu;
 mod percpu;
+mod spl;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
 /// printed so a failing run can be replayed with `ktest.seed=`.
