@@ -62,6 +62,7 @@ pub enum IntrError {
 
 /// A handle returned by [`intr_establish`], passed to [`intr_disestablish`].
 #[derive(Debug, PartialEq, Eq)]
+#[must_use = "keep the handle to pass it to intr_disestablish"]
 pub struct IntrHandle {
     irq: u32,
 }

@@ -35,7 +35,7 @@ use core::fmt;
 /// An interrupt priority level.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
-pub struct Ipl(u8);
+pub struct Ipl(u32);
 
 /// Nothing blocked.
 pub const IPL_NONE: Ipl = Ipl(0);
@@ -85,7 +85,7 @@ impl Ipl {
     /// The level with number `n` (0..=7), if it is one.
     pub const fn from_u8(n: u8) -> Option<Ipl> {
         if (n as usize) < NIPL {
-            Some(Ipl(n))
+            Some(Ipl(n as u32))
         } else {
             None
         }
@@ -93,7 +93,7 @@ impl Ipl {
 
     /// The level's number, 0 (IPL_NONE) to 7 (IPL_HIGH).
     pub const fn as_u8(self) -> u8 {
-        self.0
+        self.0 as u8
     }
 
     /// The NetBSD name.
@@ -154,11 +154,11 @@ mod imp {
     pub fn splraise(ipl: Ipl) -> Ipl {
         let ci = curcpu();
         let old = ci.ipl.load(Ordering::Relaxed);
-        if u32::from(ipl.0) > old {
-            ci.ipl.store(u32::from(ipl.0), Ordering::Relaxed);
+        if ipl.0 > old {
+            ci.ipl.store(ipl.0, Ordering::Relaxed);
         }
         compiler_fence(Ordering::SeqCst);
-        Ipl(old as u8)
+        Ipl(old)
     }
 
     /// Restores the IPL `s` returned by an earlier raise, running whatever interrupts (and,
@@ -173,10 +173,10 @@ mod imp {
         compiler_fence(Ordering::SeqCst);
         let ci = curcpu();
         let cur = ci.ipl.load(Ordering::Relaxed);
-        if u32::from(s.0) > cur {
+        if s.0 > cur {
             splx_raises(s, cur);
         }
-        ci.ipl.store(u32::from(s.0), Ordering::Relaxed);
+        ci.ipl.store(s.0, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         if ci.ipending.load(Ordering::Relaxed) != 0 {
             spl_lower_slow(ci, s, "splx");
@@ -189,7 +189,7 @@ mod imp {
         panic!(
             "splx({s}) would raise the IPL from {}: splx only restores a level returned by an \
              earlier raise, innermost first",
-            Ipl(cur as u8)
+            Ipl(cur)
         )
     }
 
@@ -207,7 +207,7 @@ mod imp {
             );
         }
         if pending & PENDING_IN_INTR != 0 {
-            let intr_ipl = Ipl(ci.intr_ipl.load(Ordering::Relaxed) as u8);
+            let intr_ipl = Ipl(ci.intr_ipl.load(Ordering::Relaxed));
             if s < intr_ipl {
                 panic!(
                     "{call}({s}) in a hard interrupt handler at {intr_ipl}: a handler may not \
@@ -249,11 +249,11 @@ mod imp {
     #[inline]
     pub fn spllowersoftclock() {
         let ci = curcpu();
-        if ci.ipl.load(Ordering::Relaxed) <= u32::from(IPL_SOFTCLOCK.0) {
+        if ci.ipl.load(Ordering::Relaxed) <= IPL_SOFTCLOCK.0 {
             return;
         }
         compiler_fence(Ordering::SeqCst);
-        ci.ipl.store(u32::from(IPL_SOFTCLOCK.0), Ordering::Relaxed);
+        ci.ipl.store(IPL_SOFTCLOCK.0, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         if ci.ipending.load(Ordering::Relaxed) != 0 {
             spl_lower_slow(ci, IPL_SOFTCLOCK, "spllowersoftclock");
@@ -263,7 +263,7 @@ mod imp {
     /// This CPU's current IPL.
     #[inline]
     pub fn curipl() -> Ipl {
-        Ipl(curcpu().ipl.load(Ordering::Relaxed) as u8)
+        Ipl(curcpu().ipl.load(Ordering::Relaxed))
     }
 
     /// `splhigh()`: raises to IPL_HIGH (blocks everything).

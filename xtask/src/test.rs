@@ -55,7 +55,7 @@ pub const CRASH_CHECKS: &[(&str, &[&str])] = &[
 ];
 
 /// Workspace packages that only build for the kernel target, left out of the host tests.
-pub const HOST_TEST_EXCLUDES: &[&str] = &["qemu-virt", "board-common"];
+pub const HOST_TEST_EXCLUDES: &[&str] = &["qemu-virt"];
 
 /// How a kernel output line worth showing without `--verbose` begins (a failed test, a panic
 /// that no test caught), or what it contains (the watchdog). Reports of faults that tests

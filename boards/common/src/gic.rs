@@ -22,6 +22,7 @@
 use arm_gic::gicv2::registers::Gicd as GicdV2;
 use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
+use crate::priority::ipl_to_priority;
 use arm_gic::{IntId, InterruptGroup};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -29,12 +30,6 @@ use kernel::cpu::{MAXCPUS, cpu_lookup};
 use kernel::platform::{IpiTarget, IrqAck};
 use kernel::sync::SpinLock;
 use safe_mmio::{UniqueMmioPointer, field};
-
-/// GIC priority for kernel IPL `ipl`.
-pub const fn ipl_to_priority(ipl: u8) -> u8 {
-    let ipl = if ipl > 7 { 7 } else { ipl };
-    0x80 + (7 - ipl) * 0x10
-}
 
 /// Which GIC and where its registers are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

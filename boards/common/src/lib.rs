@@ -5,12 +5,13 @@
 //! A board crate combines these with its own device-tree reading and linker script; it holds
 //! no copy of any of them.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 #[cfg(target_arch = "aarch64")]
 pub mod entry;
 #[cfg(target_arch = "aarch64")]
 pub mod gic;
+pub mod priority;
 #[cfg(target_arch = "aarch64")]
 pub mod psci;
 #[cfg(target_arch = "aarch64")]
