@@ -16,7 +16,7 @@ use crate::arch::aarch64::{self as arch, vectors};
 use crate::cpu::{self, CpuState, cpu_lookup, cpus, curcpu};
 use crate::devtree::{self, SystemInfo};
 use crate::platform::{PhysRange, Platform, platform, set_platform};
-use crate::{clock, heap, intr, kprintln, percpu};
+use crate::{clock, heap, intr, kprintln, percpu, sched};
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,6 +62,10 @@ fn image_layout() -> ImageLayout {
         }
     }
 }
+
+/// Size of each CPU's exception stack (synchronous exceptions run on it); the vectors'
+/// nesting check in `arch/aarch64/vectors.rs` uses the same size.
+pub const EXCEPTION_STACK_SIZE: usize = 0x4000;
 
 /// Size of each secondary CPU's boot stack.
 pub const SECONDARY_STACK_SIZE: usize = 64 * 1024;
@@ -155,26 +159,37 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     }
 
     let image = image_layout();
+    let stacks = sched::stack::reserve(info.memory()).unwrap_or_default();
     // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
     // covers the image and boot stack, and the board lists its devices.
-    let mmu_config = match unsafe { mmu::enable(info.memory(), &image, board.device_ranges()) } {
+    let mmu_config = match unsafe {
+        mmu::enable(info.memory(), &image, board.device_ranges(), |f| {
+            sched::stack::guard_pages(f)
+        })
+    } {
         Ok(config) => MMU_CONFIG.call_once(|| config),
         Err(mmu::MapFailed(what, range)) => {
             panic!("cannot map {what} {:#x}..{:#x}", range.start, range.end())
         }
     };
 
-    let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 1];
+    let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 2];
     holes[0] = PhysRange {
         start: image.text.start,
         size: image.data.end() - image.text.start,
     };
-    for (slot, r) in holes[1..].iter_mut().zip(info.reserved()) {
+    holes[1] = stacks;
+    for (slot, r) in holes[2..].iter_mut().zip(info.reserved()) {
         *slot = *r;
     }
-    // SAFETY: the holes cover the image (with bss, boot stack and page tables), the device tree
-    // and the reserved ranges; the rest of RAM is unused and mapped read-write.
-    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..1 + info.reserved().len()]) };
+    // SAFETY: the holes cover the image (with bss, boot stack and page tables), the thread
+    // stacks, the device tree and the reserved ranges; the rest of RAM is unused and mapped
+    // read-write.
+    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..2 + info.reserved().len()]) };
+    sched::stack::init();
+    if let Some(max) = bootarg("kthread.max").and_then(|v| v.parse().ok()) {
+        crate::kthread::set_thread_limit(max);
+    }
     kprintln!(
         "memory: {} MiB RAM, heap {} MiB; {} CPUs in the device tree",
         info.memory_size() >> 20,
@@ -186,6 +201,12 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         cpu::attach(index, node.mpidr);
     }
     percpu::init();
+    for ci in cpu::cpus() {
+        let stack = alloc::vec![0u8; EXCEPTION_STACK_SIZE].into_boxed_slice();
+        let base = Box::leak(stack).as_mut_ptr() as u64;
+        ci.exc_stack_top
+            .store(base + EXCEPTION_STACK_SIZE as u64, Ordering::Relaxed);
+    }
 
     board.irq_init();
     board.irq_init_cpu(0);
@@ -200,6 +221,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     crate::spl::set_online(ci0, true);
     ci0.set_state(CpuState::Online);
     ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
+    sched::init_boot_cpu();
     arch::irq_enable();
 
     start_secondaries(board, mmu_config);
@@ -215,7 +237,11 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     #[cfg(not(any(feature = "ktest", feature = "bench")))]
     {
         kprintln!("idle (quit QEMU with Ctrl-A x)");
-        idle_loop()
+        // lwp0 has nothing left to do: it sleeps for good and the CPUs idle.
+        let forever = sched::sleepq::SleepQueue::new();
+        loop {
+            let _ = forever.sleep(None, || true);
+        }
     }
 }
 
@@ -296,28 +322,7 @@ extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
     crate::spl::set_online(ci, true);
     ci.set_state(CpuState::Online);
     arch::send_event();
-    arch::irq_enable();
-    idle_loop()
-}
-
-/// What an otherwise idle CPU does: sleep in `wfi` until an interrupt, and (in the test image)
-/// run whatever test the harness posted to it (the harness wakes it with a `Nop` IPI).
-///
-/// The check and the `wfi` happen with IRQs masked: an interrupt that arrives in between stays
-/// pending and makes `wfi` return at once, so a wake-up is never slept through. (`wfe` would
-/// not do here: QEMU's TCG treats it as a no-op, so idle CPUs would spin and starve the host.)
-pub fn idle_loop() -> ! {
-    loop {
-        arch::irq_disable();
-        #[cfg(feature = "ktest")]
-        if crate::ktest::job_pending() {
-            arch::irq_enable();
-            crate::ktest::poll_this_cpu();
-            continue;
-        }
-        arch::wait_for_interrupt();
-        arch::irq_enable();
-    }
+    sched::start_secondary()
 }
 
 /// The starting address the board passes to the firmware for secondary CPUs must reach

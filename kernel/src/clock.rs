@@ -54,6 +54,7 @@ pub fn tick() {
     next.store(deadline, Ordering::Relaxed);
     timer::arm_at(deadline);
     curcpu().tick_count.fetch_add(1, Ordering::Relaxed);
+    crate::sched::tick();
     #[cfg(feature = "ktest")]
     crate::ktest::watchdog_check(now);
 }

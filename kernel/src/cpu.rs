@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const MAXCPUS: usize = 16;
 
 /// Version of the [`CpuInfo`] layout. Bump it whenever a field moves or changes meaning.
-pub const CPUINFO_LAYOUT_VERSION: u32 = 2;
+pub const CPUINFO_LAYOUT_VERSION: u32 = 3;
 
 /// Number of IPI kinds counted separately in [`CpuInfo::ipi_count`].
 pub const IPI_KINDS: usize = 4;
@@ -99,8 +99,21 @@ pub struct CpuInfo {
     pub intr_ipl: AtomicU32,
     /// Nesting depth of hard interrupt handlers on this CPU. Offset 132.
     pub intr_depth: AtomicU32,
-    /// Room for later fields without moving the ones above. Offset 136.
-    pub reserved: [AtomicU64; 7],
+    /// Top of this CPU's exception stack, used for synchronous exceptions so that a stack
+    /// overflow can still be reported. Offset 136.
+    pub exc_stack_top: AtomicU64,
+    /// A reschedule is wanted on this CPU (set by wakeups and the tick). Offset 144.
+    pub resched: AtomicU32,
+    /// Spin mutexes held on this CPU. Offset 148.
+    pub mtx_count: AtomicU32,
+    /// IPL to restore when the last spin mutex is released. Offset 152.
+    pub mtx_oldspl: AtomicU32,
+    /// Reserved, 0. Offset 156.
+    pub spare: AtomicU32,
+    /// Address of this CPU's idle thread. Offset 160.
+    pub idlelwp: AtomicU64,
+    /// Room for later fields without moving the ones above. Offset 168.
+    pub reserved: [AtomicU64; 3],
 }
 
 const _: () = {
@@ -122,7 +135,12 @@ const _: () = {
     assert!(offset_of!(CpuInfo, idle_ticks) == 120);
     assert!(offset_of!(CpuInfo, intr_ipl) == 128);
     assert!(offset_of!(CpuInfo, intr_depth) == 132);
-    assert!(offset_of!(CpuInfo, reserved) == 136);
+    assert!(offset_of!(CpuInfo, exc_stack_top) == 136);
+    assert!(offset_of!(CpuInfo, resched) == 144);
+    assert!(offset_of!(CpuInfo, mtx_count) == 148);
+    assert!(offset_of!(CpuInfo, mtx_oldspl) == 152);
+    assert!(offset_of!(CpuInfo, idlelwp) == 160);
+    assert!(offset_of!(CpuInfo, reserved) == 168);
     assert!(size_of::<CpuInfo>() == 192);
 };
 
@@ -150,7 +168,13 @@ impl CpuInfo {
         idle_ticks: AtomicU64::new(0),
         intr_ipl: AtomicU32::new(0),
         intr_depth: AtomicU32::new(0),
-        reserved: [const { AtomicU64::new(0) }; 7],
+        exc_stack_top: AtomicU64::new(0),
+        resched: AtomicU32::new(0),
+        mtx_count: AtomicU32::new(0),
+        mtx_oldspl: AtomicU32::new(0),
+        spare: AtomicU32::new(0),
+        idlelwp: AtomicU64::new(0),
+        reserved: [const { AtomicU64::new(0) }; 3],
     };
 
     /// Kernel CPU index.

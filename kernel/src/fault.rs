@@ -198,6 +198,7 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_raw(kind) {
         ExceptionKind::Irq => crate::intr::irq_entry(),
         ExceptionKind::Sync => {
+            thread_fault(frame);
             let what = Describe(frame.esr);
             #[cfg(feature = "ktest")]
             crate::ktest::on_fault(frame, &what);
@@ -207,6 +208,36 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
             let what = format_args!("unexpected exception {other:?}");
             fatal(frame, &what)
         }
+    }
+}
+
+/// Faults that are a thread's own mistake get a message naming the thread, as a panic (so the
+/// test harness can catch them): running off the stack into its guard page, and FP/SIMD use
+/// outside `kthread_fpu_enter`/`exit`.
+fn thread_fault(frame: &TrapFrame) {
+    if !crate::sched::started() {
+        return;
+    }
+    let l = crate::sched::curlwp();
+    let ec = (frame.esr >> 26) & 0x3f;
+    if ec == 0x25
+        && let Some(slot) = crate::sched::stack::guard_slot(frame.far)
+        && l.stack_index() == Some(slot)
+    {
+        print_fault_report(frame, &Describe(frame.esr));
+        panic!(
+            "stack overflow in thread {} (FAR {:#x} is its guard page, SP {:#x})",
+            l.name(),
+            frame.far,
+            frame.sp
+        );
+    }
+    if ec == 0x07 {
+        panic!(
+            "FP/SIMD instruction at {:#x} outside kthread_fpu_enter/exit in thread {}",
+            frame.elr,
+            l.name()
+        );
     }
 }
 

@@ -427,6 +427,10 @@ pub fn irq_entry() {
     if ci.ipending.load(Ordering::Relaxed) & cur.unblocked_mask() != 0 {
         crate::spl::run_pending(ci, cur);
     }
+    // Preemption point: the outermost interrupt returning to a thread at IPL_NONE.
+    if cur == crate::spl::IPL_NONE && ci.intr_depth.load(Ordering::Relaxed) == 0 {
+        crate::sched::preempt_if_wanted();
+    }
 }
 
 /// Runs the deferred interrupts above level `s` on this CPU, highest first (the reverse of

@@ -34,6 +34,10 @@ pub mod fault;
 pub mod heap;
 #[cfg(target_arch = "aarch64")]
 pub mod intr;
+#[cfg(target_arch = "aarch64")]
+pub mod kthread;
+#[cfg(target_arch = "aarch64")]
+pub mod sched;
 
 #[cfg(all(target_arch = "aarch64", feature = "bench"))]
 pub mod bench;

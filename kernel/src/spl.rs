@@ -216,6 +216,14 @@ mod imp {
             }
         }
         run_pending(ci, s);
+        if s == IPL_NONE
+            && pending & crate::sched::PENDING_RESCHED != 0
+            && !crate::arch::aarch64::irqs_masked()
+        {
+            let daif = crate::arch::aarch64::irq_save();
+            crate::sched::preempt_if_wanted();
+            crate::arch::aarch64::irq_restore(daif);
+        }
     }
 
     /// Runs the work pending above level `s` on this CPU (deferred hardware interrupts, then

@@ -29,6 +29,7 @@ use crate::arch::aarch64::vectors::TrapFrame;
 use crate::arch::aarch64::{self as arch};
 use crate::console::emergency_write;
 use crate::cpu::{MAXCPUS, cpus, curcpu, ncpu_online};
+use crate::sched::sleepq::SleepQueue;
 use crate::sync::SpinLock;
 use crate::{clock, kprintln};
 use core::cell::UnsafeCell;
@@ -140,6 +141,7 @@ pub fn tests() -> &'static [KTest] {
 }
 
 /// A fixed-size message buffer (no allocation on the panic path).
+#[derive(Clone)]
 struct Message {
     buf: [u8; 240],
     len: usize,
@@ -181,7 +183,11 @@ struct Slot {
     active: AtomicBool,
     /// The last run ended by panic or fault, with this message.
     message: SpinLock<Message>,
-    /// Test posted to this CPU by the harness (secondaries only).
+    /// The worker thread of this CPU (runs the tests posted here).
+    owner: AtomicUsize,
+    /// Where the worker waits for a test.
+    wake: SleepQueue,
+    /// Test posted to this CPU's worker by the harness.
     job: AtomicPtr<KTest>,
     /// The posted test has finished.
     done: AtomicBool,
@@ -198,11 +204,17 @@ static SLOTS: [Slot; MAXCPUS] = [const {
         point: UnsafeCell::new(RecoveryPoint::new()),
         active: AtomicBool::new(false),
         message: SpinLock::new(Message::new()),
+        owner: AtomicUsize::new(0),
+        wake: SleepQueue::new(),
         job: AtomicPtr::new(core::ptr::null_mut()),
         done: AtomicBool::new(false),
         returned: AtomicBool::new(false),
     }
 }; MAXCPUS];
+
+/// A panic or fault in a thread a test created (not the test's own thread): it fails the
+/// running test; the thread is ended.
+static HELPER_FAILURE: SpinLock<Option<Message>> = SpinLock::new(None);
 
 /// Counter value after which the running test is declared hung; 0 = no test running.
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
@@ -253,10 +265,21 @@ fn run_here(test: &'static KTest) -> bool {
 /// Called by the panic handler. If a test is running on this CPU, records the message and
 /// resumes the harness; otherwise returns and the panic proceeds.
 pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
-    if arch::read_tpidr() == 0 {
+    if arch::read_tpidr() == 0 || !crate::sched::started() {
         return;
     }
     let slot = &SLOTS[curcpu().index()];
+    if !is_test_thread(slot) {
+        let mut m = Message::new();
+        let _ = write!(
+            m,
+            "thread {}: {}",
+            crate::sched::curlwp().name(),
+            info.message()
+        );
+        end_helper(m);
+        return;
+    }
     if !slot.active.swap(false, Ordering::AcqRel) {
         return;
     }
@@ -273,10 +296,49 @@ pub fn on_panic(info: &core::panic::PanicInfo<'_>) {
     unsafe { resume(slot.point.get()) }
 }
 
+/// Whether the running thread is this CPU's test worker inside a test.
+fn is_test_thread(slot: &Slot) -> bool {
+    slot.active.load(Ordering::Acquire)
+        && slot.owner.load(Ordering::Relaxed) == crate::sched::curlwp_ptr() as usize
+}
+
+/// A thread created by a test panicked or faulted: fail the running test with `m` and end the
+/// thread (returns only if it cannot be ended that way, and the panic proceeds).
+fn end_helper(m: Message) {
+    let l = crate::sched::curlwp();
+    let ci = curcpu();
+    if CURRENT.load(Ordering::Acquire).is_null()
+        || l.stack_index().is_none()
+        || ci.intr_depth.load(Ordering::Relaxed) != 0
+    {
+        return;
+    }
+    emergency_write(format_args!("      {}\n", m.as_str()));
+    *HELPER_FAILURE.lock() = Some(m);
+    ci.mtx_count.store(0, Ordering::Relaxed);
+    crate::intr::reset_after_abandon(crate::spl::IPL_NONE);
+    crate::kthread::kthread_exit(-1)
+}
+
 /// Called by the synchronous-exception handler. If a test is running on this CPU, prints the
 /// fault report, records the description and resumes the harness; otherwise returns.
 pub fn on_fault(frame: &TrapFrame, what: &dyn fmt::Display) {
+    if !crate::sched::started() {
+        return;
+    }
     let slot = &SLOTS[curcpu().index()];
+    if !is_test_thread(slot) {
+        crate::fault::print_fault_report(frame, what);
+        let mut m = Message::new();
+        let _ = write!(
+            m,
+            "thread {}: {what} at {:#x}",
+            crate::sched::curlwp().name(),
+            frame.elr
+        );
+        end_helper(m);
+        return;
+    }
     if !slot.active.swap(false, Ordering::AcqRel) {
         return;
     }
@@ -290,27 +352,54 @@ pub fn on_fault(frame: &TrapFrame, what: &dyn fmt::Display) {
     unsafe { resume(slot.point.get()) }
 }
 
-/// Whether the harness posted a test to this CPU.
-pub fn job_pending() -> bool {
-    !SLOTS[curcpu().index()]
-        .job
-        .load(Ordering::Acquire)
-        .is_null()
+/// The harness waits here for workers to finish their part of a test.
+static DONE: SleepQueue = SleepQueue::new();
+
+/// A worker: one bound kernel thread per CPU (priority 200, kernel real-time) that runs the
+/// tests posted to its CPU, so that every test runs in a kernel thread with its own guarded
+/// stack and may sleep.
+fn worker_main(cpu: usize) {
+    let slot = &SLOTS[cpu];
+    slot.owner
+        .store(crate::sched::curlwp_ptr() as usize, Ordering::Release);
+    loop {
+        let _ = slot
+            .wake
+            .sleep(None, || slot.job.load(Ordering::Acquire).is_null());
+        let job = slot.job.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if job.is_null() {
+            continue;
+        }
+        // SAFETY: the harness posts only pointers to `KTest` statics.
+        let test = unsafe { &*job };
+        let returned = run_here(test);
+        slot.returned.store(returned, Ordering::Relaxed);
+        slot.done.store(true, Ordering::Release);
+        DONE.wake_all();
+    }
 }
 
-/// Secondary CPUs call this from their idle loop: runs a test the harness posted, if any.
-pub fn poll_this_cpu() {
-    let slot = &SLOTS[curcpu().index()];
-    let job = slot.job.swap(core::ptr::null_mut(), Ordering::AcqRel);
-    if job.is_null() {
-        return;
+/// Creates the workers, one per online CPU.
+fn start_workers() {
+    for ci in cpus().filter(|ci| ci.is_online()) {
+        let cpu = ci.index();
+        crate::kthread::kthread_create(
+            200,
+            crate::kthread::KTHREAD_MPSAFE,
+            Some(cpu),
+            worker_main,
+            cpu,
+            None,
+            format_args!("ktest/{cpu}"),
+        )
+        .expect("ktest: cannot create a worker thread");
     }
-    // SAFETY: the harness posts only pointers to `KTest` statics.
-    let test = unsafe { &*job };
-    let returned = run_here(test);
-    slot.returned.store(returned, Ordering::Relaxed);
-    slot.done.store(true, Ordering::Release);
-    arch::send_event();
+    for ci in cpus().filter(|ci| ci.is_online()) {
+        let slot = &SLOTS[ci.index()];
+        while slot.owner.load(Ordering::Acquire) == 0 {
+            crate::kthread::kpause(1);
+        }
+    }
 }
 
 /// Called from every CPU's clock tick with the current counter value.
@@ -350,6 +439,18 @@ pub fn watchdog_check(now: u64) {
             ci.tick_count.load(Ordering::Relaxed)
         ));
     }
+    if crate::sched::started() {
+        for l in crate::sched::lwp_list() {
+            emergency_write(format_args!(
+                "      thread {:<12} {:<6} pri {:>3} cpu{}{}\n",
+                l.name,
+                l.state.name(),
+                l.pri,
+                l.cpu,
+                if l.bound.is_some() { " (bound)" } else { "" }
+            ));
+        }
+    }
     FAILED.fetch_add(1, Ordering::Relaxed);
     print_summary(true);
     crate::platform::platform().exit(1);
@@ -376,29 +477,39 @@ fn print_summary(emergency: bool) {
 /// Runs one test everywhere it should run; returns whether it passed, with the reason in
 /// `failure` when it did not.
 fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
-    let me = curcpu().index();
     let mut posted = [false; MAXCPUS];
-    if test.all_cpus {
-        for ci in cpus().filter(|ci| ci.index() != me && ci.is_online()) {
-            let slot = &SLOTS[ci.index()];
-            slot.done.store(false, Ordering::Relaxed);
-            slot.job
-                .store(test as *const KTest as *mut KTest, Ordering::Release);
-            posted[ci.index()] = true;
-            crate::intr::ipi_send(ci.index(), crate::intr::Ipi::Nop);
-        }
+    for ci in cpus().filter(|ci| ci.is_online() && (test.all_cpus || ci.index() == 0)) {
+        let slot = &SLOTS[ci.index()];
+        slot.done.store(false, Ordering::Relaxed);
+        slot.job
+            .store(test as *const KTest as *mut KTest, Ordering::Release);
+        posted[ci.index()] = true;
+    }
+    // Wake them all before this CPU's worker (higher priority) preempts the harness.
+    crate::sched::kpreempt_disable();
+    for (cpu, _) in posted.iter().enumerate().filter(|(_, p)| **p) {
+        SLOTS[cpu].wake.wake_one();
+    }
+    crate::sched::kpreempt_enable();
+    let all_done = || {
+        posted
+            .iter()
+            .enumerate()
+            .all(|(cpu, p)| !p || SLOTS[cpu].done.load(Ordering::Acquire))
+    };
+    while !all_done() {
+        let _ = DONE.sleep(None, || !all_done());
     }
     let mut outcomes = [true; MAXCPUS];
-    outcomes[me] = run_here(test);
     for (cpu, _) in posted.iter().enumerate().filter(|(_, p)| **p) {
-        let slot = &SLOTS[cpu];
-        while !slot.done.load(Ordering::Acquire) {
-            arch::wait_for_event();
-        }
-        outcomes[cpu] = slot.returned.load(Ordering::Relaxed);
+        outcomes[cpu] = SLOTS[cpu].returned.load(Ordering::Relaxed);
+    }
+    if let Some(m) = HELPER_FAILURE.lock().take() {
+        outcomes[0] = false;
+        *SLOTS[0].message.lock() = m;
     }
 
-    let ran_on = |cpu: usize| cpu == me || posted[cpu];
+    let ran_on = |cpu: usize| posted[cpu];
     match test.should_panic {
         None => {
             let mut ok = true;
@@ -450,6 +561,7 @@ pub fn run_all() -> ! {
         "ktest: running {selected} of {} tests on {online} CPUs",
         all.len()
     );
+    start_workers();
     for test in all
         .iter()
         .filter(|t| filter.is_none_or(|f| t.name.contains(f)))

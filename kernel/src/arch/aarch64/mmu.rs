@@ -30,7 +30,7 @@ const NORMAL: El1Attributes =
 const XN: El1Attributes = El1Attributes::PXN.union(El1Attributes::UXN);
 
 /// Number of 4 KiB pages reserved for page tables.
-const POOL_PAGES: usize = 64;
+const POOL_PAGES: usize = 128;
 
 #[repr(C, align(4096))]
 struct Pool([[u8; 4096]; POOL_PAGES]);
@@ -110,47 +110,59 @@ fn map(
         .map_range(
             &region,
             PhysicalAddress(start as usize),
-            attrs | El1Attributes::VALID | El1Attributes::ACCESSED,
+            attrs | El1Attributes::ACCESSED,
             Constraints::empty(),
         )
         .map_err(|_| MapFailed(what, range))
 }
+
+const VALID: El1Attributes = El1Attributes::VALID;
 
 /// Builds the kernel identity map, turns the MMU and caches on (*this CPU*, the boot CPU) and
 /// returns the configuration secondaries copy.
 ///
 /// # Safety
 ///
-/// Call once, on the boot CPU, with the MMU off, before anything else uses [`POOL`]. `ram`
+/// Call once, on the boot CPU, with the MMU off, before anything else uses [`POOL`]. The
+/// pages `guard_pages` reports are left unmapped. `ram`
 /// must cover the kernel image and the stack in use, and `devices` every MMIO range the kernel
 /// touches afterwards, or the next access faults.
 pub unsafe fn enable(
     ram: &[PhysRange],
     image: &ImageLayout,
     devices: &[PhysRange],
+    guard_pages: impl FnOnce(&mut dyn FnMut(PhysRange)),
 ) -> Result<MmuConfig, MapFailed> {
     let mut mapping =
         Mapping::with_asid_and_va_range(PoolTranslation, 0, 1, El1And0, VaRange::Lower);
     for &r in ram {
-        map(&mut mapping, "RAM", r, NORMAL | XN)?;
+        map(&mut mapping, "RAM", r, VALID | NORMAL | XN)?;
     }
     for &d in devices {
-        map(&mut mapping, "device", d, DEVICE | XN)?;
+        map(&mut mapping, "device", d, VALID | DEVICE | XN)?;
     }
     // The image last: these split the RAM blocks into pages with tighter permissions.
     map(
         &mut mapping,
         "text",
         image.text,
-        NORMAL | El1Attributes::READ_ONLY,
+        VALID | NORMAL | El1Attributes::READ_ONLY,
     )?;
     map(
         &mut mapping,
         "rodata",
         image.rodata,
-        NORMAL | El1Attributes::READ_ONLY | XN,
+        VALID | NORMAL | El1Attributes::READ_ONLY | XN,
     )?;
-    map(&mut mapping, "data", image.data, NORMAL | XN)?;
+    map(&mut mapping, "data", image.data, VALID | NORMAL | XN)?;
+    // Guard pages: entries written invalid, so any access faults.
+    let mut result = Ok(());
+    guard_pages(&mut |page| {
+        if result.is_ok() {
+            result = map(&mut mapping, "guard page", page, NORMAL | XN);
+        }
+    });
+    result?;
 
     let config = MmuConfig {
         mair: MAIR,

@@ -3,6 +3,7 @@
 //! and system registers, so the rest of the kernel never writes assembly.
 
 pub mod backtrace;
+pub mod context;
 pub mod mmu;
 pub mod recover;
 pub mod secondary;

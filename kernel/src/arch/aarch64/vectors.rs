@@ -84,6 +84,34 @@ global_asm!(
     b       exception_common
 .endm
 
+// Synchronous exceptions from the kernel move to the CPU's exception stack
+// (CpuInfo::exc_stack_top, offset 136), so that a fault caused by a stack overflow can still be
+// reported; a nested one (already on that stack) stays where it is. Until the CPU has a
+// cpu_info and an exception stack, the current stack is used. TPIDRRO_EL0 and SP_EL0 serve as
+// scratch registers: there is no user space.
+.macro VECTOR_SYNC_SWITCH kind
+    .balign 0x80
+    msr     tpidrro_el0, x1
+    msr     sp_el0, x0
+    mov     x1, sp
+    mrs     x0, tpidr_el1
+    cbz     x0, 1f
+    ldr     x0, [x0, #136]
+    cbz     x0, 1f
+    sub     x0, x0, x1
+    cmp     x0, #0x4000
+    b.lo    1f
+    add     x0, x0, x1
+    mov     sp, x0
+1:  sub     sp, sp, #288
+    str     x1, [sp, #248]
+    mrs     x0, sp_el0
+    mrs     x1, tpidrro_el0
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\kind
+    b       exception_common_sp_saved
+.endm
+
     .section .text.vectors, "ax"
     .balign 2048
     .global kernel_vectors
@@ -92,7 +120,7 @@ kernel_vectors:
     VECTOR 1
     VECTOR 2
     VECTOR 3
-    VECTOR 4
+    VECTOR_SYNC_SWITCH 4
     VECTOR 5
     VECTOR 6
     VECTOR 7
@@ -123,7 +151,26 @@ exception_common:
     stp     x28, x29, [sp, #224]
     add     x2, sp, #288
     stp     x30, x2, [sp, #240]
-    mrs     x2, elr_el1
+    b       2f
+
+// As exception_common, with the interrupted SP already stored at [sp, #248].
+exception_common_sp_saved:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    str     x30, [sp, #240]
+2:  mrs     x2, elr_el1
     mrs     x3, spsr_el1
     stp     x2, x3, [sp, #256]
     mrs     x2, esr_el1
@@ -152,8 +199,11 @@ exception_common:
     ldp     x26, x27, [sp, #208]
     ldp     x28, x29, [sp, #224]
     ldr     x30, [sp, #240]
-    ldp     x0, x1, [sp, #0]
-    add     sp, sp, #288
+    // Back to the interrupted stack pointer (which may be another stack), then x0/x1.
+    mov     x0, sp
+    ldr     x1, [x0, #248]
+    mov     sp, x1
+    ldp     x0, x1, [x0, #0]
     eret
 "#
 );

@@ -1,0 +1,587 @@
+//! The scheduler: per-CPU run queues, SCHED_RR and SCHED_OTHER, preemption, idle threads and
+//! migration of unbound threads to idle CPUs.
+//!
+//! - Priorities 0..=223, higher first (NetBSD's ranges: kernel threads 96-127, kernel
+//!   real-time 192-223). Each CPU has a [`runq::RunQueue`] under its own lock.
+//! - SCHED_RR threads keep their priority and share the CPU with equals in time slices of
+//!   [`RR_SLICE_TICKS`] ticks. SCHED_OTHER (KTHREAD_TS) threads lose priority as they use the CPU
+//!   (`estcpu`, one step per [`TS_TICKS_PER_STEP`] ticks) and win it back while they sleep.
+//! - Preemption: a wakeup of a thread with a higher priority than the one running on the target
+//!   CPU asks that CPU to reschedule (a Sched IPI if it is another CPU); so does the tick when a
+//!   time slice ends. The switch happens on the way out of the outermost interrupt, or when the
+//!   IPL drops to IPL_NONE, never while preemption is disabled (`kpreempt_disable`) or at a raised
+//!   IPL.
+//! - Placement: a thread that becomes runnable goes to its bound CPU, else to the CPU it last
+//!   ran on if that is idle, else to any idle CPU, else back where it was. An idle CPU also
+//!   steals unbound threads from the other CPUs' queues. Bound threads never run elsewhere:
+//!   every switch asserts it.
+//! - Switching: [`switch_away`] picks the next thread and calls `cpu_switchto`. A thread's
+//!   `on_cpu` flag stays set until the CPU that ran it has completely switched away
+//!   (`switch_finish`, run by whichever thread comes next), and a CPU about to run a thread waits
+//!   for that flag, so a thread woken while still switching out never runs on two CPUs.
+
+pub mod lwp;
+mod runq;
+pub mod sleepq;
+pub mod stack;
+
+use crate::arch::aarch64::{self as arch, context};
+use crate::cpu::{CpuInfo, MAXCPUS, cpu_lookup, cpus, curcpu};
+use crate::sync::SpinLock;
+use crate::sync::kernel_lock;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use lwp::{Lwp, LwpState, SchedClass};
+use runq::RunQueue;
+
+/// Number of priority levels.
+pub const NPRI: usize = 224;
+/// Highest priority.
+pub const PRI_MAX: u32 = (NPRI - 1) as u32;
+/// Default priority of SCHED_RR kernel threads (NetBSD's PRI_KTHREAD).
+pub const PRI_KTHREAD: u32 = 96;
+/// Default priority of timeshared (KTHREAD_TS) kernel threads.
+pub const PRI_TS_DEFAULT: u32 = 63;
+/// Start of the kernel real-time range.
+pub const PRI_KERNEL_RT: u32 = 192;
+/// Ticks in a SCHED_RR time slice (100 ms at HZ = 100).
+pub const RR_SLICE_TICKS: u32 = 10;
+/// Ticks of CPU use that cost a SCHED_OTHER thread one priority step.
+pub const TS_TICKS_PER_STEP: u32 = 2;
+
+/// `ipending` flag: this CPU should reschedule when the IPL drops to IPL_NONE.
+pub const PENDING_RESCHED: u32 = 1 << 29;
+
+static RUNQUEUES: [SpinLock<RunQueue>; MAXCPUS] =
+    [const { SpinLock::new(RunQueue::new()) }; MAXCPUS];
+
+/// Every LWP, for thread lists (the monitor, tests, kvm).
+static ALL_LWPS: SpinLock<Vec<usize>> = SpinLock::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The running thread of this CPU.
+#[inline]
+pub fn curlwp_ptr() -> *mut Lwp {
+    curcpu().curlwp.load(Ordering::Relaxed) as *mut Lwp
+}
+
+/// The running thread of this CPU.
+#[inline]
+pub fn curlwp() -> &'static Lwp {
+    // SAFETY: a CPU's curlwp is set before it first runs thread code and always points at a
+    // live LWP (the running one cannot be reaped).
+    unsafe { &*curlwp_ptr() }
+}
+
+/// Whether the scheduler runs on this CPU yet.
+pub fn started() -> bool {
+    arch::read_tpidr() != 0 && curcpu().curlwp.load(Ordering::Relaxed) != 0
+}
+
+fn idle_of(ci: &CpuInfo) -> *mut Lwp {
+    ci.idlelwp.load(Ordering::Relaxed) as *mut Lwp
+}
+
+/// Allocates a new LWP and registers it. Returns null if memory is short.
+pub(crate) fn lwp_alloc(mut l: Lwp) -> *mut Lwp {
+    let layout = core::alloc::Layout::new::<Lwp>();
+    // SAFETY: non-zero-sized layout.
+    let p = unsafe { alloc::alloc::alloc(layout) } as *mut Lwp;
+    if p.is_null() {
+        if let Some(slot) = l.stack.take() {
+            stack::free(slot);
+        }
+        return p;
+    }
+    // SAFETY: fresh allocation of the right layout.
+    unsafe { p.write(l) };
+    ALL_LWPS.lock().push(p as usize);
+    p
+}
+
+/// A new unique LWP id.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Unregisters and frees an LWP that will never run again (its stack too).
+///
+/// # Safety
+///
+/// `l` must be an exited LWP that no CPU runs (`on_cpu` clear) and nothing references.
+pub(crate) unsafe fn lwp_free(l: *mut Lwp) {
+    ALL_LWPS.lock().retain(|&p| p != l as usize);
+    // SAFETY: per the caller, `l` came from `lwp_alloc` and is unused.
+    let lwp = unsafe { l.read() };
+    if let Some(slot) = lwp.stack {
+        stack::free(slot);
+        crate::kthread::thread_freed();
+    }
+    // SAFETY: as above; the value was moved out with `read`.
+    unsafe { alloc::alloc::dealloc(l as *mut u8, core::alloc::Layout::new::<Lwp>()) };
+}
+
+/// A snapshot of one thread, for thread lists.
+#[derive(Clone, Debug)]
+pub struct LwpInfo {
+    /// Unique id.
+    pub id: u64,
+    /// Name.
+    pub name: alloc::string::String,
+    /// State.
+    pub state: LwpState,
+    /// Current priority.
+    pub pri: u32,
+    /// Class.
+    pub class: SchedClass,
+    /// CPU it runs on or last ran on.
+    pub cpu: usize,
+    /// CPU it is bound to.
+    pub bound: Option<usize>,
+}
+
+/// Snapshots every thread. Context: thread.
+pub fn lwp_list() -> Vec<LwpInfo> {
+    let all = ALL_LWPS.lock().clone();
+    all.into_iter()
+        .map(|p| {
+            // SAFETY: registered LWPs are alive (unregistered before they are freed); the
+            // fields read are atomics or immutable.
+            let l = unsafe { &*(p as *const Lwp) };
+            LwpInfo {
+                id: l.id,
+                name: l.name().into(),
+                state: l.state(),
+                pri: l.pri(),
+                class: l.class,
+                cpu: l.cpu(),
+                bound: l.bound,
+            }
+        })
+        .collect()
+}
+
+/// Whether `l` is a registered LWP with id `id` (guards handles against reuse).
+pub(crate) fn lwp_list_contains(l: *mut Lwp, id: u64) -> bool {
+    ALL_LWPS.lock().iter().any(|&p| {
+        // SAFETY: registered LWPs are alive while the list lock is held.
+        p == l as usize && unsafe { (*l).id } == id
+    })
+}
+
+/// Number of registered LWPs (threads, lwp0 and idle threads).
+pub fn lwp_count() -> usize {
+    ALL_LWPS.lock().len()
+}
+
+fn cpu_is_idle(ci: &CpuInfo) -> bool {
+    ci.curlwp.load(Ordering::Relaxed) == ci.idlelwp.load(Ordering::Relaxed)
+        && RUNQUEUES[ci.index()].lock().count == 0
+}
+
+fn choose_cpu(l: &Lwp) -> usize {
+    if let Some(b) = l.bound {
+        return b;
+    }
+    let last = l.cpu();
+    if let Some(ci) = cpu_lookup(last)
+        && ci.is_online()
+        && cpu_is_idle(ci)
+    {
+        return last;
+    }
+    if let Some(ci) = cpus().find(|ci| ci.is_online() && cpu_is_idle(ci)) {
+        return ci.index();
+    }
+    match cpu_lookup(last) {
+        Some(ci) if ci.is_online() => last,
+        _ => curcpu().index(),
+    }
+}
+
+/// Makes a sleeping, new or preempted thread runnable on a suitable CPU and asks that CPU to
+/// reschedule if the thread should run before what runs there now. Context: any.
+pub(crate) fn setrunnable(l: *mut Lwp) {
+    // SAFETY: callers pass live LWPs that are on no queue and not running.
+    let ll = unsafe { &*l };
+    if ll.class == SchedClass::Other {
+        ts_recover(ll);
+    }
+    let target = choose_cpu(ll);
+    {
+        let mut rq = RUNQUEUES[target].lock();
+        ll.cpu.store(target as u32, Ordering::Relaxed);
+        ll.set_state(LwpState::Run);
+        rq.push_back(l);
+    }
+    let Some(tci) = cpu_lookup(target) else {
+        return;
+    };
+    let running = tci.curlwp.load(Ordering::Relaxed) as *const Lwp;
+    let running_pri = if running.is_null() || running as u64 == tci.idlelwp.load(Ordering::Relaxed)
+    {
+        -1
+    } else {
+        // SAFETY: a CPU's curlwp is live.
+        i64::from(unsafe { (*running).pri() })
+    };
+    if i64::from(ll.pri()) > running_pri {
+        request_resched(tci);
+    }
+}
+
+/// Asks CPU `ci` to reschedule: locally through `ipending`, remotely with a Sched IPI (which
+/// also wakes an idle CPU).
+fn request_resched(ci: &CpuInfo) {
+    ci.resched.store(1, Ordering::Release);
+    if core::ptr::eq(ci, curcpu()) {
+        ci.ipending.fetch_or(PENDING_RESCHED, Ordering::Relaxed);
+    } else {
+        crate::intr::ipi_send(ci.index(), crate::intr::Ipi::Sched);
+    }
+}
+
+/// SCHED_OTHER: priority from recent CPU use.
+fn ts_update_pri(l: &Lwp) {
+    let steps = l.estcpu.load(Ordering::Relaxed) / TS_TICKS_PER_STEP;
+    l.pri
+        .store(l.base_pri.saturating_sub(steps), Ordering::Relaxed);
+}
+
+/// SCHED_OTHER: a thread that slept gets its priority back, half its recent use per
+/// ten ticks of sleep (at least one halving).
+fn ts_recover(l: &Lwp) {
+    let slept = arch::counter().saturating_sub(l.slept_at.load(Ordering::Relaxed));
+    let per_tick = (arch::counter_frequency() / crate::clock::hz()).max(1);
+    let halvings = (slept / per_tick / 10 + 1).min(31) as u32;
+    let e = l.estcpu.load(Ordering::Relaxed) >> halvings;
+    l.estcpu.store(e, Ordering::Relaxed);
+    ts_update_pri(l);
+}
+
+/// Switches this CPU to the best runnable thread. With `requeue`, the current thread stays
+/// runnable (a preemption or yield); otherwise it has already been put to sleep, made a
+/// zombie, or is the idle thread. IRQs must be masked. Returns when the current thread runs
+/// again (or at once if it is still the best choice).
+pub(crate) fn switch_away(requeue: bool) {
+    debug_assert!(arch::irqs_masked(), "switch_away with IRQs unmasked");
+    let ci = curcpu();
+    let me = ci.index();
+    let cur = curlwp_ptr();
+    // SAFETY: the running LWP is live.
+    let curl = unsafe { &*cur };
+    let idle = idle_of(ci);
+    if curl.class == SchedClass::Other && curl.state() == LwpState::Sleep {
+        curl.slept_at.store(arch::counter(), Ordering::Relaxed);
+    }
+    let picked = {
+        let mut rq = RUNQUEUES[me].lock();
+        if requeue && cur != idle {
+            curl.set_state(LwpState::Run);
+            rq.push_back(cur);
+        }
+        rq.pop_highest()
+    };
+    let next = picked.or_else(|| steal(me)).unwrap_or(idle);
+    ci.resched.store(0, Ordering::Relaxed);
+    ci.ipending.fetch_and(!PENDING_RESCHED, Ordering::Relaxed);
+    if next == cur {
+        curl.set_state(LwpState::Onproc);
+        return;
+    }
+    // SAFETY: `next` came off a run queue (or is this CPU's idle thread): live, not running.
+    let nl = unsafe { &*next };
+    if let Some(b) = nl.bound {
+        assert!(
+            b == me,
+            "sched: thread {} is bound to cpu{b} but was about to run on cpu{me}",
+            nl.name()
+        );
+    }
+    nl.cpu.store(me as u32, Ordering::Relaxed);
+    nl.set_state(LwpState::Onproc);
+    while nl.on_cpu.load(Ordering::Acquire) {
+        arch::cpu_relax();
+    }
+    nl.on_cpu.store(true, Ordering::Relaxed);
+    nl.ncsw.fetch_add(1, Ordering::Relaxed);
+    ci.ctxsw_count.fetch_add(1, Ordering::Relaxed);
+    ci.curlwp.store(next as u64, Ordering::Relaxed);
+    if curl.fpu_on.load(Ordering::Relaxed) {
+        // SAFETY: `fp` belongs to the running thread.
+        context::fpu_save_to(unsafe { &mut *curl.fp.get() });
+        context::fpu_disable();
+    }
+    if kernel_lock::held_by(cur) {
+        curl.biglocks
+            .store(kernel_lock::release_all(), Ordering::Relaxed);
+    }
+    // SAFETY: IRQs masked; `cur` is running here and `next` runs nowhere (on_cpu was clear);
+    // both contexts belong to live LWPs.
+    let prev = unsafe { context::switch(curl.ctx.get(), nl.ctx.get(), cur as usize) };
+    switch_finish(prev as *mut Lwp);
+}
+
+/// Runs on the new thread right after a switch: releases the previous thread to other CPUs,
+/// disposes of it if it exited, and restores the new thread's FP state and kernel lock.
+fn switch_finish(prev: *mut Lwp) {
+    // SAFETY: `prev` is the LWP this CPU just switched away from; it cannot be freed before
+    // `on_cpu` is cleared below.
+    let pl = unsafe { &*prev };
+    let zombie = pl.state() == LwpState::Zombie;
+    let mustjoin = pl.flags & crate::kthread::KTHREAD_MUSTJOIN != 0;
+    pl.on_cpu.store(false, Ordering::Release);
+    if zombie {
+        if mustjoin {
+            crate::kthread::exited(pl);
+        } else {
+            // SAFETY: an exited, non-joinable thread that no CPU runs any more.
+            unsafe { lwp_free(prev) };
+        }
+    }
+    let l = curlwp();
+    if l.fpu_on.load(Ordering::Relaxed) {
+        context::fpu_enable();
+        // SAFETY: `fp` belongs to the running thread.
+        context::fpu_restore_from(unsafe { &*l.fp.get() });
+    }
+    let n = l.biglocks.swap(0, Ordering::Relaxed);
+    if n > 0 {
+        kernel_lock::acquire_count(n);
+    }
+}
+
+/// Takes an unbound runnable thread from another CPU's queue.
+fn steal(me: usize) -> Option<*mut Lwp> {
+    let n = crate::cpu::ncpu();
+    for k in 1..n {
+        let c = (me + k) % n;
+        if let Some(mut rq) = RUNQUEUES[c].try_lock()
+            && let Some(l) = rq.pop_unbound()
+        {
+            return Some(l);
+        }
+    }
+    None
+}
+
+fn work_available(me: usize) -> bool {
+    if RUNQUEUES[me].lock().count > 0 {
+        return true;
+    }
+    cpus().any(|ci| ci.index() != me && RUNQUEUES[ci.index()].lock().unbound > 0)
+}
+
+/// The entry of every new thread (`Context::new`): finishes the switch, takes the kernel lock
+/// for threads that are not MPSAFE, enables IRQs and calls the thread's function.
+extern "C" fn lwp_trampoline(prev: usize) -> ! {
+    switch_finish(prev as *mut Lwp);
+    let l = curlwp();
+    if l.flags & crate::kthread::KTHREAD_MPSAFE == 0 {
+        kernel_lock::kernel_lock();
+    }
+    arch::irq_enable();
+    (l.func)(l.arg);
+    crate::kthread::kthread_exit(0)
+}
+
+/// Prepares `l`'s context to start at its function on its own stack.
+pub(crate) fn lwp_prepare(l: &Lwp) {
+    let top = l
+        .stack
+        .as_ref()
+        .map(|s| s.top())
+        .expect("a new thread has a stack");
+    // SAFETY: the LWP is not running yet; its context is ours to write.
+    unsafe { *l.ctx.get() = context::Context::new(lwp_trampoline, top) };
+}
+
+/// Preemption point: switches if a reschedule is wanted and allowed here. Called on the way
+/// out of the outermost interrupt and when the IPL drops to IPL_NONE, with IRQs masked.
+pub(crate) fn preempt_if_wanted() {
+    if !started() {
+        return;
+    }
+    let ci = curcpu();
+    if ci.resched.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let l = curlwp();
+    if l.nopreempt.load(Ordering::Relaxed) != 0
+        || ci.intr_depth.load(Ordering::Relaxed) != 0
+        || ci.ipl.load(Ordering::Relaxed) != 0
+        || core::ptr::eq(l, idle_of(ci))
+        || l.state() != LwpState::Onproc
+    {
+        return;
+    }
+    switch_away(true);
+}
+
+/// After waking threads from thread context: switch now if one of them should preempt us.
+pub(crate) fn maybe_preempt() {
+    if !started() || arch::irqs_masked() {
+        return;
+    }
+    let daif = arch::irq_save();
+    preempt_if_wanted();
+    arch::irq_restore(daif);
+}
+
+/// Gives the CPU to another runnable thread of equal or higher priority, if any. Context:
+/// thread, IPL_NONE.
+pub fn yield_now() {
+    let daif = arch::irq_save();
+    switch_away(true);
+    arch::irq_restore(daif);
+}
+
+/// Disables preemption of the current thread (nests). Context: thread.
+pub fn kpreempt_disable() {
+    curlwp().nopreempt.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Re-enables preemption; reschedules if one was requested meanwhile. Context: thread.
+pub fn kpreempt_enable() {
+    let l = curlwp();
+    let before = l.nopreempt.fetch_sub(1, Ordering::Relaxed);
+    assert!(before > 0, "kpreempt_enable: preemption was not disabled");
+    if before == 1 && curcpu().resched.load(Ordering::Relaxed) != 0 {
+        let daif = arch::irq_save();
+        preempt_if_wanted();
+        arch::irq_restore(daif);
+    }
+}
+
+/// Called from the clock tick (IPL_SCHED) on every CPU.
+pub(crate) fn tick() {
+    if !started() {
+        return;
+    }
+    let ci = curcpu();
+    let cur = curlwp_ptr();
+    // SAFETY: the running LWP is live.
+    let l = unsafe { &*cur };
+    if cur == idle_of(ci) {
+        ci.idle_ticks.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let top = RUNQUEUES[ci.index()].lock().max_pri();
+        match l.class {
+            SchedClass::Rr => {
+                if l.slice.fetch_sub(1, Ordering::Relaxed) <= 1 {
+                    l.slice.store(RR_SLICE_TICKS, Ordering::Relaxed);
+                    if top.is_some_and(|p| p >= l.pri()) {
+                        request_resched(ci);
+                    }
+                }
+            }
+            SchedClass::Other => {
+                let e = l.estcpu.load(Ordering::Relaxed);
+                if e < l.base_pri * TS_TICKS_PER_STEP {
+                    l.estcpu.store(e + 1, Ordering::Relaxed);
+                }
+                ts_update_pri(l);
+                if top.is_some_and(|p| p >= l.pri()) && l.slice.fetch_sub(1, Ordering::Relaxed) <= 1
+                {
+                    l.slice.store(RR_SLICE_TICKS, Ordering::Relaxed);
+                    request_resched(ci);
+                }
+            }
+            SchedClass::IdleLoop => {}
+        }
+        if top.is_some_and(|p| p > l.pri()) {
+            request_resched(ci);
+        }
+    }
+    sleepq::tick(arch::counter());
+}
+
+/// What an otherwise idle CPU runs: switches to runnable work (its own queue first, then
+/// stolen), else sleeps in `wfi` with IRQs masked between the check and the `wfi`, so a wakeup
+/// IPI is never slept through (a pending interrupt ends `wfi` even while masked).
+pub fn idle_loop() -> ! {
+    let me = curcpu().index();
+    loop {
+        arch::irq_disable();
+        if work_available(me) {
+            switch_away(false);
+        } else {
+            arch::wait_for_interrupt();
+        }
+        arch::irq_enable();
+    }
+}
+
+extern "C" fn idle_entry(prev: usize) -> ! {
+    switch_finish(prev as *mut Lwp);
+    idle_loop()
+}
+
+fn noop(_: usize) {}
+
+/// Makes the boot CPU's running context `lwp0` ("main", SCHED_RR at PRI_KTHREAD, bound to CPU 0)
+/// and creates CPU 0's idle thread. Boot CPU, after the heap and the stack slots exist.
+pub fn init_boot_cpu() {
+    let ci = curcpu();
+    let lwp0 = lwp_alloc(Lwp::new(
+        next_id(),
+        format_args!("main"),
+        SchedClass::Rr,
+        PRI_KTHREAD,
+        crate::kthread::KTHREAD_MPSAFE,
+        Some(0),
+        noop,
+        0,
+        None,
+    ));
+    assert!(!lwp0.is_null(), "sched: no memory for lwp0");
+    // SAFETY: freshly allocated, not yet visible to any other CPU.
+    unsafe {
+        (*lwp0).set_state(LwpState::Onproc);
+        (*lwp0).on_cpu.store(true, Ordering::Relaxed);
+    }
+    ci.curlwp.store(lwp0 as u64, Ordering::Release);
+    ci.idlelwp
+        .store(make_idle(0, true) as u64, Ordering::Release);
+}
+
+/// An idle thread for `cpu`: with its own stack slot, starting in the idle loop, or (for a
+/// secondary CPU, which turns its boot context into its idle thread) without one.
+fn make_idle(cpu: usize, own_stack: bool) -> *mut Lwp {
+    let slot = own_stack.then(|| stack::alloc().expect("sched: no stack slot for an idle thread"));
+    let l = lwp_alloc(Lwp::new(
+        next_id(),
+        format_args!("idle/{cpu}"),
+        SchedClass::IdleLoop,
+        0,
+        crate::kthread::KTHREAD_MPSAFE,
+        Some(cpu),
+        noop,
+        0,
+        slot,
+    ));
+    assert!(!l.is_null(), "sched: no memory for an idle thread");
+    // SAFETY: freshly allocated and not running.
+    let ll = unsafe { &*l };
+    if let Some(top) = ll.stack.as_ref().map(|s| s.top()) {
+        // SAFETY: not running yet; the context is ours to write.
+        unsafe { *ll.ctx.get() = context::Context::new(idle_entry, top) };
+    }
+    l
+}
+
+/// Makes a secondary CPU's running context its idle thread and enters the idle loop.
+pub fn start_secondary() -> ! {
+    let ci = curcpu();
+    let l = make_idle(ci.index(), false);
+    // SAFETY: not yet visible to any other CPU.
+    unsafe {
+        (*l).set_state(LwpState::Onproc);
+        (*l).on_cpu.store(true, Ordering::Relaxed);
+    }
+    ci.idlelwp.store(l as u64, Ordering::Release);
+    ci.curlwp.store(l as u64, Ordering::Release);
+    arch::irq_enable();
+    idle_loop()
+}

@@ -1,0 +1,118 @@
+//! Per-CPU run queues: one FIFO per priority (0..=223, higher runs first), linked through
+//! `Lwp::link`, and a bitmap of the non-empty ones so the highest is found in a few
+//! instructions.
+
+use super::NPRI;
+use super::lwp::Lwp;
+
+/// One CPU's runnable threads.
+pub(crate) struct RunQueue {
+    heads: [*mut Lwp; NPRI],
+    tails: [*mut Lwp; NPRI],
+    bitmap: [u64; NPRI.div_ceil(64)],
+    /// Threads queued.
+    pub(crate) count: usize,
+    /// Threads queued that are not bound to a CPU (candidates for stealing).
+    pub(crate) unbound: usize,
+}
+
+// SAFETY: the pointers are LWPs, alive until reaped, followed only under the queue's lock.
+unsafe impl Send for RunQueue {}
+
+impl RunQueue {
+    pub(crate) const fn new() -> Self {
+        Self {
+            heads: [core::ptr::null_mut(); NPRI],
+            tails: [core::ptr::null_mut(); NPRI],
+            bitmap: [0; NPRI.div_ceil(64)],
+            count: 0,
+            unbound: 0,
+        }
+    }
+
+    /// Appends `l` at the tail of its priority's list.
+    pub(crate) fn push_back(&mut self, l: *mut Lwp) {
+        // SAFETY: `l` is a live LWP on no other queue; its link is ours under the lock.
+        let (pri, bound) = unsafe { (((*l).pri() as usize).min(NPRI - 1), (*l).bound.is_some()) };
+        // SAFETY: as above.
+        unsafe { *(*l).link.get() = core::ptr::null_mut() };
+        if self.tails[pri].is_null() {
+            self.heads[pri] = l;
+        } else {
+            // SAFETY: the tail is a live LWP linked here.
+            unsafe { *(*self.tails[pri]).link.get() = l };
+        }
+        self.tails[pri] = l;
+        self.bitmap[pri / 64] |= 1 << (pri % 64);
+        self.count += 1;
+        if !bound {
+            self.unbound += 1;
+        }
+    }
+
+    /// The highest queued priority, if any.
+    pub(crate) fn max_pri(&self) -> Option<u32> {
+        for (i, &word) in self.bitmap.iter().enumerate().rev() {
+            if word != 0 {
+                return Some((i * 64 + 63 - word.leading_zeros() as usize) as u32);
+            }
+        }
+        None
+    }
+
+    fn unlink_at(&mut self, pri: usize, prev: *mut Lwp, l: *mut Lwp) {
+        // SAFETY: `l` (and `prev`, if non-null) are linked on list `pri` of this queue.
+        unsafe {
+            let next = *(*l).link.get();
+            if prev.is_null() {
+                self.heads[pri] = next;
+            } else {
+                *(*prev).link.get() = next;
+            }
+            if self.tails[pri] == l {
+                self.tails[pri] = prev;
+            }
+            *(*l).link.get() = core::ptr::null_mut();
+            if (*l).bound.is_none() {
+                self.unbound -= 1;
+            }
+        }
+        if self.heads[pri].is_null() {
+            self.bitmap[pri / 64] &= !(1 << (pri % 64));
+        }
+        self.count -= 1;
+    }
+
+    /// Removes and returns the first thread of the highest non-empty priority.
+    pub(crate) fn pop_highest(&mut self) -> Option<*mut Lwp> {
+        let pri = self.max_pri()? as usize;
+        let l = self.heads[pri];
+        self.unlink_at(pri, core::ptr::null_mut(), l);
+        Some(l)
+    }
+
+    /// Removes and returns the highest-priority thread that is not bound to a CPU.
+    pub(crate) fn pop_unbound(&mut self) -> Option<*mut Lwp> {
+        if self.unbound == 0 {
+            return None;
+        }
+        for pri in (0..NPRI).rev() {
+            if self.bitmap[pri / 64] & (1 << (pri % 64)) == 0 {
+                continue;
+            }
+            let mut prev = core::ptr::null_mut();
+            let mut l = self.heads[pri];
+            while !l.is_null() {
+                // SAFETY: linked LWPs are alive; links are ours under the lock.
+                let (bound, next) = unsafe { ((*l).bound.is_some(), *(*l).link.get()) };
+                if !bound {
+                    self.unlink_at(pri, prev, l);
+                    return Some(l);
+                }
+                prev = l;
+                l = next;
+            }
+        }
+        None
+    }
+}
