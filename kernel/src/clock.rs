@@ -59,6 +59,18 @@ pub fn tick() {
     crate::ktest::watchdog_check(now);
 }
 
+/// The counter value of the `n`-th clock tick from now on this CPU (`n` >= 1): the deadline
+/// for "sleep `n` ticks" (NetBSD's timeouts count tick boundaries, so the first one may come
+/// sooner than a full tick period).
+pub fn tick_deadline(n: u64) -> u64 {
+    let interval = INTERVAL.load(Ordering::Relaxed);
+    let now = timer::physical_count();
+    let next = NEXT_TICK.get().load(Ordering::Relaxed);
+    // A tick already due but not yet taken (IRQs were masked) is not a boundary to wait for.
+    let first = if next > now { next } else { now + interval };
+    first + n.saturating_sub(1) * interval
+}
+
 /// Converts counter ticks to nanoseconds.
 pub fn counter_to_ns(count: u64) -> u64 {
     let freq = counter_frequency().max(1);

@@ -87,6 +87,11 @@ impl fmt::Display for Describe {
 
 /// The stack bounds of this CPU, for a safe backtrace walk.
 fn stack_bounds() -> Option<(u64, u64)> {
+    if crate::sched::started()
+        && let Some(bounds) = crate::sched::curlwp().stack_bounds()
+    {
+        return Some(bounds);
+    }
     let ci = curcpu();
     let base = ci.stack_base.load(Ordering::Relaxed);
     let size = ci.stack_size.load(Ordering::Relaxed);

@@ -71,6 +71,11 @@ impl LwpRef {
     pub fn id(&self) -> u64 {
         self.id
     }
+
+    /// The thread, while it exists (for tests and diagnostics).
+    pub fn lwp(&self) -> Option<&'static Lwp> {
+        self.get()
+    }
 }
 
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -339,10 +344,11 @@ pub fn with_fpu<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `kpause`: sleeps for `ticks` clock ticks. Context: thread, IPL_NONE, no spin mutex held.
+/// `kpause`: sleeps until the `ticks`-th clock tick from now (at least one). Context: thread,
+/// IPL_NONE, no spin mutex held.
 pub fn kpause(ticks: u64) {
     crate::sync::assert_sleepable("kpause");
-    let deadline = arch::counter() + ticks * (arch::counter_frequency() / crate::clock::hz());
+    let deadline = crate::clock::tick_deadline(ticks.max(1));
     let sq = sched::sleepq::SleepQueue::new();
     while arch::counter() < deadline {
         let _ = sq.sleep(Some(deadline), || true);

@@ -244,7 +244,9 @@ fn run_here(test: &'static KTest) -> bool {
         unsafe { call_with_recovery(slot.point.get(), trampoline, test as *const KTest as usize) };
     slot.active.store(false, Ordering::Release);
     if !returned {
-        // The test was abandoned, possibly inside an interrupt handler or at a raised IPL.
+        // The test was abandoned, possibly inside an interrupt handler, at a raised IPL or
+        // holding spin mutexes (which stay locked: they belonged to the test).
+        curcpu().mtx_count.store(0, Ordering::Relaxed);
         crate::intr::reset_after_abandon(ipl);
         return false;
     }

@@ -133,6 +133,8 @@ pub struct Lwp {
     pub(crate) nopreempt: AtomicU32,
     /// Times this thread was switched to.
     pub(crate) ncsw: AtomicU64,
+    /// Clock ticks during which it was running.
+    pub(crate) rticks: AtomicU64,
     /// Where a joiner waits for this thread to exit.
     pub(crate) join_sq: super::sleepq::SleepQueue,
 }
@@ -196,6 +198,7 @@ impl Lwp {
             fpu_on: AtomicBool::new(false),
             nopreempt: AtomicU32::new(0),
             ncsw: AtomicU64::new(0),
+            rticks: AtomicU64::new(0),
             join_sq: super::sleepq::SleepQueue::new(),
         }
     }
@@ -242,6 +245,11 @@ impl Lwp {
     /// Times a CPU switched to it.
     pub fn switches(&self) -> u64 {
         self.ncsw.load(Ordering::Relaxed)
+    }
+
+    /// Clock ticks during which it was running.
+    pub fn run_ticks(&self) -> u64 {
+        self.rticks.load(Ordering::Relaxed)
     }
 
     /// The stack's bounds `[base, top)`, if it has its own stack slot.

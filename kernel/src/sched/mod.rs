@@ -275,17 +275,18 @@ pub(crate) fn switch_away(requeue: bool) {
     if curl.class == SchedClass::Other && curl.state() == LwpState::Sleep {
         curl.slept_at.store(arch::counter(), Ordering::Relaxed);
     }
+    // Clear the request before looking: a wakeup that lands after the look sets it again.
+    ci.resched.store(0, Ordering::Relaxed);
+    ci.ipending.fetch_and(!PENDING_RESCHED, Ordering::Relaxed);
     let picked = {
         let mut rq = RUNQUEUES[me].lock();
         if requeue && cur != idle {
             curl.set_state(LwpState::Run);
             rq.push_back(cur);
         }
-        rq.pop_highest()
+        rq.pop_highest(cur)
     };
     let next = picked.or_else(|| steal(me)).unwrap_or(idle);
-    ci.resched.store(0, Ordering::Relaxed);
-    ci.ipending.fetch_and(!PENDING_RESCHED, Ordering::Relaxed);
     if next == cur {
         curl.set_state(LwpState::Onproc);
         return;
@@ -466,6 +467,7 @@ pub(crate) fn tick() {
     if cur == idle_of(ci) {
         ci.idle_ticks.fetch_add(1, Ordering::Relaxed);
     } else {
+        l.rticks.fetch_add(1, Ordering::Relaxed);
         let top = RUNQUEUES[ci.index()].lock().max_pri();
         match l.class {
             SchedClass::Rr => {

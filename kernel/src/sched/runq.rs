@@ -83,36 +83,52 @@ impl RunQueue {
         self.count -= 1;
     }
 
-    /// Removes and returns the first thread of the highest non-empty priority.
-    pub(crate) fn pop_highest(&mut self) -> Option<*mut Lwp> {
-        let pri = self.max_pri()? as usize;
-        let l = self.heads[pri];
-        self.unlink_at(pri, core::ptr::null_mut(), l);
-        Some(l)
+    /// Removes and returns the first thread of the highest priority that is not still being
+    /// switched out by another CPU (`on_cpu`); `me`, the thread running here, is always
+    /// eligible. Skipping such threads (they are picked later) is what keeps two CPUs from
+    /// waiting for each other's half-finished switches.
+    pub(crate) fn pop_highest(&mut self, me: *mut Lwp) -> Option<*mut Lwp> {
+        self.pop_where(|l| l == me || !on_cpu(l))
     }
 
-    /// Removes and returns the highest-priority thread that is not bound to a CPU.
-    pub(crate) fn pop_unbound(&mut self) -> Option<*mut Lwp> {
-        if self.unbound == 0 {
+    fn pop_where(&mut self, ok: impl Fn(*mut Lwp) -> bool) -> Option<*mut Lwp> {
+        if self.count == 0 {
             return None;
         }
-        for pri in (0..NPRI).rev() {
-            if self.bitmap[pri / 64] & (1 << (pri % 64)) == 0 {
-                continue;
-            }
-            let mut prev = core::ptr::null_mut();
-            let mut l = self.heads[pri];
-            while !l.is_null() {
-                // SAFETY: linked LWPs are alive; links are ours under the lock.
-                let (bound, next) = unsafe { ((*l).bound.is_some(), *(*l).link.get()) };
-                if !bound {
-                    self.unlink_at(pri, prev, l);
-                    return Some(l);
+        for (w, &word) in self.bitmap.iter().enumerate().rev() {
+            let mut bits = word;
+            while bits != 0 {
+                let pri = w * 64 + 63 - bits.leading_zeros() as usize;
+                bits &= !(1 << (pri % 64));
+                let mut prev = core::ptr::null_mut();
+                let mut l = self.heads[pri];
+                while !l.is_null() {
+                    // SAFETY: linked LWPs are alive; links are ours under the lock.
+                    let next = unsafe { *(*l).link.get() };
+                    if ok(l) {
+                        self.unlink_at(pri, prev, l);
+                        return Some(l);
+                    }
+                    prev = l;
+                    l = next;
                 }
-                prev = l;
-                l = next;
             }
         }
         None
     }
+
+    /// Removes and returns the highest-priority thread that is not bound to a CPU and not
+    /// still being switched out elsewhere.
+    pub(crate) fn pop_unbound(&mut self) -> Option<*mut Lwp> {
+        if self.unbound == 0 {
+            return None;
+        }
+        // SAFETY: queued LWPs are alive.
+        self.pop_where(|l| unsafe { (*l).bound.is_none() } && !on_cpu(l))
+    }
+}
+
+fn on_cpu(l: *mut Lwp) -> bool {
+    // SAFETY: queued LWPs are alive.
+    unsafe { (*l).on_cpu.load(core::sync::atomic::Ordering::Acquire) }
 }

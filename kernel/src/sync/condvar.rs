@@ -59,8 +59,7 @@ impl KCondvar {
 
     /// `cv_timedwait`: as `cv_wait`, but gives up after `ticks` clock ticks.
     pub fn cv_timedwait(&self, m: &KMutex, ticks: u64) -> Result<(), TimedOut> {
-        use crate::arch::aarch64 as arch;
-        let deadline = arch::counter() + ticks * (arch::counter_frequency() / crate::clock::hz());
+        let deadline = crate::clock::tick_deadline(ticks.max(1));
         match self.wait_inner(m, Some(deadline), "cv_timedwait") {
             Wake::Woken => Ok(()),
             Wake::TimedOut => Err(TimedOut),

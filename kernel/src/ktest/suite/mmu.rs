@@ -61,3 +61,13 @@ ktest! {
         f();
     }
 }
+
+ktest! {
+    fn thread_stack_guard_pages_are_unmapped() {
+        let (base, _top) = crate::sched::curlwp().stack_bounds().expect("a worker has a stack slot");
+        let guard = base - 8;
+        assert_eq!(crate::sched::stack::guard_slot(guard), crate::sched::curlwp().stack_index());
+        assert!(!is_writable(guard), "the guard page below {base:#x} is mapped");
+        assert!(is_writable(base), "the stack's lowest page is not mapped");
+    }
+}

@@ -4,11 +4,15 @@
 mod clock;
 mod cpu;
 mod fault;
+mod fpu;
 mod harness;
 mod heap;
 mod ipi;
+mod kthread;
 mod mmu;
+mod mutex;
 mod percpu;
+mod sched;
 mod spl;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is

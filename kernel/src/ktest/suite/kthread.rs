@@ -1,0 +1,167 @@
+//! kthread(9): creation, exit codes, joins, limits and the rules of the API.
+
+use crate::heap::stats;
+use crate::ktest;
+use crate::kthread::*;
+use crate::sched::lwp::LwpState;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+fn empty(_: usize) {}
+
+fn exit_with(code: usize) {
+    kthread_exit(code as i32);
+}
+
+fn create_joinable(
+    func: fn(usize),
+    arg: usize,
+    pri: i32,
+    flags: u32,
+    cpu: Option<usize>,
+) -> LwpRef {
+    let mut l = None;
+    kthread_create(
+        pri,
+        flags | KTHREAD_MUSTJOIN | KTHREAD_MPSAFE,
+        cpu,
+        func,
+        arg,
+        Some(&mut l),
+        format_args!("test/{arg}"),
+    )
+    .expect("kthread_create");
+    l.expect("newlp filled")
+}
+
+ktest! {
+    fn mustjoin_hands_the_exit_code_to_the_joiner() {
+        for code in [0usize, 1, 42, 0x7fff_ffff] {
+            let l = create_joinable(exit_with, code, PRI_NONE, 0, None);
+            assert_eq!(kthread_join(l), code as i32, "exit code {code}");
+        }
+        // Returning from the function is kthread_exit(0).
+        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        assert_eq!(kthread_join(l), 0);
+    }
+}
+
+ktest! {
+    #[timeout_ms(120_000)]
+    fn ten_thousand_create_exit_join_cycles_leave_heap_and_thread_counts_unchanged() {
+        // Warm up once so lazily grown structures (the thread list) have their final size.
+        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        kthread_join(l);
+        let heap0 = stats();
+        let threads0 = thread_count();
+        let lwps0 = crate::sched::lwp_count();
+        let slots0 = crate::sched::stack::free_count();
+        for i in 0..10_000usize {
+            let l = create_joinable(exit_with, i, PRI_NONE, 0, None);
+            assert_eq!(kthread_join(l), i as i32);
+        }
+        assert_eq!(thread_count(), threads0, "kernel thread count");
+        assert_eq!(crate::sched::lwp_count(), lwps0, "LWP count");
+        assert_eq!(crate::sched::stack::free_count(), slots0, "free stack slots");
+        assert_eq!(stats(), heap0, "heap accounting");
+    }
+}
+
+static STARTED: AtomicU64 = AtomicU64::new(0);
+
+fn count_start(_: usize) {
+    STARTED.fetch_add(1, Ordering::AcqRel);
+}
+
+ktest! {
+    fn idle_thread_does_not_run_until_started() {
+        let before = STARTED.load(Ordering::Acquire);
+        let l = create_joinable(count_start, 1, PRI_NONE, KTHREAD_IDLE, None);
+        crate::kthread::kpause(3);
+        assert_eq!(STARTED.load(Ordering::Acquire), before, "a KTHREAD_IDLE thread ran");
+        assert_eq!(l.lwp().expect("alive").state(), LwpState::Idle);
+        kthread_start(l);
+        kthread_join(l);
+        assert_eq!(STARTED.load(Ordering::Acquire), before + 1);
+    }
+}
+
+ktest! {
+    fn creating_past_the_thread_limit_returns_eagain() {
+        let n = thread_count();
+        set_thread_limit(n);
+        let r = kthread_create(PRI_NONE, KTHREAD_MPSAFE, None, empty, 0, None, format_args!("over"));
+        set_thread_limit(crate::sched::stack::MAX_SLOTS);
+        assert_eq!(r, Err(KthreadError::Again));
+        assert_eq!(thread_count(), n, "a refused create changed the count");
+    }
+}
+
+ktest! {
+    fn thread_names_are_formatted_and_listed() {
+        let l = create_joinable(count_start, 77, PRI_NONE, KTHREAD_IDLE, None);
+        let found = crate::sched::lwp_list().into_iter().any(|t| t.name == "test/77" && t.id == l.id());
+        kthread_start(l);
+        kthread_join(l);
+        assert!(found, "test/77 missing from the thread list");
+    }
+}
+
+ktest! {
+    #[should_panic("was not created with KTHREAD_MUSTJOIN")]
+    fn joining_a_thread_that_is_not_joinable_is_caught() {
+        let mut l = None;
+        kthread_create(PRI_NONE, KTHREAD_MPSAFE | KTHREAD_IDLE, None, empty, 0, Some(&mut l),
+            format_args!("notjoinable")).expect("create");
+        // Never started; the harness ends the test here.
+        kthread_join(l.expect("newlp"));
+    }
+}
+
+ktest! {
+    #[should_panic("does not exist (already joined")]
+    fn joining_twice_is_caught() {
+        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        kthread_join(l);
+        kthread_join(l);
+    }
+}
+
+ktest! {
+    #[should_panic("KTHREAD_INTR requires KTHREAD_MPSAFE")]
+    fn intr_without_mpsafe_is_caught() {
+        let _ = kthread_create(PRI_NONE, KTHREAD_INTR, None, empty, 0, None, format_args!("x"));
+    }
+}
+
+ktest! {
+    #[should_panic("KTHREAD_MUSTJOIN requires newlp")]
+    fn mustjoin_without_newlp_is_caught() {
+        let _ = kthread_create(PRI_NONE, KTHREAD_MUSTJOIN | KTHREAD_MPSAFE, None, empty, 0, None,
+            format_args!("x"));
+    }
+}
+
+fn recurse(depth: u64) -> u64 {
+    let mut buf = [0u8; 512];
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: a plain volatile write into a local array, to keep the frame alive.
+        unsafe { core::ptr::write_volatile(b, (depth as usize + i) as u8) };
+    }
+    if depth == u64::MAX {
+        return 0;
+    }
+    // Called through an opaque pointer, with the buffer used after the call, so the compiler
+    // can neither turn the recursion into a loop nor reuse the frame.
+    let next: fn(u64) -> u64 = core::hint::black_box(recurse);
+    let deeper = next(depth + 1);
+    core::hint::black_box(&buf);
+    deeper + u64::from(buf[depth as usize % 512])
+}
+
+ktest! {
+    #[should_panic("stack overflow in thread ktest/0")]
+    fn stack_overflow_in_a_thread_is_reported_as_such() {
+        let n = recurse(0);
+        panic!("recursion returned {n}");
+    }
+}

@@ -1,0 +1,253 @@
+//! Mutexes, condition variables and the kernel lock: exact counts under contention, no lost
+//! wakeups, and the rules of the API.
+
+use crate::cpu::ncpu_online;
+use crate::ktest;
+use crate::kthread::*;
+use crate::sync::condvar::KCondvar;
+use crate::sync::kernel_lock::{kernel_lock, kernel_lock_held, kernel_unlock};
+use crate::sync::mutex::KMutex;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+fn spawn(func: fn(usize), arg: usize, flags: u32) -> LwpRef {
+    let mut l = None;
+    kthread_create(
+        PRI_NONE,
+        flags | KTHREAD_MUSTJOIN,
+        None,
+        func,
+        arg,
+        Some(&mut l),
+        format_args!("mtx/{arg}"),
+    )
+    .expect("kthread_create");
+    l.expect("newlp")
+}
+
+/// A counter protected only by `LOCK` (a plain, non-atomic read-modify-write).
+struct Shared(UnsafeCell<u64>);
+// SAFETY: only accessed with LOCK held.
+unsafe impl Sync for Shared {}
+
+static LOCK: KMutex = KMutex::adaptive();
+static COUNTER: Shared = Shared(UnsafeCell::new(0));
+const INCREMENTS: u64 = 100_000;
+
+fn increment(_: usize) {
+    for _ in 0..INCREMENTS {
+        let _g = LOCK.lock();
+        // SAFETY: LOCK is held.
+        unsafe {
+            let v = core::ptr::read_volatile(COUNTER.0.get());
+            core::ptr::write_volatile(COUNTER.0.get(), v + 1);
+        }
+    }
+}
+
+ktest! {
+    #[timeout_ms(300_000)]
+    fn adaptive_mutex_loses_no_increment_under_contention() {
+        {
+            let _g = LOCK.lock();
+            // SAFETY: LOCK is held.
+            unsafe { *COUNTER.0.get() = 0 };
+        }
+        let n = ncpu_online().clamp(2, 4);
+        let mut threads = [None; 4];
+        for (i, slot) in threads.iter_mut().enumerate().take(n) {
+            *slot = Some(spawn(increment, i, KTHREAD_MPSAFE));
+        }
+        for l in threads.into_iter().flatten() {
+            kthread_join(l);
+        }
+        let _g = LOCK.lock();
+        // SAFETY: LOCK is held.
+        let total = unsafe { *COUNTER.0.get() };
+        assert_eq!(total, n as u64 * INCREMENTS, "{n} threads x {INCREMENTS} increments");
+    }
+}
+
+/// A bounded buffer of 4 slots under BUF_LOCK, with two condition variables.
+static BUF_LOCK: KMutex = KMutex::adaptive();
+static NOT_EMPTY: KCondvar = KCondvar::new();
+static NOT_FULL: KCondvar = KCondvar::new();
+struct Ring(UnsafeCell<([u64; 4], usize, usize)>);
+// SAFETY: only accessed with BUF_LOCK held.
+unsafe impl Sync for Ring {}
+static RING: Ring = Ring(UnsafeCell::new(([0; 4], 0, 0)));
+static CONSUMED_SUM: AtomicU64 = AtomicU64::new(0);
+static CONSUMED_N: AtomicU64 = AtomicU64::new(0);
+const ITEMS: u64 = 20_000;
+
+fn producer(id: usize) {
+    for i in 0..ITEMS {
+        let _g = BUF_LOCK.lock();
+        // SAFETY: BUF_LOCK is held for every access to RING.
+        let ring = unsafe { &mut *RING.0.get() };
+        while ring.2 == 4 {
+            NOT_FULL.cv_wait(&BUF_LOCK);
+        }
+        ring.0[(ring.1 + ring.2) % 4] = (id as u64) * ITEMS + i + 1;
+        ring.2 += 1;
+        NOT_EMPTY.cv_signal();
+    }
+}
+
+fn consumer(_: usize) {
+    for _ in 0..ITEMS {
+        let _g = BUF_LOCK.lock();
+        // SAFETY: BUF_LOCK is held for every access to RING.
+        let ring = unsafe { &mut *RING.0.get() };
+        while ring.2 == 0 {
+            NOT_EMPTY.cv_wait(&BUF_LOCK);
+        }
+        let v = ring.0[ring.1];
+        ring.1 = (ring.1 + 1) % 4;
+        ring.2 -= 1;
+        NOT_FULL.cv_signal();
+        CONSUMED_SUM.fetch_add(v, Ordering::Relaxed);
+        CONSUMED_N.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+ktest! {
+    #[timeout_ms(300_000)]
+    fn producers_and_consumers_with_cv_wait_lose_no_wakeup() {
+        CONSUMED_SUM.store(0, Ordering::Relaxed);
+        CONSUMED_N.store(0, Ordering::Relaxed);
+        let threads = [
+            spawn(producer, 0, KTHREAD_MPSAFE),
+            spawn(producer, 1, KTHREAD_MPSAFE),
+            spawn(consumer, 2, KTHREAD_MPSAFE),
+            spawn(consumer, 3, KTHREAD_MPSAFE),
+        ];
+        for l in threads {
+            kthread_join(l);
+        }
+        let n = 2 * ITEMS;
+        // Items are 1..=2*ITEMS exactly once each.
+        assert_eq!(CONSUMED_N.load(Ordering::Relaxed), n);
+        assert_eq!(CONSUMED_SUM.load(Ordering::Relaxed), n * (n + 1) / 2, "an item was lost or doubled");
+    }
+}
+
+ktest! {
+    fn cv_timedwait_times_out_when_nobody_signals() {
+        let cv = KCondvar::new();
+        let m = KMutex::adaptive();
+        let _g = m.lock();
+        let t0 = crate::arch::aarch64::counter();
+        assert!(cv.cv_timedwait(&m, 3).is_err(), "cv_timedwait returned without a signal");
+        let ticks = (crate::arch::aarch64::counter() - t0)
+            / (crate::arch::aarch64::counter_frequency() / crate::clock::hz());
+        assert!(ticks >= 2, "timed out after {ticks} ticks, asked for 3");
+        assert!(m.mutex_owned(), "the mutex was not re-acquired");
+    }
+}
+
+static HELD_WHILE_RUNNING: AtomicU64 = AtomicU64::new(0);
+static NOT_HELD_WHILE_RUNNING: AtomicU64 = AtomicU64::new(0);
+
+fn non_mpsafe(_: usize) {
+    for i in 0..50 {
+        if kernel_lock_held() {
+            HELD_WHILE_RUNNING.fetch_add(1, Ordering::Relaxed);
+        } else {
+            NOT_HELD_WHILE_RUNNING.fetch_add(1, Ordering::Relaxed);
+        }
+        if i % 2 == 0 {
+            crate::kthread::kpause(1);
+        } else {
+            crate::sched::yield_now();
+        }
+    }
+}
+
+ktest! {
+    #[timeout_ms(60_000)]
+    fn non_mpsafe_thread_holds_the_kernel_lock_exactly_while_running() {
+        HELD_WHILE_RUNNING.store(0, Ordering::Relaxed);
+        NOT_HELD_WHILE_RUNNING.store(0, Ordering::Relaxed);
+        let l = spawn(non_mpsafe, 0, 0);
+        // Taking the kernel lock here is only possible while the thread does not hold it;
+        // if it kept it while asleep, this would hang (and the watchdog would say so).
+        let mut taken = 0;
+        while l.lwp().is_some_and(|t| t.state() != crate::sched::lwp::LwpState::Zombie) && taken < 200 {
+            kernel_lock();
+            let running_now = l.lwp().is_some_and(|t| t.state() == crate::sched::lwp::LwpState::Onproc
+                && t.cpu() != crate::cpu::curcpu().index());
+            assert!(!running_now, "the non-MPSAFE thread runs while we hold the kernel lock");
+            kernel_unlock();
+            taken += 1;
+            crate::kthread::kpause(1);
+        }
+        kthread_join(l);
+        assert_eq!(NOT_HELD_WHILE_RUNNING.load(Ordering::Relaxed), 0, "ran without the kernel lock");
+        assert_eq!(HELD_WHILE_RUNNING.load(Ordering::Relaxed), 50);
+        assert!(taken > 0);
+        assert!(!kernel_lock_held());
+    }
+}
+
+ktest! {
+    fn spin_mutex_raises_the_ipl_and_restores_it_in_any_release_order() {
+        use crate::spl::{IPL_NONE, IPL_SCHED, IPL_VM, curipl};
+        let a = KMutex::spin(IPL_VM);
+        let b = KMutex::spin(IPL_SCHED);
+        a.mutex_enter();
+        assert_eq!(curipl(), IPL_VM);
+        b.mutex_enter();
+        assert_eq!(curipl(), IPL_SCHED);
+        a.mutex_exit();
+        assert_eq!(curipl(), IPL_SCHED, "released out of order: still holding b");
+        b.mutex_exit();
+        assert_eq!(curipl(), IPL_NONE);
+        assert!(a.mutex_tryenter());
+        assert!(!b.mutex_owned());
+        a.mutex_exit();
+    }
+}
+
+ktest! {
+    #[should_panic("does not own this adaptive mutex")]
+    fn mutex_exit_by_a_non_owner_is_caught() {
+        let m = KMutex::adaptive();
+        m.mutex_exit();
+    }
+}
+
+ktest! {
+    #[should_panic("locking against myself")]
+    fn recursive_enter_of_an_adaptive_mutex_is_caught() {
+        let m = KMutex::adaptive();
+        m.mutex_enter();
+        m.mutex_enter();
+    }
+}
+
+ktest! {
+    #[should_panic("locking against myself: cpu")]
+    fn recursive_enter_of_a_spin_mutex_is_caught() {
+        let m = KMutex::spin(crate::spl::IPL_VM);
+        m.mutex_enter();
+        m.mutex_enter();
+    }
+}
+
+ktest! {
+    #[should_panic("kpause: would sleep with 1 spin mutex(es) held")]
+    fn sleeping_with_a_spin_mutex_held_is_caught() {
+        let m = KMutex::spin(crate::spl::IPL_VM);
+        m.mutex_enter();
+        crate::kthread::kpause(1);
+    }
+}
+
+ktest! {
+    #[should_panic("kpause: would sleep at IPL_VM")]
+    fn sleeping_at_a_raised_ipl_is_caught() {
+        let _s = crate::spl::splvm();
+        crate::kthread::kpause(1);
+    }
+}
