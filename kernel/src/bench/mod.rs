@@ -107,6 +107,109 @@ fn spl_raise_restore() {
     report_hundredths("spl_raise_restore", "insns", f);
 }
 
+/// `mutex_uncontended`: `mutex_enter` + `mutex_exit` of a free adaptive mutex.
+fn mutex_uncontended() {
+    static M: crate::sync::mutex::KMutex = crate::sync::mutex::KMutex::adaptive();
+    let f = per_call_hundredths(1000, || {
+        M.mutex_enter();
+        M.mutex_exit();
+    });
+    report_hundredths("mutex_uncontended", "insns", f);
+}
+
+fn empty_thread(_: usize) {}
+
+/// `kthread_create_join`: create a KTHREAD_MUSTJOIN thread of an empty function and join it.
+fn kthread_create_join() {
+    use crate::kthread::*;
+    let mut samples = alloc::vec::Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        let t0 = crate::arch::aarch64::counter();
+        let mut l = None;
+        kthread_create(
+            PRI_NONE,
+            KTHREAD_MPSAFE | KTHREAD_MUSTJOIN,
+            None,
+            empty_thread,
+            0,
+            Some(&mut l),
+            format_args!("bench"),
+        )
+        .expect("kthread_create");
+        kthread_join(l.expect("newlp"));
+        let t = counter_to_ns(crate::arch::aarch64::counter() - t0);
+        if i >= WARMUP {
+            samples.push(t * 100);
+        }
+    }
+    report_hundredths("kthread_create_join", "insns", figures(&mut samples));
+}
+
+static SWITCH_SAMPLES: crate::sync::SpinLock<alloc::vec::Vec<u64>> =
+    crate::sync::SpinLock::new(alloc::vec::Vec::new());
+static PING_DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Switches per sample: each of the 50 yields of the measuring thread is two switches.
+const SWITCHES_PER_SAMPLE: u64 = 100;
+
+fn ping(_: usize) {
+    for i in 0..WARMUP + SAMPLES {
+        let t0 = crate::arch::aarch64::counter();
+        for _ in 0..SWITCHES_PER_SAMPLE / 2 {
+            crate::sched::yield_now();
+        }
+        let t = counter_to_ns(crate::arch::aarch64::counter() - t0);
+        if i >= WARMUP {
+            SWITCH_SAMPLES.lock().push(t * 100 / SWITCHES_PER_SAMPLE);
+        }
+    }
+    PING_DONE.store(true, core::sync::atomic::Ordering::Release);
+}
+
+fn pong(_: usize) {
+    while !PING_DONE.load(core::sync::atomic::Ordering::Acquire) {
+        crate::sched::yield_now();
+    }
+}
+
+/// `ctx_switch`: two threads bound to one CPU at the same priority hand the CPU to each other
+/// with `yield_now`; one sample is the time per switch over 100 switches.
+fn ctx_switch() {
+    use crate::kthread::*;
+    let cpu = crate::cpu::ncpu_online() - 1;
+    let mut a = None;
+    let mut b = None;
+    let flags = KTHREAD_MPSAFE | KTHREAD_MUSTJOIN | KTHREAD_IDLE;
+    kthread_create(
+        150,
+        flags,
+        Some(cpu),
+        ping,
+        0,
+        Some(&mut a),
+        format_args!("ping"),
+    )
+    .expect("kthread_create");
+    kthread_create(
+        150,
+        flags,
+        Some(cpu),
+        pong,
+        0,
+        Some(&mut b),
+        format_args!("pong"),
+    )
+    .expect("kthread_create");
+    // Both must exist before either runs, or the first would yield to nobody.
+    crate::sched::kpreempt_disable();
+    kthread_start(b.expect("b"));
+    kthread_start(a.expect("a"));
+    crate::sched::kpreempt_enable();
+    kthread_join(a.expect("a"));
+    kthread_join(b.expect("b"));
+    let mut samples = core::mem::take(&mut *SWITCH_SAMPLES.lock());
+    report_hundredths("ctx_switch", "insns", figures(&mut samples));
+}
+
 /// Runs every benchmark and exits. Boot CPU, after all CPUs are up.
 pub fn run_all() -> ! {
     // Boot is measured once per boot: QEMU starts the counter at 0, so the time at which the
@@ -123,5 +226,8 @@ pub fn run_all() -> ! {
         },
     );
     spl_raise_restore();
+    mutex_uncontended();
+    kthread_create_join();
+    ctx_switch();
     crate::platform::platform().exit(0)
 }
