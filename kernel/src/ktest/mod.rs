@@ -22,6 +22,7 @@
 //! 0 only when nothing failed. `ktest.filter=TEXT` on the command line runs only tests whose
 //! name contains TEXT.
 
+pub mod kvm_selftest;
 mod suite;
 
 use crate::arch::aarch64::recover::{RecoveryPoint, call_with_recovery, resume};

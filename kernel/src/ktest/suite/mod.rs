@@ -7,6 +7,7 @@ mod fault;
 mod harness;
 mod heap;
 mod ipi;
+mod kvm;
 mod mmu;
 mod percpu;
 mod spl;
