@@ -59,7 +59,9 @@ impl KernelElf {
         let mut table: HashMap<String, (u64, u64)> = HashMap::new();
         for symbol in file.symbols() {
             let Ok(name) = symbol.name() else { continue };
+            // `$x`/`$d` are AArch64 mapping symbols (thousands, never looked up).
             if name.is_empty()
+                || name.starts_with('$')
                 || symbol.kind() == SymbolKind::File
                 || symbol.kind() == SymbolKind::Section
                 || symbol.is_undefined()
@@ -169,8 +171,15 @@ pub fn patch_image(bytes: &mut [u8]) -> Result<Patched, String> {
     };
     let table =
         symtab::encode(entries.iter().map(|(n, a)| (n.as_str(), *a))).map_err(|e| e.to_string())?;
-    bytes[symtab_at..symtab_at + SYMTAB_BYTES].copy_from_slice(&table.0);
-    bytes[build_id_at..build_id_at + BUILD_ID_LEN].fill(0);
+    let outside = |name: &str| format!("{name} lies outside the file");
+    bytes
+        .get_mut(symtab_at..symtab_at + SYMTAB_BYTES)
+        .ok_or_else(|| outside(symbols::SYMTAB))?
+        .copy_from_slice(&table.0);
+    bytes
+        .get_mut(build_id_at..build_id_at + BUILD_ID_LEN)
+        .ok_or_else(|| outside(symbols::BUILD_ID))?
+        .fill(0);
     let build_id = hash_loadable(bytes)?;
     bytes[build_id_at..build_id_at + BUILD_ID_LEN].copy_from_slice(&build_id);
     Ok(Patched {
@@ -211,6 +220,64 @@ mod tests {
         let mut h = Fnv128::new();
         h.write(b"a");
         assert_eq!(h.0, 0xd228cb696f1a8caf78912b704e4a8964);
+    }
+
+    #[test]
+    fn patching_fills_the_symbol_table_and_a_build_id_that_follows_the_contents() {
+        const DATA: u64 = 0x4020_0000;
+        let mut data = vec![0u8; 16 + SYMTAB_BYTES + 8];
+        data[..16].copy_from_slice(&symbols::BUILD_ID_UNPATCHED);
+        let mut syms = vec![
+            (symbols::BUILD_ID.to_owned(), DATA, 16),
+            (symbols::SYMTAB.to_owned(), DATA + 16, SYMTAB_BYTES as u64),
+        ];
+        for (i, name) in symbols::REQUIRED.iter().enumerate() {
+            if !syms.iter().any(|(n, _, _)| n == name) {
+                syms.push(((*name).to_owned(), 0x5000_0000 + 8 * i as u64, 4));
+            }
+        }
+        syms.push(("dpcpu_entry_X".into(), 0x5000_1000, 8));
+        syms.push(("unrelated".into(), 0x5000_2000, 8));
+        let mut image = crate::kvm::fixture::write_kernel_elf(DATA, &data, &syms);
+        let patched = patch_image(&mut image).unwrap();
+        assert_eq!(patched.symbols, symbols::REQUIRED.len() + 1);
+        let elf = KernelElf::parse(&image).unwrap();
+        assert_eq!(elf.build_id(), Some(patched.build_id));
+        assert_ne!(patched.build_id, symbols::BUILD_ID_UNPATCHED);
+        let at = image.windows(8).position(|w| w == symtab::MAGIC).unwrap();
+        let table = &image[at..at + SYMTAB_BYTES];
+        assert_eq!(
+            symtab::lookup(table, "dpcpu_entry_X"),
+            Ok(Some(0x5000_1000))
+        );
+        assert_eq!(symtab::lookup(table, symbols::SYMTAB), Ok(Some(DATA + 16)));
+        assert_eq!(symtab::lookup(table, "unrelated"), Ok(None));
+
+        // Patching again gives the same id; other contents give another.
+        let mut again = image.clone();
+        assert_eq!(patch_image(&mut again).unwrap().build_id, patched.build_id);
+        let mut changed = crate::kvm::fixture::write_kernel_elf(
+            DATA,
+            &{
+                let mut d = data.clone();
+                d[16 + SYMTAB_BYTES] = 1;
+                d
+            },
+            &syms,
+        );
+        assert_ne!(
+            patch_image(&mut changed).unwrap().build_id,
+            patched.build_id
+        );
+    }
+
+    #[test]
+    fn an_image_without_the_exported_symbols_is_refused_by_name() {
+        let mut bytes = crate::kvm::fixture::write_kernel_elf(0x4020_0000, &[0; 64], &[]);
+        assert_eq!(
+            patch_image(&mut bytes),
+            Err("symbol kern_maxcpus not found in ELF (the kernel must export it)".into())
+        );
     }
 
     #[test]

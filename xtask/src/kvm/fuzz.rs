@@ -60,6 +60,17 @@ const EDGE_U64: &[u64] = &[
     17,
 ];
 
+/// A position to mutate: anywhere, or (two times in three) in the first 4 KiB or the last
+/// 64 KiB, where headers, section tables and symbol tables are (a kernel ELF is mostly debug
+/// information the reader never looks at).
+fn position(rng: &mut Rng, len: usize) -> usize {
+    match rng.below(3) {
+        0 => rng.below(len),
+        1 => rng.below(len.min(4096)),
+        _ => len - 1 - rng.below(len.min(65536)),
+    }
+}
+
 /// A mutated view of one base input: changed bytes are put back by [`Mutation::undo`], so a
 /// large base is never copied.
 struct Mutation {
@@ -83,18 +94,18 @@ impl Mutation {
             }
             match rng.below(6) {
                 0 => {
-                    let at = rng.below(buf.len());
+                    let at = position(rng, buf.len());
                     let b = buf[at] ^ (1 << rng.below(8));
                     set(&mut undo, buf, at, b);
                 }
                 1 => {
-                    let at = rng.below(buf.len());
+                    let at = position(rng, buf.len());
                     let b = rng.next_u64() as u8;
                     set(&mut undo, buf, at, b);
                 }
                 2 | 3 => {
                     // An aligned word (header fields, pointers, counts) set to an edge value.
-                    let at = rng.below(buf.len()) & !7;
+                    let at = position(rng, buf.len()) & !7;
                     let value = EDGE_U64[rng.below(EDGE_U64.len())].to_le_bytes();
                     let width = [2usize, 4, 8][rng.below(3)];
                     for (k, b) in value.iter().take(width).enumerate() {
@@ -104,7 +115,7 @@ impl Mutation {
                 4 => {
                     // Copy a run from elsewhere in the file.
                     let from = rng.below(buf.len());
-                    let to = rng.below(buf.len());
+                    let to = position(rng, buf.len());
                     for k in 0..1 + rng.below(64) {
                         if from + k < buf.len() {
                             let b = buf[from + k];
