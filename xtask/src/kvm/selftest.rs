@@ -227,7 +227,16 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
         *total += verdict.counts;
     };
 
-    let mut session = Session::start(&run, &ws.log_path("virt-gic3-smp4-kvm-selftest"))?;
+    let mut session = match Session::start(&run, &ws.log_path("virt-gic3-smp4-kvm-selftest")) {
+        Ok(session) => session,
+        Err(e) => {
+            part("boot", vec![e.to_string()], &mut total);
+            return Ok(Verdict {
+                counts: total,
+                note: None,
+            });
+        }
+    };
     let ready = session.wait_for(timeout, |l| {
         l.starts_with("kvm-selftest ready") || l.starts_with("panic on cpu")
     });
@@ -281,8 +290,23 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
     part("kernel", problems, &mut total);
 
     // 2. Live through the gdbstub.
-    let elf_bytes = std::fs::read(kernel).with_context(|| kernel.display().to_string())?;
-    let elf = KernelElf::parse(&elf_bytes).map_err(crate::error::Error::new)?;
+    let elf = match std::fs::read(kernel)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| KernelElf::parse(&bytes))
+    {
+        Ok(elf) => elf,
+        Err(e) => {
+            part(
+                "live",
+                vec![format!("{}: {e}", kernel.display())],
+                &mut total,
+            );
+            return Ok(Verdict {
+                counts: total,
+                note: None,
+            });
+        }
+    };
     let live = (|| -> std::result::Result<BTreeMap<u64, Fields>, String> {
         let memory = GdbRemote::connect(&session.gdb_addr, super::IO_TIMEOUT)?;
         let mut kd = Kvm::open(HostSource {
