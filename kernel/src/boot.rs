@@ -231,6 +231,10 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     }
 
     #[cfg(feature = "ktest")]
+    if bootarg("kvm.selftest") == Some("1") {
+        crate::ktest::kvm_selftest::run();
+    }
+    #[cfg(feature = "ktest")]
     crate::ktest::run_all();
     #[cfg(all(feature = "bench", not(feature = "ktest")))]
     crate::bench::run_all();

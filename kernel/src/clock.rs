@@ -42,6 +42,15 @@ pub fn start_this_cpu() {
     timer::arm_at(deadline);
 }
 
+/// Stops the tick on this CPU (disarms its timer, whose interrupt line then drops). The kvm
+/// self-test uses it so that a CPU's `CpuInfo` stands still while a dump is taken; nothing
+/// starts the tick again. Context: thread, on the CPU to stop.
+pub fn stop_this_cpu() {
+    let daif = crate::arch::aarch64::irq_save();
+    timer::disable();
+    crate::arch::aarch64::irq_restore(daif);
+}
+
 /// The timer interrupt handler, at IPL_SCHED.
 pub fn tick() {
     let interval = INTERVAL.load(Ordering::Relaxed);

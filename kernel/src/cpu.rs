@@ -204,32 +204,210 @@ impl CpuInfo {
     }
 }
 
+/// A plain copy of a [`CpuInfo`]: what the kvm reader returns for a CPU of a dump or a live
+/// guest ([`kvm_getpcpu`](crate::kvm::kvm_getpcpu)), and what [`CpuInfo::snapshot`] takes of a
+/// running CPU. It is decoded field by field at the offsets of the one `CpuInfo` definition
+/// (`offset_of!`), so the layout is written down exactly once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuInfoSnapshot {
+    /// See [`CpuInfo::self_addr`].
+    pub self_addr: u64,
+    /// See [`CpuInfo::index`].
+    pub index: u32,
+    /// See [`CpuInfo::state`] (raw, may be a value [`CpuState`] does not know).
+    pub state: u32,
+    /// See [`CpuInfo::mpidr`].
+    pub mpidr: u64,
+    /// See [`CpuInfo::ipl`].
+    pub ipl: u32,
+    /// See [`CpuInfo::ipending`].
+    pub ipending: u32,
+    /// See [`CpuInfo::curlwp`].
+    pub curlwp: u64,
+    /// See [`CpuInfo::dpcpu_off`].
+    pub dpcpu_off: u64,
+    /// See [`CpuInfo::intr_count`].
+    pub intr_count: u64,
+    /// See [`CpuInfo::tick_count`].
+    pub tick_count: u64,
+    /// See [`CpuInfo::ipi_count`].
+    pub ipi_count: [u64; IPI_KINDS],
+    /// See [`CpuInfo::stack_base`].
+    pub stack_base: u64,
+    /// See [`CpuInfo::stack_size`].
+    pub stack_size: u64,
+    /// See [`CpuInfo::ctxsw_count`].
+    pub ctxsw_count: u64,
+    /// See [`CpuInfo::idle_ticks`].
+    pub idle_ticks: u64,
+    /// See [`CpuInfo::intr_ipl`].
+    pub intr_ipl: u32,
+    /// See [`CpuInfo::intr_depth`].
+    pub intr_depth: u32,
+}
+
+impl CpuInfoSnapshot {
+    /// Bytes of a `CpuInfo` in memory.
+    pub const SIZE: usize = core::mem::size_of::<CpuInfo>();
+
+    /// Decodes the first [`Self::SIZE`] bytes of `bytes` (little-endian, as the kernel stores
+    /// them); `None` if there are fewer.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        use core::mem::offset_of;
+        if bytes.len() < Self::SIZE {
+            return None;
+        }
+        let u64_at = |off: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[off..off + 8]);
+            u64::from_le_bytes(b)
+        };
+        let u32_at = |off: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&bytes[off..off + 4]);
+            u32::from_le_bytes(b)
+        };
+        let ipi = offset_of!(CpuInfo, ipi_count);
+        Some(Self {
+            self_addr: u64_at(offset_of!(CpuInfo, self_addr)),
+            index: u32_at(offset_of!(CpuInfo, index)),
+            state: u32_at(offset_of!(CpuInfo, state)),
+            mpidr: u64_at(offset_of!(CpuInfo, mpidr)),
+            ipl: u32_at(offset_of!(CpuInfo, ipl)),
+            ipending: u32_at(offset_of!(CpuInfo, ipending)),
+            curlwp: u64_at(offset_of!(CpuInfo, curlwp)),
+            dpcpu_off: u64_at(offset_of!(CpuInfo, dpcpu_off)),
+            intr_count: u64_at(offset_of!(CpuInfo, intr_count)),
+            tick_count: u64_at(offset_of!(CpuInfo, tick_count)),
+            ipi_count: core::array::from_fn(|k| u64_at(ipi + 8 * k)),
+            stack_base: u64_at(offset_of!(CpuInfo, stack_base)),
+            stack_size: u64_at(offset_of!(CpuInfo, stack_size)),
+            ctxsw_count: u64_at(offset_of!(CpuInfo, ctxsw_count)),
+            idle_ticks: u64_at(offset_of!(CpuInfo, idle_ticks)),
+            intr_ipl: u32_at(offset_of!(CpuInfo, intr_ipl)),
+            intr_depth: u32_at(offset_of!(CpuInfo, intr_depth)),
+        })
+    }
+
+    /// Encodes the snapshot as a `CpuInfo` in memory (reserved bytes zero): the inverse of
+    /// [`Self::from_bytes`], used to build test dumps.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        use core::mem::offset_of;
+        let mut out = [0u8; Self::SIZE];
+        let mut put = |off: usize, bytes: &[u8]| out[off..off + bytes.len()].copy_from_slice(bytes);
+        put(
+            offset_of!(CpuInfo, self_addr),
+            &self.self_addr.to_le_bytes(),
+        );
+        put(offset_of!(CpuInfo, index), &self.index.to_le_bytes());
+        put(offset_of!(CpuInfo, state), &self.state.to_le_bytes());
+        put(offset_of!(CpuInfo, mpidr), &self.mpidr.to_le_bytes());
+        put(offset_of!(CpuInfo, ipl), &self.ipl.to_le_bytes());
+        put(offset_of!(CpuInfo, ipending), &self.ipending.to_le_bytes());
+        put(offset_of!(CpuInfo, curlwp), &self.curlwp.to_le_bytes());
+        put(
+            offset_of!(CpuInfo, dpcpu_off),
+            &self.dpcpu_off.to_le_bytes(),
+        );
+        put(
+            offset_of!(CpuInfo, intr_count),
+            &self.intr_count.to_le_bytes(),
+        );
+        put(
+            offset_of!(CpuInfo, tick_count),
+            &self.tick_count.to_le_bytes(),
+        );
+        for (k, count) in self.ipi_count.iter().enumerate() {
+            put(offset_of!(CpuInfo, ipi_count) + 8 * k, &count.to_le_bytes());
+        }
+        put(
+            offset_of!(CpuInfo, stack_base),
+            &self.stack_base.to_le_bytes(),
+        );
+        put(
+            offset_of!(CpuInfo, stack_size),
+            &self.stack_size.to_le_bytes(),
+        );
+        put(
+            offset_of!(CpuInfo, ctxsw_count),
+            &self.ctxsw_count.to_le_bytes(),
+        );
+        put(
+            offset_of!(CpuInfo, idle_ticks),
+            &self.idle_ticks.to_le_bytes(),
+        );
+        put(offset_of!(CpuInfo, intr_ipl), &self.intr_ipl.to_le_bytes());
+        put(
+            offset_of!(CpuInfo, intr_depth),
+            &self.intr_depth.to_le_bytes(),
+        );
+        out
+    }
+
+    /// The state decoded, `None` for a value no kernel writes.
+    pub fn cpu_state(&self) -> Option<CpuState> {
+        CpuState::from_raw(self.state)
+    }
+}
+
+impl CpuInfo {
+    /// A copy of every field (each loaded on its own, so the copy is not one atomic snapshot
+    /// of a CPU that is running).
+    pub fn snapshot(&self) -> CpuInfoSnapshot {
+        let r = Ordering::Relaxed;
+        CpuInfoSnapshot {
+            self_addr: self.self_addr.load(r),
+            index: self.index.load(r),
+            state: self.state.load(Ordering::Acquire),
+            mpidr: self.mpidr.load(r),
+            ipl: self.ipl.load(r),
+            ipending: self.ipending.load(r),
+            curlwp: self.curlwp.load(r),
+            dpcpu_off: self.dpcpu_off.load(r),
+            intr_count: self.intr_count.load(r),
+            tick_count: self.tick_count.load(r),
+            ipi_count: core::array::from_fn(|k| self.ipi_count[k].load(r)),
+            stack_base: self.stack_base.load(r),
+            stack_size: self.stack_size.load(r),
+            ctxsw_count: self.ctxsw_count.load(r),
+            idle_ticks: self.idle_ticks.load(r),
+            intr_ipl: self.intr_ipl.load(r),
+            intr_depth: self.intr_depth.load(r),
+        }
+    }
+}
+
 /// The `CpuInfo` of every possible CPU, indexed by kernel CPU index.
 static CPU_INFO: [CpuInfo; MAXCPUS] = [const { CpuInfo::ZERO }; MAXCPUS];
 
 /// Exported: the maximum CPU count (FreeBSD's `mp_maxcpus`).
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(maxcpus))]
 #[used]
 pub static kern_maxcpus: u32 = MAXCPUS as u32;
 
 /// Exported: the [`CpuInfo`] layout version, checked by the kvm reader.
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(cpuinfo_layout))]
 #[used]
 pub static kern_cpuinfo_layout: u32 = CPUINFO_LAYOUT_VERSION;
 
 /// Exported: `size_of::<CpuInfo>()`, checked by the kvm reader.
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(cpuinfo_size))]
 #[used]
 pub static kern_cpuinfo_size: u32 = core::mem::size_of::<CpuInfo>() as u32;
 
 /// Exported: the number of CPUs attached (present in the device tree and within MAXCPUS).
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(ncpu))]
 #[used]
 pub static kern_ncpu: AtomicU32 = AtomicU32::new(0);
 
 /// Exported: CPU index to `CpuInfo` address, 0 for CPUs that were never attached (FreeBSD's
 /// `cpuid_to_pcpu`).
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(cpu_info_ptrs))]
 #[used]
 pub static kern_cpu_info_ptrs: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
 
@@ -312,6 +490,55 @@ mod tests {
             assert_eq!(CpuState::from_raw(s as u32), Some(s));
         }
         assert_eq!(CpuState::from_raw(4), None);
+    }
+
+    #[test]
+    fn snapshot_bytes_round_trip_at_the_documented_offsets() {
+        let snap = CpuInfoSnapshot {
+            self_addr: 0x4021_0040,
+            index: 3,
+            state: 2,
+            mpidr: 0x8000_0003,
+            ipl: 5,
+            ipending: 1 << 30,
+            curlwp: 0xdead_beef,
+            dpcpu_off: 0x1000,
+            intr_count: 11,
+            tick_count: 12,
+            ipi_count: [1, 2, 3, 4],
+            stack_base: 0x5000_0000,
+            stack_size: 0x1_0000,
+            ctxsw_count: 13,
+            idle_ticks: 14,
+            intr_ipl: 6,
+            intr_depth: 1,
+        };
+        let bytes = snap.to_bytes();
+        assert_eq!(CpuInfoSnapshot::from_bytes(&bytes), Some(snap));
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes(), "index at offset 8");
+        assert_eq!(
+            bytes[16..24],
+            0x8000_0003u64.to_le_bytes(),
+            "mpidr at offset 16"
+        );
+        assert_eq!(
+            bytes[88..96],
+            4u64.to_le_bytes(),
+            "ipi_count[3] at offset 88"
+        );
+        assert_eq!(CpuInfoSnapshot::from_bytes(&bytes[..191]), None);
+    }
+
+    #[test]
+    fn snapshot_of_a_cpu_info_copies_every_field() {
+        let ci = CpuInfo::ZERO;
+        ci.index.store(2, Ordering::Relaxed);
+        ci.tick_count.store(99, Ordering::Relaxed);
+        ci.ipi_count[1].store(4, Ordering::Relaxed);
+        let snap = ci.snapshot();
+        assert_eq!((snap.index, snap.tick_count, snap.ipi_count[1]), (2, 99, 4));
+        assert_eq!(snap.ipending, crate::spl::PENDING_NOT_ONLINE);
+        assert_eq!(snap.cpu_state(), Some(CpuState::Offline));
     }
 
     #[test]

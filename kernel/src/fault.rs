@@ -162,7 +162,8 @@ impl Write for Line {
     }
 }
 
-/// Stops every other CPU, says how many stopped, and leaves the machine with status 1.
+/// Stops every other CPU, says how many stopped, and leaves the machine with status 1 (or,
+/// with `panic.hold=1` on the command line, keeps it halted so a crash dump can be taken).
 fn stop_machine() -> ! {
     ipi_broadcast(Ipi::Halt);
     // Give them a moment to stop so their output does not trail ours; never wait forever.
@@ -179,6 +180,14 @@ fn stop_machine() -> ! {
         "other CPUs halted: {halted} of {}\n",
         others().count()
     ));
+    if crate::boot::bootarg("panic.hold") == Some("1") {
+        // `cargo xtask dump --dump-on-panic`: keep the machine as it is for a crash dump.
+        emergency_write(format_args!("held for a crash dump (panic.hold=1)\n"));
+        loop {
+            crate::arch::aarch64::irq_disable();
+            crate::arch::aarch64::wait_for_interrupt();
+        }
+    }
     crate::platform::platform().exit(1)
 }
 

@@ -19,6 +19,7 @@ pub mod arch;
 pub mod console;
 pub mod cpu;
 pub mod devtree;
+pub mod kvm;
 pub mod percpu;
 pub mod platform;
 pub mod spl;

@@ -19,7 +19,8 @@ use crate::cpu::MAXCPUS;
 
 /// Exported: DPCPU offset of each CPU (copy address minus `__dpcpu_start`), 0 for CPUs without
 /// a copy (FreeBSD's `dpcpu_off`).
-#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
+#[unsafe(export_name = crate::kvm_symbol!(dpcpu_off))]
 #[used]
 pub static kern_dpcpu_off: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
 
@@ -79,7 +80,7 @@ macro_rules! dpcpu_define {
     ($(#[$m:meta])* $vis:vis static $name:ident : $ty:ty = $init:expr ;) => {
         $(#[$m])*
         #[cfg_attr(target_os = "none", unsafe(link_section = ".dpcpu"))]
-        #[unsafe(export_name = concat!("dpcpu_entry_", stringify!($name)))]
+        #[unsafe(export_name = concat!($crate::kvm_symbol!(dpcpu_prefix), stringify!($name)))]
         $vis static $name: $crate::percpu::Dpcpu<$ty> = $crate::percpu::Dpcpu::new($init);
     };
 }

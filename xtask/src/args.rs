@@ -3,7 +3,7 @@
 //! Each command has a `parse_*` function that accepts exactly its flags; anything else is an
 //! error that names the command. Flags take values as `--flag VALUE` or `--flag=VALUE`.
 //!
-//! To add a command (`sdcard`, `flash`, `kvm` and `dump` are planned): add a [`Command`] variant
+//! To add a command (`sdcard` and `flash` are planned): add a [`Command`] variant
 //! with its argument struct, a `parse_*` function, an arm in [`parse`], a paragraph in [`USAGE`],
 //! remove its name from [`PLANNED`], and add the dispatch arm in `main.rs`.
 
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::board::{Board, Gic, Machine, Profile, Variant};
 use crate::error::{Error, Result};
+use crate::kvm::dump::DumpArgs;
+use crate::kvm::{CpuSel, KvmArgs, Query, Target};
 
 /// Usage text printed by `cargo xtask help`.
 pub const USAGE: &str = "\
@@ -30,8 +32,10 @@ Commands:
           --smp N                 number of CPUs (default: 4)
           --icount                deterministic virtual time (-icount shift=0,...)
           --gdb                   wait for a debugger on :1234 (-s -S)
+          --gdbstub               run, with a gdbstub on :1234 (-s) for `kvm --live`
           --release               build with the release profile
           --test                  boot the in-kernel test image (ktest) instead
+          --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
 
   test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
           --verbose, -v           show the whole kernel output
@@ -49,11 +53,38 @@ Commands:
           --release               build with the release profile
           --test                  debug the in-kernel test image (ktest)
 
+  dump    Boot a kernel, wait for a console line, write an ELF core of the guest (QMP)
+          --out FILE              the core (default: target/dumps/dump.core; the kernel ELF
+                                  is copied beside it as FILE.elf)
+          --board, --gic, --smp, --release, --test   as for qemu
+          --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
+          --wait-for TEXT         dump after the first console line containing TEXT
+                                  (default: the idle line; `kvm-selftest ready` for the
+                                  self-test; the hold line with --dump-on-panic)
+          --dump-on-panic         crash the kernel (crash=panic unless --append sets crash=),
+                                  keep it halted (panic.hold=1) and dump the crashed machine
+          --timeout SECS          time limit for the boot (default: 300)
+
+  kvm     Read per-CPU data of a kernel with the kvm reader (kvm_getpcpu(3))
+          cargo xtask kvm [--core FILE | --live [ADDR]] [--kernel ELF] [--json] QUERY
+          --core FILE             an ELF core (default: target/dumps/dump.core)
+          --live [ADDR]           a running QEMU's gdbstub (default: 127.0.0.1:1234; start
+                                  QEMU with `cargo xtask qemu --gdbstub`)
+          --kernel ELF            the kernel ELF (default: FILE.elf beside the core; for
+                                  --live the default debug image)
+          --json                  print JSON instead of a table
+          QUERY is one of:
+            maxcpu                          kvm_getmaxcpu
+            pcpu [CPU]                      kvm_getpcpu: one row per active CPU
+            dpcpu SYMBOL [--cpu N | --all] [--size N]
+                                            a DPCPU variable on CPU N (default 0) or all
+            nlist SYMBOL... [--cpu N]       kvm_nlist (DPCPU symbols moved to CPU N)
+
   help    Print this message
 ";
 
 /// Command names that are reserved for later and rejected with a clear message for now.
-pub const PLANNED: &[&str] = &["sdcard", "flash", "kvm", "dump"];
+pub const PLANNED: &[&str] = &["sdcard", "flash"];
 
 /// Default host-side time limit for one QEMU run of `test` or `bench`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -79,6 +110,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// `cargo xtask gdb`.
     Gdb(GdbArgs),
+    /// `cargo xtask dump`.
+    Dump(DumpArgs),
+    /// `cargo xtask kvm`.
+    Kvm(KvmArgs),
 }
 
 /// Flags of `build`.
@@ -101,10 +136,14 @@ pub struct QemuArgs {
     pub icount: bool,
     /// Start halted with a gdb stub on :1234.
     pub gdb: bool,
+    /// Run (not halted) with a gdb stub on :1234.
+    pub gdbstub: bool,
     /// Build profile.
     pub profile: Profile,
     /// Boot the ktest image instead of the default one.
     pub test: bool,
+    /// Kernel command line.
+    pub append: Option<String>,
 }
 
 /// Flags of `test`.
@@ -155,6 +194,8 @@ where
         "test" => parse_test(Flags::new("test", args)),
         "bench" => parse_bench(Flags::new("bench", args)),
         "gdb" => parse_gdb(Flags::new("gdb", args)),
+        "dump" => parse_dump(Flags::new("dump", args)),
+        "kvm" => parse_kvm(args),
         planned if PLANNED.contains(&planned) => Err(Error::new(format!(
             "`cargo xtask {planned}` is planned but not implemented yet"
         ))),
@@ -228,6 +269,7 @@ fn parse_build(mut flags: Flags) -> Result<Command> {
 fn parse_qemu(mut flags: Flags) -> Result<Command> {
     let mut machine = MachineFlags::default();
     let (mut icount, mut gdb, mut test, mut profile) = (false, false, false, Profile::Debug);
+    let (mut gdbstub, mut append) = (false, None);
     while let Some(flag) = flags.next_flag()? {
         if machine.accept(&mut flags, &flag)? {
             continue;
@@ -235,6 +277,8 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
         match flag.name.as_str() {
             "--icount" => icount = flags.switch(&flag)?,
             "--gdb" => gdb = flags.switch(&flag)?,
+            "--gdbstub" => gdbstub = flags.switch(&flag)?,
+            "--append" => append = Some(flags.value(&flag)?),
             "--test" => test = flags.switch(&flag)?,
             "--release" => {
                 flags.switch(&flag)?;
@@ -243,12 +287,17 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
             _ => return Err(flags.unknown(&flag)),
         }
     }
+    if gdb && gdbstub {
+        return Err(Error::new("--gdb and --gdbstub exclude each other"));
+    }
     Ok(Command::Qemu(QemuArgs {
         machine: machine.finish()?,
         icount,
         gdb,
+        gdbstub,
         profile,
         test,
+        append,
     }))
 }
 
@@ -313,6 +362,157 @@ fn parse_gdb(mut flags: Flags) -> Result<Command> {
         machine: machine.finish()?,
         profile,
         test,
+    }))
+}
+
+fn parse_dump(mut flags: Flags) -> Result<Command> {
+    let mut machine = MachineFlags::default();
+    let mut out = DumpArgs {
+        machine: Machine::virt(DEFAULT_GIC, DEFAULT_SMP),
+        profile: Profile::Debug,
+        test: false,
+        append: None,
+        wait_for: None,
+        on_panic: false,
+        out: None,
+        timeout: DEFAULT_TIMEOUT,
+    };
+    while let Some(flag) = flags.next_flag()? {
+        if machine.accept(&mut flags, &flag)? {
+            continue;
+        }
+        match flag.name.as_str() {
+            "--test" => out.test = flags.switch(&flag)?,
+            "--release" => {
+                flags.switch(&flag)?;
+                out.profile = Profile::Release;
+            }
+            "--append" => out.append = Some(flags.value(&flag)?),
+            "--wait-for" => out.wait_for = Some(flags.value(&flag)?),
+            "--dump-on-panic" => out.on_panic = flags.switch(&flag)?,
+            "--out" => out.out = Some(PathBuf::from(flags.value(&flag)?)),
+            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    out.machine = machine.finish()?;
+    Ok(Command::Dump(out))
+}
+
+/// `cargo xtask kvm [--core FILE | --live [ADDR]] [--kernel ELF] [--json] QUERY [ARGS]`: flags
+/// anywhere, the query word and its arguments in order.
+fn parse_kvm(mut args: VecDeque<String>) -> Result<Command> {
+    let err = |m: String| Error::new(format!("cargo xtask kvm: {m} (see `cargo xtask help`)"));
+    let (mut target, mut kernel, mut json) = (None, None, false);
+    let (mut cpu, mut all, mut size) = (None, false, None);
+    let mut words: Vec<String> = Vec::new();
+    let value = |args: &mut VecDeque<String>, flag: &str, inline: Option<String>| {
+        inline
+            .or_else(|| args.pop_front())
+            .ok_or_else(|| err(format!("{flag} needs a value")))
+    };
+    let number = |flag: &str, v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| err(format!("{flag} needs a whole number, not `{v}`")))
+    };
+    while let Some(arg) = args.pop_front() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let set_target = |target: &mut Option<Target>, t: Target| {
+            if target.replace(t).is_some() {
+                Err(err("give one of --core and --live".into()))
+            } else {
+                Ok(())
+            }
+        };
+        match name.as_str() {
+            "--core" => {
+                let path = value(&mut args, "--core", inline)?;
+                set_target(&mut target, Target::Core(PathBuf::from(path)))?;
+            }
+            "--live" => {
+                let addr = match inline {
+                    Some(v) => v,
+                    None if args.front().is_some_and(|a| a.contains(':')) => {
+                        args.pop_front().unwrap_or_default()
+                    }
+                    None => crate::kvm::DEFAULT_LIVE.to_owned(),
+                };
+                set_target(&mut target, Target::Live(addr))?;
+            }
+            "--kernel" => kernel = Some(PathBuf::from(value(&mut args, "--kernel", inline)?)),
+            "--json" => json = true,
+            "--all" => all = true,
+            "--cpu" => cpu = Some(number("--cpu", &value(&mut args, "--cpu", inline)?)?),
+            "--size" => {
+                let n = number("--size", &value(&mut args, "--size", inline)?)?;
+                if n == 0 || n > 1 << 20 {
+                    return Err(err(format!("--size {n} is out of range (1..=1048576)")));
+                }
+                size = Some(n as usize);
+            }
+            flag if flag.starts_with('-')
+                && flag.len() > 1
+                && !flag[1..].starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                return Err(err(format!("unknown flag `{flag}`")));
+            }
+            _ => words.push(arg),
+        }
+    }
+    let Some(word) = words.first() else {
+        return Err(err("say what to read: maxcpu, pcpu, dpcpu or nlist".into()));
+    };
+    let rest = &words[1..];
+    let query = match word.as_str() {
+        "maxcpu" if rest.is_empty() => Query::MaxCpu,
+        "pcpu" if rest.len() <= 1 => Query::Pcpu(match rest.first() {
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| err(format!("pcpu takes a CPU number, not `{n}`")))?,
+            ),
+            None => None,
+        }),
+        "dpcpu" if rest.len() == 1 => {
+            if cpu.is_some() && all {
+                return Err(err("give one of --cpu and --all".into()));
+            }
+            Query::Dpcpu {
+                symbol: rest[0].clone(),
+                cpus: if all {
+                    CpuSel::All
+                } else {
+                    CpuSel::One(cpu.unwrap_or(0))
+                },
+                size,
+            }
+        }
+        "nlist" if !rest.is_empty() => Query::Nlist {
+            symbols: rest.to_vec(),
+            cpu,
+        },
+        "maxcpu" | "pcpu" | "dpcpu" | "nlist" => {
+            return Err(err(format!(
+                "wrong arguments for `{word}`: {}",
+                rest.join(" ")
+            )));
+        }
+        other => return Err(err(format!("unknown query `{other}`"))),
+    };
+    if (all || size.is_some()) && !matches!(query, Query::Dpcpu { .. })
+        || cpu.is_some() && matches!(query, Query::MaxCpu | Query::Pcpu(_))
+    {
+        return Err(err(format!(
+            "--cpu, --all and --size do not apply to `{word}`"
+        )));
+    }
+    Ok(Command::Kvm(KvmArgs {
+        target,
+        kernel,
+        json,
+        query,
     }))
 }
 
@@ -475,8 +675,10 @@ mod tests {
                 machine: Machine::virt(Gic::V3, 4),
                 icount: false,
                 gdb: false,
+                gdbstub: false,
                 profile: Profile::Debug,
                 test: false,
+                append: None,
             })
         );
     }
@@ -498,8 +700,10 @@ mod tests {
                 machine: Machine::virt(Gic::V2, 8),
                 icount: true,
                 gdb: true,
+                gdbstub: false,
                 profile: Profile::Release,
                 test: true,
+                append: None,
             })
         );
     }
@@ -592,9 +796,90 @@ mod tests {
         }
     }
 
+    fn kvm(args: &[&str]) -> KvmArgs {
+        let mut all = vec!["kvm"];
+        all.extend_from_slice(args);
+        match parse_ok(&all) {
+            Command::Kvm(k) => k,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kvm_queries_and_sources() {
+        let k = kvm(&["--core", "d.core", "pcpu", "2", "--json"]);
+        assert_eq!(k.target, Some(Target::Core(PathBuf::from("d.core"))));
+        assert_eq!(k.query, Query::Pcpu(Some(2)));
+        assert!(k.json);
+        let k = kvm(&["--live", "maxcpu"]);
+        assert_eq!(k.target, Some(Target::Live("127.0.0.1:1234".into())));
+        assert_eq!(k.query, Query::MaxCpu);
+        let k = kvm(&[
+            "--live",
+            "localhost:4321",
+            "--kernel=k.elf",
+            "dpcpu",
+            "NEXT_TICK",
+            "--all",
+        ]);
+        assert_eq!(k.target, Some(Target::Live("localhost:4321".into())));
+        assert_eq!(k.kernel, Some(PathBuf::from("k.elf")));
+        assert_eq!(
+            k.query,
+            Query::Dpcpu {
+                symbol: "NEXT_TICK".into(),
+                cpus: CpuSel::All,
+                size: None
+            }
+        );
+        let k = kvm(&["nlist", "kern_ncpu", "NEXT_TICK", "--cpu", "3"]);
+        assert_eq!(k.target, None);
+        assert_eq!(
+            k.query,
+            Query::Nlist {
+                symbols: vec!["kern_ncpu".into(), "NEXT_TICK".into()],
+                cpu: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn kvm_bad_command_lines() {
+        assert!(parse_err(&["kvm"]).contains("say what to read"));
+        assert!(parse_err(&["kvm", "pcpu", "x"]).contains("not `x`"));
+        assert!(parse_err(&["kvm", "--core", "a", "--live", "pcpu"]).contains("one of --core"));
+        assert!(parse_err(&["kvm", "dpcpu", "X", "--cpu", "1", "--all"]).contains("one of --cpu"));
+        assert!(parse_err(&["kvm", "maxcpu", "--all"]).contains("do not apply"));
+        assert!(parse_err(&["kvm", "frob"]).contains("unknown query"));
+        assert!(parse_err(&["kvm", "--fast", "maxcpu"]).contains("unknown flag `--fast`"));
+        assert!(parse_err(&["kvm", "nlist"]).contains("wrong arguments"));
+    }
+
+    #[test]
+    fn dump_flags() {
+        let Command::Dump(d) =
+            parse_ok(&["dump", "--test", "--append", "kvm.selftest=1", "--smp", "2"])
+        else {
+            panic!("not a dump")
+        };
+        assert!(d.test);
+        assert_eq!(d.machine, Machine::virt(Gic::V3, 2));
+        assert_eq!(d.append.as_deref(), Some("kvm.selftest=1"));
+        assert_eq!(crate::kvm::dump::wait_text(&d), "kvm-selftest ready");
+        let Command::Dump(d) = parse_ok(&["dump", "--dump-on-panic"]) else {
+            panic!("not a dump")
+        };
+        assert_eq!(
+            crate::kvm::dump::command_line(&d).as_deref(),
+            Some("crash=panic panic.hold=1")
+        );
+    }
+
     #[test]
     fn usage_lists_every_command() {
-        for name in ["build", "qemu", "test", "bench", "gdb", "help"] {
+        for name in [
+            "build", "qemu", "test", "bench", "gdb", "dump", "kvm", "help",
+        ] {
             assert!(
                 USAGE.contains(&format!("\n  {name} ")),
                 "{name} missing from usage"

@@ -1,6 +1,8 @@
 //! Building kernel images: `cargo build` of a board crate for the kernel target with the
 //! variant's feature, then a copy of the ELF to `target/images/<board>-<variant>-<profile>.elf`
-//! so that building another variant does not overwrite an image that is being run.
+//! so that building another variant does not overwrite an image that is being run. The copy
+//! goes through the kvm post-link step (`kvm::elf::patch_image`): the embedded symbol table
+//! and the build id are written into it; cargo's own output is left as linked.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -54,8 +56,17 @@ pub fn build(ws: &Workspace, board: Board, variant: Variant, profile: Profile) -
     check_elf(&built)?;
     let image = ws.image_path(board, variant, profile);
     Workspace::create_parent(&image)?;
-    std::fs::copy(&built, &image)
-        .with_context(|| format!("copying {} to {}", built.display(), image.display()))?;
+    let mut bytes =
+        std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+    let patched = crate::kvm::elf::patch_image(&mut bytes)
+        .map_err(|e| Error::new(format!("{}: post-link step: {e}", built.display())))?;
+    std::fs::write(&image, &bytes).with_context(|| format!("writing {}", image.display()))?;
+    eprintln!(
+        "xtask: {}: build id {}, {} symbols embedded",
+        image.display(),
+        kernel::kvm::error::Hex(&patched.build_id),
+        patched.symbols
+    );
     Ok(image)
 }
 

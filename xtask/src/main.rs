@@ -9,6 +9,7 @@ mod board;
 mod error;
 mod gdb;
 mod image;
+mod kvm;
 mod proc;
 mod qemu;
 mod test;
@@ -54,5 +55,7 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Test(args) => test::run(&ws, args),
         Command::Bench(args) => bench::run(&ws, args),
         Command::Gdb(args) => gdb::run(&ws, args),
+        Command::Dump(args) => kvm::dump::run(&ws, args),
+        Command::Kvm(args) => kvm::run(&ws, args),
     }
 }

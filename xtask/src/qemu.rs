@@ -32,8 +32,12 @@ pub struct QemuRun<'a> {
     pub icount: bool,
     /// Start halted with a gdb stub (`-s -S`).
     pub gdb: bool,
+    /// Run with a gdb stub (`-s`), for `cargo xtask kvm --live`.
+    pub gdbstub: bool,
     /// The kernel command line (`-append`), if any.
     pub append: Option<&'a str>,
+    /// Guest RAM (`-m`), default 1G.
+    pub memory: Option<&'a str>,
 }
 
 impl<'a> QemuRun<'a> {
@@ -44,7 +48,9 @@ impl<'a> QemuRun<'a> {
             kernel,
             icount: false,
             gdb: false,
+            gdbstub: false,
             append: None,
+            memory: None,
         }
     }
 
@@ -60,7 +66,7 @@ impl<'a> QemuRun<'a> {
                 "-smp".to_owned(),
                 m.smp.to_string(),
                 "-m".to_owned(),
-                "1G".to_owned(),
+                self.memory.unwrap_or("1G").to_owned(),
                 "-nographic".to_owned(),
                 "-no-reboot".to_owned(),
                 "-semihosting-config".to_owned(),
@@ -79,6 +85,8 @@ impl<'a> QemuRun<'a> {
         }
         if self.gdb {
             args.extend(["-s".into(), "-S".into()]);
+        } else if self.gdbstub {
+            args.push("-s".into());
         }
         if let Some(append) = self.append {
             args.extend(["-append".into(), append.into()]);
@@ -115,12 +123,20 @@ pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
     let run = QemuRun {
         icount: args.icount,
         gdb: args.gdb,
+        gdbstub: args.gdbstub,
+        append: args.append.as_deref(),
         ..QemuRun::new(args.machine, &kernel)
     };
     eprintln!("xtask: {}", run.display());
     if args.gdb {
         eprintln!(
             "xtask: QEMU waits for a debugger: gdb-multiarch {} -ex 'target remote :{GDB_PORT}'",
+            kernel.display()
+        );
+    }
+    if args.gdbstub {
+        eprintln!(
+            "xtask: gdbstub on :{GDB_PORT}; read the guest with: cargo xtask kvm --live --kernel {} pcpu",
             kernel.display()
         );
     }

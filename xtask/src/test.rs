@@ -2,6 +2,10 @@
 //! test image on every QEMU configuration of [`TEST_MATRIX`], one after the other. Ends with a
 //! line `<passed> passed, <failed> failed` that adds up everything.
 //!
+//! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]) and the kvm end-to-end check
+//! (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's own
+//! report, bad input, and a fuzz pass on the real artifacts) each add their tests.
+//!
 //! The kernel prints one line per test and then a summary line that is exactly
 //! `N passed, N failed` (optionally followed by `, N skipped`); the last such line counts. QEMU's
 //! exit status must be 0 when all tests passed.
@@ -158,6 +162,8 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
             let verdict = crash_check(ws, kernel, kind, expected, args)?;
             total += verdict.counts;
         }
+        let verdict = crate::kvm::selftest::run(ws, kernel, args.timeout, args.verbose)?;
+        total += verdict.counts;
     }
 
     println!("{} passed, {} failed", total.passed, total.failed);

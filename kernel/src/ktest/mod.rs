@@ -22,6 +22,7 @@
 //! 0 only when nothing failed. `ktest.filter=TEXT` on the command line runs only tests whose
 //! name contains TEXT.
 
+pub mod kvm_selftest;
 mod suite;
 
 use crate::arch::aarch64::recover::{RecoveryPoint, call_with_recovery, resume};
@@ -382,7 +383,7 @@ fn worker_main(cpu: usize) {
 }
 
 /// Creates the workers, one per online CPU.
-fn start_workers() {
+pub(crate) fn start_workers() {
     for ci in cpus().filter(|ci| ci.is_online()) {
         let cpu = ci.index();
         crate::kthread::kthread_create(

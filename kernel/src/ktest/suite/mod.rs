@@ -9,6 +9,7 @@ mod harness;
 mod heap;
 mod ipi;
 mod kthread;
+mod kvm;
 mod mmu;
 mod mutex;
 mod percpu;

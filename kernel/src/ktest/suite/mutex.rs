@@ -83,11 +83,14 @@ const ITEMS: u64 = 20_000;
 fn producer(id: usize) {
     for i in 0..ITEMS {
         let _g = BUF_LOCK.lock();
+        // The count is re-read after every wait: no reference is held across cv_wait, which
+        // releases the lock.
         // SAFETY: BUF_LOCK is held for every access to RING.
-        let ring = unsafe { &mut *RING.0.get() };
-        while ring.2 == 4 {
+        while unsafe { (*RING.0.get()).2 } == 4 {
             NOT_FULL.cv_wait(&BUF_LOCK);
         }
+        // SAFETY: BUF_LOCK is held for every access to RING.
+        let ring = unsafe { &mut *RING.0.get() };
         ring.0[(ring.1 + ring.2) % 4] = (id as u64) * ITEMS + i + 1;
         ring.2 += 1;
         NOT_EMPTY.cv_signal();
@@ -98,10 +101,11 @@ fn consumer(_: usize) {
     for _ in 0..ITEMS {
         let _g = BUF_LOCK.lock();
         // SAFETY: BUF_LOCK is held for every access to RING.
-        let ring = unsafe { &mut *RING.0.get() };
-        while ring.2 == 0 {
+        while unsafe { (*RING.0.get()).2 } == 0 {
             NOT_EMPTY.cv_wait(&BUF_LOCK);
         }
+        // SAFETY: BUF_LOCK is held for every access to RING.
+        let ring = unsafe { &mut *RING.0.get() };
         let v = ring.0[ring.1];
         ring.1 = (ring.1 + 1) % 4;
         ring.2 -= 1;
@@ -147,15 +151,19 @@ ktest! {
 }
 
 static HELD_WHILE_RUNNING: AtomicU64 = AtomicU64::new(0);
+/// Set by the non-MPSAFE thread while its body runs (between waking and sleeping).
+static BODY_RUNNING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 static NOT_HELD_WHILE_RUNNING: AtomicU64 = AtomicU64::new(0);
 
 fn non_mpsafe(_: usize) {
     for i in 0..50 {
+        BODY_RUNNING.store(true, Ordering::SeqCst);
         if kernel_lock_held() {
             HELD_WHILE_RUNNING.fetch_add(1, Ordering::Relaxed);
         } else {
             NOT_HELD_WHILE_RUNNING.fetch_add(1, Ordering::Relaxed);
         }
+        BODY_RUNNING.store(false, Ordering::SeqCst);
         if i % 2 == 0 {
             crate::kthread::kpause(1);
         } else {
@@ -175,9 +183,8 @@ ktest! {
         let mut taken = 0;
         while l.lwp().is_some_and(|t| t.state() != crate::sched::lwp::LwpState::Zombie) && taken < 200 {
             kernel_lock();
-            let running_now = l.lwp().is_some_and(|t| t.state() == crate::sched::lwp::LwpState::Onproc
-                && t.cpu() != crate::cpu::curcpu().index());
-            assert!(!running_now, "the non-MPSAFE thread runs while we hold the kernel lock");
+            assert!(!BODY_RUNNING.load(Ordering::SeqCst),
+                "the non-MPSAFE thread's body runs while we hold the kernel lock");
             kernel_unlock();
             taken += 1;
             crate::kthread::kpause(1);

@@ -1,0 +1,538 @@
+//! `cargo xtask kvm`: the kernel's kvm reader (`kernel::kvm`) on the host, over an ELF core
+//! (`--core`) or a live QEMU guest through its gdbstub (`--live`), with the kernel ELF's
+//! symbols; prints readable tables or `--json`.
+//!
+//! The sources live here because they need `std`: [`core`] (ELF cores), [`gdb`] (the GDB
+//! remote protocol), [`elf`] (the kernel ELF's symbols, and the post-link patch step every
+//! image build runs). [`HostSource`] joins a kernel ELF with one of them into a
+//! `kernel::kvm::Source`; everything above is the kernel crate's reader, the same code the
+//! kernel runs on itself.
+
+pub mod dump;
+pub mod elf;
+pub mod elfcore;
+pub mod fixture;
+#[cfg(test)]
+mod fuzz;
+pub mod gdb;
+pub mod qmp;
+pub mod selftest;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kernel::cpu::{CpuInfoSnapshot, CpuState};
+use kernel::kvm::symbols::BUILD_ID_LEN;
+use kernel::kvm::{Kvm, KvmError, Source};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::workspace::Workspace;
+
+/// Default gdbstub address for `--live` (QEMU's `-s`).
+pub const DEFAULT_LIVE: &str = "127.0.0.1:1234";
+
+/// How long a gdbstub or QMP peer may stay silent.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Guest memory, wherever it comes from.
+pub trait Memory {
+    /// Reads `buf.len()` bytes at kernel address `addr`.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> std::result::Result<(), KvmError>;
+}
+
+impl<B: elfcore::CoreBytes> Memory for elfcore::Core<B> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> std::result::Result<(), KvmError> {
+        elfcore::Core::read(self, addr, buf)
+    }
+}
+
+impl Memory for gdb::GdbRemote {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> std::result::Result<(), KvmError> {
+        gdb::GdbRemote::read(self, addr, buf)
+    }
+}
+
+/// A kernel ELF's symbols plus guest memory: a kvm [`Source`].
+#[derive(Debug)]
+pub struct HostSource<M> {
+    /// The symbols.
+    pub elf: elf::KernelElf,
+    /// The memory.
+    pub memory: M,
+}
+
+impl<M: Memory> Source for HostSource<M> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> std::result::Result<(), KvmError> {
+        self.memory.read(addr, buf)
+    }
+
+    fn symbol(&mut self, name: &str) -> std::result::Result<Option<u64>, KvmError> {
+        Ok(self.elf.symbol(name))
+    }
+
+    fn symbol_size(&mut self, name: &str) -> Option<u64> {
+        self.elf.symbol_size(name)
+    }
+
+    fn symbol_origin(&self) -> &str {
+        "ELF"
+    }
+
+    fn image_build_id(&mut self) -> std::result::Result<Option<[u8; BUILD_ID_LEN]>, KvmError> {
+        match self.elf.build_id() {
+            Some(id) => Ok(Some(id)),
+            None => Err(KvmError::Source(
+                "the kernel ELF holds no build id bytes (kern_build_id not in a section with \
+                 file contents)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Where the kernel to read is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An ELF core file.
+    Core(PathBuf),
+    /// A QEMU gdbstub at `host:port`.
+    Live(String),
+}
+
+/// Which CPUs a `dpcpu` query covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSel {
+    /// One CPU.
+    One(u32),
+    /// Every CPU with a DPCPU copy.
+    All,
+}
+
+/// What to ask the reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `kvm_getmaxcpu`.
+    MaxCpu,
+    /// `kvm_getpcpu` for one CPU, or every active CPU.
+    Pcpu(Option<u32>),
+    /// A DPCPU variable on one or all CPUs; `size` bytes (default: the symbol's size, else 8).
+    Dpcpu {
+        /// The variable (with or without `dpcpu_entry_`).
+        symbol: String,
+        /// Which CPUs.
+        cpus: CpuSel,
+        /// Bytes to read.
+        size: Option<usize>,
+    },
+    /// `kvm_nlist`, with DPCPU symbols moved to `cpu` (default 0).
+    Nlist {
+        /// The symbols.
+        symbols: Vec<String>,
+        /// The DPCPU CPU.
+        cpu: Option<u32>,
+    },
+}
+
+/// Flags of `cargo xtask kvm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvmArgs {
+    /// The core or gdbstub (default: the core `cargo xtask dump` last wrote).
+    pub target: Option<Target>,
+    /// The kernel ELF (default: the copy `cargo xtask dump` keeps beside its core, or the
+    /// default debug image for `--live`).
+    pub kernel: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    pub json: bool,
+    /// The question.
+    pub query: Query,
+}
+
+/// A query's answer: JSON, plus whether it found everything it was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The answer as JSON (what `--json` prints).
+    pub json: Value,
+    /// Set when part of the answer is missing (an inactive CPU asked for, a symbol not found):
+    /// the message, and the CLI exits with status 1.
+    pub missing: Option<String>,
+}
+
+fn state_name(raw: u32) -> &'static str {
+    CpuState::from_raw(raw).map_or("unknown", CpuState::name)
+}
+
+/// One CPU's `CpuInfo` as JSON (every field).
+pub fn pcpu_json(s: &CpuInfoSnapshot) -> Value {
+    json!({
+        "cpu": s.index,
+        "self": s.self_addr,
+        "mpidr": s.mpidr,
+        "state": state_name(s.state),
+        "state_raw": s.state,
+        "ipl": s.ipl,
+        "ipending": s.ipending,
+        "curlwp": s.curlwp,
+        "dpcpu_off": s.dpcpu_off,
+        "intr": s.intr_count,
+        "ticks": s.tick_count,
+        "ipi": s.ipi_count,
+        "stack_base": s.stack_base,
+        "stack_size": s.stack_size,
+        "ctxsw": s.ctxsw_count,
+        "idle_ticks": s.idle_ticks,
+        "intr_ipl": s.intr_ipl,
+        "intr_depth": s.intr_depth,
+    })
+}
+
+/// Answers `query` with the reader.
+pub fn answer<S: Source>(kd: &mut Kvm<S>, query: &Query) -> std::result::Result<Answer, KvmError> {
+    match query {
+        Query::MaxCpu => Ok(Answer {
+            json: json!({ "maxcpu": kd.getmaxcpu()? }),
+            missing: None,
+        }),
+        Query::Pcpu(Some(cpu)) => match kd.getpcpu(*cpu as usize)? {
+            Some(s) => Ok(Answer {
+                json: json!([pcpu_json(&s)]),
+                missing: None,
+            }),
+            None => Ok(Answer {
+                json: json!([]),
+                missing: Some(format!("CPU {cpu} is not active")),
+            }),
+        },
+        Query::Pcpu(None) => {
+            let maxcpu = kd.getmaxcpu()?;
+            let mut rows = Vec::new();
+            for cpu in 0..maxcpu as usize {
+                if let Some(s) = kd.getpcpu(cpu)? {
+                    rows.push(pcpu_json(&s));
+                }
+            }
+            Ok(Answer {
+                json: Value::Array(rows),
+                missing: None,
+            })
+        }
+        Query::Dpcpu { symbol, cpus, size } => {
+            let size = size
+                .or_else(|| kd.symbol_size(symbol).and_then(|s| usize::try_from(s).ok()))
+                .filter(|&s| s > 0)
+                .unwrap_or(8)
+                .min(1 << 20);
+            let list: Vec<u32> = match cpus {
+                CpuSel::One(cpu) => vec![*cpu],
+                CpuSel::All => {
+                    let (_, _, offsets) = kd.dpcpu_layout()?;
+                    (0..offsets.len() as u32)
+                        .filter(|&c| offsets[c as usize] != 0)
+                        .collect()
+                }
+            };
+            let mut rows = Vec::new();
+            for cpu in list {
+                let (addr, bytes) = kd.read_dpcpu(symbol, cpu, size)?;
+                let mut row = json!({
+                    "cpu": cpu,
+                    "address": addr,
+                    "bytes": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                });
+                if size <= 8 {
+                    let mut le = [0u8; 8];
+                    le[..size].copy_from_slice(&bytes);
+                    row["value"] = json!(u64::from_le_bytes(le));
+                }
+                rows.push(row);
+            }
+            Ok(Answer {
+                json: Value::Array(rows),
+                missing: None,
+            })
+        }
+        Query::Nlist { symbols, cpu } => {
+            if let Some(cpu) = cpu {
+                kd.dpcpu_setcpu(*cpu)?;
+            }
+            let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
+            let addrs = kd.nlist(&names)?;
+            let missing: Vec<&str> = names
+                .iter()
+                .zip(&addrs)
+                .filter(|(_, a)| a.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            Ok(Answer {
+                json: Value::Array(
+                    names
+                        .iter()
+                        .zip(&addrs)
+                        .map(|(n, a)| json!({ "name": n, "address": a }))
+                        .collect(),
+                ),
+                missing: (!missing.is_empty()).then(|| {
+                    format!(
+                        "symbol{} {} not found in ELF",
+                        if missing.len() > 1 { "s" } else { "" },
+                        missing.join(", ")
+                    )
+                }),
+            })
+        }
+    }
+}
+
+fn hex(v: &Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".to_owned(), |n| format!("{n:#x}"))
+}
+
+fn num(v: &Value) -> String {
+    v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// The answer as a readable table.
+pub fn table(query: &Query, json: &Value) -> String {
+    let mut out = String::new();
+    let rows = json.as_array().cloned().unwrap_or_default();
+    match query {
+        Query::MaxCpu => {
+            let _ = writeln!(out, "maxcpu {}", num(&json["maxcpu"]));
+        }
+        Query::Pcpu(_) => {
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<10} {:<8} {:<12} {:>3}  {:>10} {:>10}  {:<15}  {:<12} {:<12}",
+                "cpu",
+                "mpidr",
+                "state",
+                "curlwp",
+                "ipl",
+                "intr",
+                "ticks",
+                "ipi n/h/s/x",
+                "self",
+                "dpcpu_off"
+            );
+            for r in rows {
+                let ipi: Vec<String> = r["ipi"]
+                    .as_array()
+                    .map(|a| a.iter().map(num).collect())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:>3}  {:<10} {:<8} {:<12} {:>3}  {:>10} {:>10}  {:<15}  {:<12} {:<12}",
+                    num(&r["cpu"]),
+                    hex(&r["mpidr"]),
+                    r["state"].as_str().unwrap_or("-"),
+                    hex(&r["curlwp"]),
+                    num(&r["ipl"]),
+                    num(&r["intr"]),
+                    num(&r["ticks"]),
+                    ipi.join("/"),
+                    hex(&r["self"]),
+                    hex(&r["dpcpu_off"]),
+                );
+            }
+        }
+        Query::Dpcpu { symbol, .. } => {
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<12} {:>20}  bytes ({symbol})",
+                "cpu", "address", "value"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{:>3}  {:<12} {:>20}  {}",
+                    num(&r["cpu"]),
+                    hex(&r["address"]),
+                    num(&r["value"]),
+                    r["bytes"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Query::Nlist { .. } => {
+            for r in rows {
+                let addr = if r["address"].is_null() {
+                    "not found".to_owned()
+                } else {
+                    hex(&r["address"])
+                };
+                let _ = writeln!(out, "{:<40} {addr}", r["name"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    out
+}
+
+/// The core and kernel `cargo xtask dump` writes by default.
+pub fn default_dump(ws: &Workspace) -> (PathBuf, PathBuf) {
+    let dir = ws.target_dir.join("dumps");
+    (dir.join("dump.core"), dir.join("dump.elf"))
+}
+
+/// Opens `target` with `kernel` and answers `query`; the error text is what the CLI prints.
+pub fn run_query(
+    target: &Target,
+    kernel: &std::path::Path,
+    query: &Query,
+) -> std::result::Result<Answer, String> {
+    let bytes = std::fs::read(kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
+    let elf = elf::KernelElf::parse(&bytes).map_err(|e| format!("{}: {e}", kernel.display()))?;
+    match target {
+        Target::Core(path) => {
+            let memory = elfcore::Core::open(path)?;
+            let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
+            answer(&mut kd, query).map_err(|e| e.to_string())
+        }
+        Target::Live(addr) => {
+            let memory = gdb::GdbRemote::connect(addr, IO_TIMEOUT)?;
+            let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
+            let result = answer(&mut kd, query).map_err(|e| e.to_string());
+            kd.into_source().memory.detach()?;
+            result
+        }
+    }
+}
+
+/// `cargo xtask kvm`.
+pub fn run(ws: &Workspace, args: &KvmArgs) -> Result<ExitCode> {
+    let (dump_core, dump_elf) = default_dump(ws);
+    let target = args.target.clone().unwrap_or(Target::Core(dump_core));
+    let kernel = match (&args.kernel, &target) {
+        (Some(kernel), _) => kernel.clone(),
+        (None, Target::Core(core)) => {
+            let beside = core.with_extension("elf");
+            if beside.is_file() { beside } else { dump_elf }
+        }
+        (None, Target::Live(_)) => ws.image_path(
+            crate::board::Board::Virt,
+            crate::board::Variant::Default,
+            crate::board::Profile::Debug,
+        ),
+    };
+    let answer = run_query(&target, &kernel, &args.query).map_err(Error::new)?;
+    if args.json {
+        println!("{}", answer.json);
+    } else {
+        print!("{}", table(&args.query, &answer.json));
+    }
+    match answer.missing {
+        Some(message) => Err(Error::new(message)),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(s: &fixture::Synthetic) -> Kvm<HostSource<elfcore::Core<&[u8]>>> {
+        let elf = elf::KernelElf::parse(&s.elf).unwrap();
+        let memory = elfcore::Core::parse(&s.core[..]).unwrap();
+        Kvm::open(HostSource { elf, memory }).unwrap()
+    }
+
+    #[test]
+    fn the_synthetic_core_reads_back_exactly() {
+        let s = fixture::synthetic(4);
+        let mut kd = open(&s);
+        let a = answer(&mut kd, &Query::Pcpu(None)).unwrap();
+        assert_eq!(a.json.as_array().unwrap().len(), 4);
+        for (row, ci) in a.json.as_array().unwrap().iter().zip(&s.cpus) {
+            assert_eq!(row, &pcpu_json(ci));
+        }
+        let q = Query::Dpcpu {
+            symbol: fixture::COUNTER.into(),
+            cpus: CpuSel::All,
+            size: None,
+        };
+        let a = answer(&mut kd, &q).unwrap();
+        let values: Vec<u64> = a
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_u64().unwrap())
+            .collect();
+        assert_eq!(values, s.counters);
+        let t = table(&q, &a.json);
+        assert!(t.contains("bytes (COUNTER)"), "{t}");
+    }
+
+    #[test]
+    fn inactive_cpus_and_unknown_symbols_are_reported() {
+        let s = fixture::synthetic(2);
+        let mut kd = open(&s);
+        let a = answer(&mut kd, &Query::Pcpu(Some(3))).unwrap();
+        assert_eq!(a.missing.as_deref(), Some("CPU 3 is not active"));
+        let e = answer(&mut kd, &Query::Pcpu(Some(16))).unwrap_err();
+        assert_eq!(e.to_string(), "CPU 16 too big (maxcpu 16)");
+        let q = Query::Nlist {
+            symbols: vec!["kern_ncpu".into(), "nope".into()],
+            cpu: None,
+        };
+        let a = answer(&mut kd, &q).unwrap();
+        assert_eq!(a.missing.as_deref(), Some("symbol nope not found in ELF"));
+        assert!(table(&q, &a.json).contains("not found"));
+        let e = answer(
+            &mut kd,
+            &Query::Dpcpu {
+                symbol: fixture::COUNTER.into(),
+                cpus: CpuSel::One(5),
+                size: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "CPU 5 not found (it has no DPCPU copy)");
+    }
+
+    #[test]
+    fn a_core_from_another_build_is_refused() {
+        let s = fixture::synthetic(2);
+        let mut other = s.elf.clone();
+        let at = other
+            .windows(16)
+            .position(|w| w == b"synthetic-build!")
+            .unwrap();
+        other[at] ^= 1;
+        let elf = elf::KernelElf::parse(&other).unwrap();
+        let memory = elfcore::Core::parse(&s.core[..]).unwrap();
+        let e = Kvm::open(HostSource { elf, memory })
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("build id mismatch"), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_without_the_symbols_is_named() {
+        let s = fixture::synthetic(1);
+        let elf_bytes = fixture::write_kernel_elf(fixture::DATA, &[0; 64], &[]);
+        let elf = elf::KernelElf::parse(&elf_bytes).unwrap();
+        let memory = elfcore::Core::parse(&s.core[..]).unwrap();
+        let e = Kvm::open(HostSource { elf, memory })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "symbol kern_build_id not found in ELF");
+    }
+
+    #[test]
+    fn truncated_cores_and_addresses_outside_are_named() {
+        let s = fixture::synthetic(2);
+        let e = elfcore::Core::parse(&s.core[..s.core.len() - 1]).unwrap_err();
+        assert!(e.starts_with("core truncated: segment 2"), "{e}");
+        let c = elfcore::Core::parse(&s.core[..]).unwrap();
+        let e = c.read(0x1000, &mut [0u8; 4]).unwrap_err().to_string();
+        assert_eq!(e, "address 0x1000 (4 bytes) outside the dump");
+        assert!(
+            elfcore::Core::parse(&s.elf[..])
+                .unwrap_err()
+                .contains("not an ELF core file")
+        );
+        assert!(elfcore::Core::parse(&b"garbage"[..]).is_err());
+    }
+}

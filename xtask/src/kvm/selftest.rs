@@ -1,0 +1,686 @@
+//! The kvm end-to-end check of `cargo xtask test`: boots the test image on virt GICv3 with 4
+//! CPUs and `kvm.selftest=1` (see `kernel/src/ktest/kvm_selftest.rs`), waits for
+//! `kvm-selftest ready`, then reads the guest from outside and compares, field by field, for
+//! every CPU, with what each CPU printed about itself:
+//!
+//! 1. `kernel`: each CPU's line is there, its counter is the count it was told to bump, and
+//!    the in-kernel reader's lines (the kernel reading itself) equal the CPUs' own;
+//! 2. `live`: the reader through QEMU's gdbstub (the guest pauses while connected);
+//! 3. `core`: the reader on an ELF core QEMU writes through QMP `dump-guest-memory`;
+//! 4. `bad input`: the CLI and the reader on a truncated core, a core of another build,
+//!    garbage, a kernel ELF without the symbols, an address outside the dump, CPUs out of range
+//!    or inactive, a gdbstub that is gone: each must fail with its message (exit status 1);
+//! 5. `fuzz`: the host fuzz test on the real kernel ELF and the real core's pages.
+//!
+//! Every field is compared exactly, counters included: each CPU stops its clock tick before
+//! printing, so nothing in its `CpuInfo` changes afterwards (see the kernel side's doc). Each
+//! of the five counts as one test in the totals.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kernel::kvm::Kvm;
+use serde_json::Value;
+
+use super::dump::Session;
+use super::elf::KernelElf;
+use super::elfcore::Core;
+use super::gdb::GdbRemote;
+use super::{CpuSel, HostSource, Memory, Query, answer, fixture};
+use crate::board::{Gic, Machine};
+use crate::error::{Context, Result};
+use crate::qemu::QemuRun;
+use crate::test::{Counts, Verdict, result_line};
+use crate::workspace::Workspace;
+
+/// Kernel-side names, kept in step with `kernel/src/ktest/kvm_selftest.rs`.
+const CPU_LINE: &str = "kvm-selftest cpu=";
+const IN_KERNEL_LINE: &str = "kvm-selftest in-kernel cpu=";
+const COUNTER: &str = "KVM_SELFTEST_COUNTER";
+const CPUS: usize = 4;
+
+/// Inputs of the fuzz pass on the real artifacts (about 2 ms each: the test image's symbol
+/// table has ~2,800 entries); `KVM_FUZZ_ITERS` overrides it. The 100,000-input pass runs on
+/// the synthetic kernel in the host tests.
+const REAL_FUZZ_ITERATIONS: &str = "5000";
+
+/// How many times CPU `cpu` bumps its counter (the kernel's `kvm_selftest::bumps`).
+fn bumps(cpu: u64) -> u64 {
+    1000 * (cpu + 1) + 7 * cpu
+}
+
+/// One report line as `key -> value` (numbers; `ipi` split into `ipi0..ipi3`).
+pub type Fields = BTreeMap<String, u64>;
+
+fn number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// Parses `<prefix>N key=value ...`.
+pub fn parse_line(line: &str, prefix: &str) -> Option<Fields> {
+    let rest = line.strip_prefix(prefix)?;
+    let mut fields = Fields::new();
+    let mut words = rest.split_whitespace();
+    fields.insert("cpu".into(), number(words.next()?)?);
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        if key == "ipi" {
+            for (k, v) in value.split(',').enumerate() {
+                fields.insert(format!("ipi{k}"), number(v)?);
+            }
+        } else {
+            fields.insert(key.into(), number(value)?);
+        }
+    }
+    Some(fields)
+}
+
+/// The reader's answers (pcpu rows and the counter) in the kernel line's terms.
+pub fn fields_from_reader(pcpu: &Value, dpcpu: &Value) -> BTreeMap<u64, Fields> {
+    let mut out = BTreeMap::new();
+    let names = [
+        ("cpu", "cpu"),
+        ("self", "self"),
+        ("mpidr", "mpidr"),
+        ("state_raw", "state"),
+        ("ipl", "ipl"),
+        ("ipending", "ipending"),
+        ("curlwp", "curlwp"),
+        ("dpcpu_off", "dpcpu_off"),
+        ("intr", "intr"),
+        ("ticks", "ticks"),
+        ("stack_base", "stack_base"),
+        ("stack_size", "stack_size"),
+        ("ctxsw", "ctxsw"),
+        ("idle_ticks", "idle_ticks"),
+        ("intr_ipl", "intr_ipl"),
+        ("intr_depth", "intr_depth"),
+    ];
+    for row in pcpu.as_array().into_iter().flatten() {
+        let mut f = Fields::new();
+        for (json, key) in names {
+            if let Some(v) = row[json].as_u64() {
+                f.insert(key.into(), v);
+            }
+        }
+        for (k, v) in row["ipi"].as_array().into_iter().flatten().enumerate() {
+            if let Some(v) = v.as_u64() {
+                f.insert(format!("ipi{k}"), v);
+            }
+        }
+        if let Some(cpu) = row["cpu"].as_u64() {
+            out.insert(cpu, f);
+        }
+    }
+    for row in dpcpu.as_array().into_iter().flatten() {
+        if let (Some(cpu), Some(value), Some(addr)) = (
+            row["cpu"].as_u64(),
+            row["value"].as_u64(),
+            row["address"].as_u64(),
+        ) && let Some(f) = out.get_mut(&cpu)
+        {
+            f.insert("counter".into(), value);
+            f.insert("counter_addr".into(), addr);
+        }
+    }
+    out
+}
+
+/// Compares `got` with the kernel's own lines; every difference, named.
+pub fn compare(
+    source: &str,
+    want: &BTreeMap<u64, Fields>,
+    got: &BTreeMap<u64, Fields>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if want.keys().ne(got.keys()) {
+        problems.push(format!(
+            "{source}: CPUs {:?}, the kernel printed {:?}",
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        ));
+    }
+    for (cpu, fields) in want {
+        let Some(read) = got.get(cpu) else { continue };
+        for (key, value) in fields {
+            match read.get(key) {
+                Some(v) if v == value => {}
+                Some(v) => problems.push(format!(
+                    "{source}: cpu{cpu} {key} = {v:#x}, the kernel printed {value:#x}"
+                )),
+                None => problems.push(format!("{source}: cpu{cpu} {key} missing")),
+            }
+        }
+    }
+    problems
+}
+
+/// Reads pcpu and the counter through `kd`.
+fn read_all<M: Memory>(
+    kd: &mut Kvm<HostSource<M>>,
+) -> std::result::Result<BTreeMap<u64, Fields>, String> {
+    let pcpu = answer(kd, &Query::Pcpu(None)).map_err(|e| e.to_string())?;
+    let dpcpu = answer(
+        kd,
+        &Query::Dpcpu {
+            symbol: COUNTER.into(),
+            cpus: CpuSel::All,
+            size: Some(8),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(fields_from_reader(&pcpu.json, &dpcpu.json))
+}
+
+/// A memory that remembers which pages were read (to cut a small core out of a large one).
+struct Recording<'a, M> {
+    inner: &'a mut M,
+    pages: &'a mut std::collections::BTreeSet<u64>,
+}
+
+impl<M: Memory> Memory for Recording<'_, M> {
+    fn read(
+        &mut self,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> std::result::Result<(), kernel::kvm::KvmError> {
+        let last = addr.saturating_add(buf.len().max(1) as u64 - 1);
+        for page in (addr >> 12)..=(last >> 12) {
+            self.pages.insert(page);
+        }
+        self.inner.read(addr, buf)
+    }
+}
+
+/// Runs the check; prints one result line per part and returns the sum.
+pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> Result<Verdict> {
+    let dir = ws.target_dir.join("kvm-selftest");
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let core_path = dir.join("selftest.core");
+    let machine = Machine::virt(Gic::V3, CPUS as u32);
+    let label = format!("{} kvm", machine.label());
+    let run = QemuRun {
+        append: Some("kvm.selftest=1"),
+        memory: Some("256M"),
+        ..QemuRun::new(machine, kernel)
+    };
+    let mut total = Counts::default();
+    let part = |name: &str, problems: Vec<String>, total: &mut Counts| {
+        let failed = u64::from(!problems.is_empty());
+        let verdict = Verdict {
+            counts: Counts {
+                passed: 1 - failed,
+                failed,
+                skipped: 0,
+            },
+            note: (!problems.is_empty()).then(|| problems.join("; ")),
+        };
+        println!(
+            "{}",
+            result_line(&format!("{label} {name}"), &verdict, None)
+        );
+        *total += verdict.counts;
+    };
+
+    let mut session = match Session::start(&run, &ws.log_path("virt-gic3-smp4-kvm-selftest")) {
+        Ok(session) => session,
+        Err(e) => {
+            part("boot", vec![e.to_string()], &mut total);
+            return Ok(Verdict {
+                counts: total,
+                note: None,
+            });
+        }
+    };
+    let ready = session.wait_for(timeout, |l| {
+        l.starts_with("kvm-selftest ready") || l.starts_with("panic on cpu")
+    });
+    if verbose {
+        for line in session.lines() {
+            println!("{line}");
+        }
+    }
+    if let Err(e) = ready {
+        part("boot", vec![e.to_string()], &mut total);
+        return Ok(Verdict {
+            counts: total,
+            note: None,
+        });
+    }
+    let own: BTreeMap<u64, Fields> = session
+        .lines()
+        .iter()
+        .filter_map(|l| parse_line(l, CPU_LINE))
+        .map(|f| (f["cpu"], f))
+        .collect();
+    let in_kernel: BTreeMap<u64, Fields> = session
+        .lines()
+        .iter()
+        .filter_map(|l| parse_line(l, IN_KERNEL_LINE))
+        .map(|f| (f["cpu"], f))
+        .collect();
+
+    // 1. The kernel's own report.
+    let mut problems = Vec::new();
+    if own.len() != CPUS {
+        problems.push(format!("{} CPU lines, expected {CPUS}", own.len()));
+    }
+    for (cpu, f) in &own {
+        if f.get("counter") != Some(&bumps(*cpu)) {
+            problems.push(format!(
+                "cpu{cpu} counter {:?}, expected {}",
+                f.get("counter"),
+                bumps(*cpu)
+            ));
+        }
+    }
+    if !session
+        .lines()
+        .iter()
+        .any(|l| l == "kvm-selftest in-kernel: ok")
+    {
+        problems.push("no `kvm-selftest in-kernel: ok` line".into());
+    }
+    problems.extend(compare("in-kernel", &own, &in_kernel));
+    part("kernel", problems, &mut total);
+
+    // 2. Live through the gdbstub.
+    let elf = match std::fs::read(kernel)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| KernelElf::parse(&bytes))
+    {
+        Ok(elf) => elf,
+        Err(e) => {
+            part(
+                "live",
+                vec![format!("{}: {e}", kernel.display())],
+                &mut total,
+            );
+            return Ok(Verdict {
+                counts: total,
+                note: None,
+            });
+        }
+    };
+    let live = (|| -> std::result::Result<BTreeMap<u64, Fields>, String> {
+        let memory = GdbRemote::connect(&session.gdb_addr, super::IO_TIMEOUT)?;
+        let mut kd = Kvm::open(HostSource {
+            elf: elf.clone(),
+            memory,
+        })
+        .map_err(|e| e.to_string())?;
+        let fields = read_all(&mut kd)?;
+        kd.into_source().memory.detach()?;
+        Ok(fields)
+    })();
+    part(
+        "live",
+        match live {
+            Ok(got) => compare("live", &own, &got),
+            Err(e) => vec![e],
+        },
+        &mut total,
+    );
+
+    // 3. A core through QMP.
+    let dumped = session.dump(&core_path);
+    session.quit();
+    let mut pages = std::collections::BTreeSet::new();
+    let from_core = dumped.map_err(|e| e.to_string()).and_then(|()| {
+        let mut core = Core::open(&core_path)?;
+        let memory = Recording {
+            inner: &mut core,
+            pages: &mut pages,
+        };
+        let mut kd = Kvm::open(HostSource {
+            elf: elf.clone(),
+            memory,
+        })
+        .map_err(|e| e.to_string())?;
+        read_all(&mut kd)
+    });
+    part(
+        "core",
+        match from_core {
+            Ok(got) => compare("core", &own, &got),
+            Err(e) => vec![e],
+        },
+        &mut total,
+    );
+
+    // 4. Bad input, through the CLI and the reader.
+    part("bad input", bad_input(&dir, kernel, &core_path), &mut total);
+
+    // 5. The fuzz test on the real ELF and the core's pages the reader needed.
+    part(
+        "fuzz",
+        fuzz_real(ws, &dir, kernel, &core_path, &pages),
+        &mut total,
+    );
+    Ok(Verdict {
+        counts: total,
+        note: None,
+    })
+}
+
+/// Runs `cargo xtask kvm ARGS` (this very binary) and returns (status, stderr).
+fn cli(args: &[&str]) -> std::result::Result<(Option<i32>, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .arg("kvm")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running xtask kvm: {e}"))?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn bad_input(dir: &Path, kernel: &Path, core: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let write = |name: &str, bytes: &[u8]| -> PathBuf {
+        let path = dir.join(name);
+        let _ = std::fs::write(&path, bytes);
+        path
+    };
+    let head = std::fs::File::open(core)
+        .and_then(|f| {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            f.take(1 << 20).read_to_end(&mut buf).map(|_| buf)
+        })
+        .unwrap_or_default();
+    let truncated = write("truncated.core", &head);
+    let garbage = write("garbage.core", &[0x5a; 4096]);
+    let mut other_build = std::fs::read(kernel).unwrap_or_default();
+    let other_elf = match KernelElf::parse(&other_build)
+        .ok()
+        .and_then(|e| e.build_id())
+    {
+        Some(id) => {
+            if let Some(at) = other_build.windows(16).position(|w| w == id) {
+                other_build[at] ^= 0xff;
+            }
+            write("other-build.elf", &other_build)
+        }
+        None => {
+            problems.push("the test image has no build id".into());
+            write("other-build.elf", b"")
+        }
+    };
+    let no_symbols = write(
+        "no-symbols.elf",
+        &fixture::write_kernel_elf(0x4020_0000, &[0; 64], &[]),
+    );
+    let k = kernel.to_string_lossy().into_owned();
+    let c = core.to_string_lossy().into_owned();
+    let s = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--core".into(),
+                s(&truncated),
+                "--kernel".into(),
+                k.clone(),
+                "maxcpu".into(),
+            ],
+            "core truncated",
+        ),
+        (
+            vec![
+                "--core".into(),
+                s(&garbage),
+                "--kernel".into(),
+                k.clone(),
+                "pcpu".into(),
+            ],
+            "not an ELF core",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                s(&other_elf),
+                "pcpu".into(),
+            ],
+            "build id mismatch",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                s(&no_symbols),
+                "pcpu".into(),
+            ],
+            "symbol kern_build_id not found in ELF",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                s(&garbage),
+                "pcpu".into(),
+            ],
+            "not an ELF",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                k.clone(),
+                "pcpu".into(),
+                "16".into(),
+            ],
+            "CPU 16 too big (maxcpu 16)",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                k.clone(),
+                "pcpu".into(),
+                "5".into(),
+            ],
+            "CPU 5 is not active",
+        ),
+        (
+            vec![
+                "--core".into(),
+                c.clone(),
+                "--kernel".into(),
+                k.clone(),
+                "dpcpu".into(),
+                COUNTER.into(),
+                "--cpu".into(),
+                "7".into(),
+            ],
+            "CPU 7 not found",
+        ),
+        (
+            vec![
+                "--live".into(),
+                "127.0.0.1:1".into(),
+                "--kernel".into(),
+                k.clone(),
+                "maxcpu".into(),
+            ],
+            "connecting to the gdbstub at 127.0.0.1:1",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match cli(&args) {
+            Ok((Some(1), stderr)) if stderr.contains(expected) => {}
+            Ok((status, stderr)) => problems.push(format!(
+                "kvm {}: exit {status:?}, stderr {:?}, expected status 1 and {expected:?}",
+                args.join(" "),
+                stderr.trim()
+            )),
+            Err(e) => problems.push(e),
+        }
+    }
+    // An address outside the dump, through the reader's `read`.
+    let outside = (|| -> std::result::Result<String, String> {
+        let elf = KernelElf::parse(&std::fs::read(kernel).map_err(|e| e.to_string())?)?;
+        let memory = Core::open(core)?;
+        let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
+        match kd.read(0x1000, &mut [0u8; 8]) {
+            Ok(()) => Err("reading 0x1000 succeeded".into()),
+            Err(_) => Ok(kd.geterr().to_owned()),
+        }
+    })();
+    match outside {
+        Ok(message) if message == "address 0x1000 (8 bytes) outside the dump" => {}
+        Ok(message) => problems.push(format!("read outside the dump: {message:?}")),
+        Err(e) => problems.push(e),
+    }
+    // The good case through the CLI, so the failures above are not failures of everything.
+    match cli(&["--core", &c, "--kernel", &k, "--json", "maxcpu"]) {
+        Ok((Some(0), _)) => {}
+        other => problems.push(format!("kvm maxcpu on the good core: {other:?}")),
+    }
+    problems
+}
+
+/// Cuts the pages the reader needed out of the core and runs the ignored host fuzz test on
+/// them with the real kernel ELF.
+fn fuzz_real(
+    ws: &Workspace,
+    dir: &Path,
+    kernel: &Path,
+    core: &Path,
+    pages: &std::collections::BTreeSet<u64>,
+) -> Vec<String> {
+    let Ok(full) = Core::open(core) else {
+        return vec!["no core to cut pages from".into()];
+    };
+    let mut ranges: Vec<(u64, Vec<u8>)> = Vec::new();
+    for &page in pages {
+        let mut bytes = vec![0u8; 4096];
+        if full.read(page << 12, &mut bytes).is_err() {
+            continue;
+        }
+        match ranges.last_mut() {
+            Some((start, data)) if *start + data.len() as u64 == page << 12 => {
+                data.extend_from_slice(&bytes)
+            }
+            _ => ranges.push((page << 12, bytes)),
+        }
+    }
+    if ranges.is_empty() {
+        return vec!["the reader touched no page of the core".into()];
+    }
+    let mini = dir.join("pages.core");
+    if let Err(e) = std::fs::write(&mini, fixture::write_core(&ranges)) {
+        return vec![format!("{}: {e}", mini.display())];
+    }
+    let iterations =
+        std::env::var("KVM_FUZZ_ITERS").unwrap_or_else(|_| REAL_FUZZ_ITERATIONS.into());
+    eprintln!(
+        "xtask: kvm fuzz on the real ELF and {} pages of the core ({iterations} inputs)",
+        pages.len()
+    );
+    let out = ws
+        .cargo()
+        .args([
+            "test",
+            "-p",
+            "xtask",
+            "--quiet",
+            "kvm::fuzz::tests::fuzz_real_artifacts",
+            "--",
+            "--ignored",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("KVM_FUZZ_ELF", kernel)
+        .env("KVM_FUZZ_CORE", &mini)
+        .env("KVM_FUZZ_ITERS", &iterations)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(line) = text.lines().find(|l| l.starts_with("kvm fuzz:")) {
+                eprintln!("xtask: {line}");
+            }
+            Vec::new()
+        }
+        Ok(out) => vec![format!(
+            "the fuzz test failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+                .filter(|l| l.contains("panicked") || l.contains("kvm fuzz"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        )],
+        Err(e) => vec![format!("running cargo test: {e}")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lines_parse_and_compare() {
+        let line = "kvm-selftest cpu=2 self=0x40210080 mpidr=0x2 state=2 ipl=0 ipending=0x0 \
+                    curlwp=0x0 dpcpu_off=0x10 intr=5 ticks=9 ipi=1,0,0,0 stack_base=0x1 \
+                    stack_size=0x10000 ctxsw=0 idle_ticks=0 intr_ipl=0 intr_depth=0 \
+                    counter=3014 counter_addr=0x4444";
+        let f = parse_line(line, CPU_LINE).unwrap();
+        assert_eq!(f["cpu"], 2);
+        assert_eq!(f["self"], 0x4021_0080);
+        assert_eq!(f["ipi0"], 1);
+        assert_eq!(f["counter"], bumps(2));
+        assert_eq!(parse_line(line, IN_KERNEL_LINE), None);
+        assert_eq!(parse_line("kvm-selftest cpu=x", CPU_LINE), None);
+
+        let want: BTreeMap<u64, Fields> = [(2, f.clone())].into();
+        assert!(compare("t", &want, &want).is_empty());
+        let mut other = f;
+        other.insert("ticks".into(), 10);
+        let got: BTreeMap<u64, Fields> = [(2, other)].into();
+        assert_eq!(
+            compare("core", &want, &got),
+            ["core: cpu2 ticks = 0xa, the kernel printed 0x9"]
+        );
+        assert_eq!(compare("core", &want, &BTreeMap::new()).len(), 1);
+    }
+
+    #[test]
+    fn reader_json_maps_to_the_kernel_line_keys() {
+        let s = fixture::synthetic(2);
+        let elf = KernelElf::parse(&s.elf).unwrap();
+        let memory = Core::parse(&s.core[..]).unwrap();
+        let mut kd = Kvm::open(HostSource { elf, memory }).unwrap();
+        let pcpu = answer(&mut kd, &Query::Pcpu(None)).unwrap();
+        let dpcpu = answer(
+            &mut kd,
+            &Query::Dpcpu {
+                symbol: fixture::COUNTER.into(),
+                cpus: CpuSel::All,
+                size: Some(8),
+            },
+        )
+        .unwrap();
+        let got = fields_from_reader(&pcpu.json, &dpcpu.json);
+        assert_eq!(got[&1]["counter"], s.counters[1]);
+        assert_eq!(got[&1]["ticks"], s.cpus[1].tick_count);
+        assert_eq!(got[&1]["ipi3"], 2);
+        assert_eq!(got[&0]["state"], 2);
+    }
+}
