@@ -135,25 +135,11 @@ kernel_vectors:
 
 // x0 = kind; x0/x1 of the interrupted code are at [sp, #0].
 exception_common:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
-    stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
-    add     x2, sp, #288
-    stp     x30, x2, [sp, #240]
-    b       2f
+    // The interrupted SP (x1 is already saved, so it is free as a scratch register).
+    add     x1, sp, #288
+    str     x1, [sp, #248]
 
-// As exception_common, with the interrupted SP already stored at [sp, #248].
+// Here the interrupted SP is at [sp, #248] (the synchronous vector stores it itself).
 exception_common_sp_saved:
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
@@ -170,7 +156,7 @@ exception_common_sp_saved:
     stp     x26, x27, [sp, #208]
     stp     x28, x29, [sp, #224]
     str     x30, [sp, #240]
-2:  mrs     x2, elr_el1
+    mrs     x2, elr_el1
     mrs     x3, spsr_el1
     stp     x2, x3, [sp, #256]
     mrs     x2, esr_el1

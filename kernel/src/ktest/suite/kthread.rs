@@ -2,45 +2,29 @@
 
 use crate::heap::stats;
 use crate::ktest;
+use crate::ktest::suite::spawn_joinable;
 use crate::kthread::*;
 use crate::sched::lwp::LwpState;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 fn empty(_: usize) {}
 
-fn exit_with(code: usize) {
-    kthread_exit(code as i32);
+fn spawn(func: fn(usize), arg: usize, pri: i32, flags: u32, cpu: Option<usize>) -> LwpRef {
+    spawn_joinable(func, arg, pri, flags | KTHREAD_MPSAFE, cpu)
 }
 
-fn create_joinable(
-    func: fn(usize),
-    arg: usize,
-    pri: i32,
-    flags: u32,
-    cpu: Option<usize>,
-) -> LwpRef {
-    let mut l = None;
-    kthread_create(
-        pri,
-        flags | KTHREAD_MUSTJOIN | KTHREAD_MPSAFE,
-        cpu,
-        func,
-        arg,
-        Some(&mut l),
-        format_args!("test/{arg}"),
-    )
-    .expect("kthread_create");
-    l.expect("newlp filled")
+fn exit_with(code: usize) {
+    kthread_exit(code as i32);
 }
 
 ktest! {
     fn mustjoin_hands_the_exit_code_to_the_joiner() {
         for code in [0usize, 1, 42, 0x7fff_ffff] {
-            let l = create_joinable(exit_with, code, PRI_NONE, 0, None);
+            let l = spawn(exit_with, code, PRI_NONE, 0, None);
             assert_eq!(kthread_join(l), code as i32, "exit code {code}");
         }
         // Returning from the function is kthread_exit(0).
-        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        let l = spawn(empty, 0, PRI_NONE, 0, None);
         assert_eq!(kthread_join(l), 0);
     }
 }
@@ -49,14 +33,14 @@ ktest! {
     #[timeout_ms(120_000)]
     fn ten_thousand_create_exit_join_cycles_leave_heap_and_thread_counts_unchanged() {
         // Warm up once so lazily grown structures (the thread list) have their final size.
-        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        let l = spawn(empty, 0, PRI_NONE, 0, None);
         kthread_join(l);
         let heap0 = stats();
         let threads0 = thread_count();
         let lwps0 = crate::sched::lwp_count();
         let slots0 = crate::sched::stack::free_count();
         for i in 0..10_000usize {
-            let l = create_joinable(exit_with, i, PRI_NONE, 0, None);
+            let l = spawn(exit_with, i, PRI_NONE, 0, None);
             assert_eq!(kthread_join(l), i as i32);
         }
         assert_eq!(thread_count(), threads0, "kernel thread count");
@@ -75,7 +59,7 @@ fn count_start(_: usize) {
 ktest! {
     fn idle_thread_does_not_run_until_started() {
         let before = STARTED.load(Ordering::Acquire);
-        let l = create_joinable(count_start, 1, PRI_NONE, KTHREAD_IDLE, None);
+        let l = spawn(count_start, 1, PRI_NONE, KTHREAD_IDLE, None);
         crate::kthread::kpause(3);
         assert_eq!(STARTED.load(Ordering::Acquire), before, "a KTHREAD_IDLE thread ran");
         assert_eq!(l.lwp().expect("alive").state(), LwpState::Idle);
@@ -98,7 +82,7 @@ ktest! {
 
 ktest! {
     fn thread_names_are_formatted_and_listed() {
-        let l = create_joinable(count_start, 77, PRI_NONE, KTHREAD_IDLE, None);
+        let l = spawn(count_start, 77, PRI_NONE, KTHREAD_IDLE, None);
         let found = crate::sched::lwp_list().into_iter().any(|t| t.name == "test/77" && t.id == l.id());
         kthread_start(l);
         kthread_join(l);
@@ -120,7 +104,7 @@ ktest! {
 ktest! {
     #[should_panic("does not exist (already joined")]
     fn joining_twice_is_caught() {
-        let l = create_joinable(empty, 0, PRI_NONE, 0, None);
+        let l = spawn(empty, 0, PRI_NONE, 0, None);
         kthread_join(l);
         kthread_join(l);
     }

@@ -42,3 +42,27 @@ pub fn seed() -> u64 {
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .unwrap_or_else(crate::arch::aarch64::counter)
 }
+
+/// Creates a KTHREAD_MUSTJOIN kernel thread running `func(arg)` for a test (named
+/// `test/ARG`), with extra `flags`, priority `pri` (or `PRI_NONE`) and optional binding.
+pub fn spawn_joinable(
+    func: fn(usize),
+    arg: usize,
+    pri: i32,
+    flags: u32,
+    cpu: Option<usize>,
+) -> crate::kthread::LwpRef {
+    use crate::kthread::{KTHREAD_MUSTJOIN, kthread_create};
+    let mut l = None;
+    kthread_create(
+        pri,
+        flags | KTHREAD_MUSTJOIN,
+        cpu,
+        func,
+        arg,
+        Some(&mut l),
+        format_args!("test/{arg}"),
+    )
+    .expect("kthread_create in a test");
+    l.expect("kthread_create fills newlp")
+}

@@ -3,27 +3,17 @@
 
 use crate::cpu::ncpu_online;
 use crate::ktest;
+use crate::ktest::suite::spawn_joinable;
+
+fn spawn(func: fn(usize), arg: usize, flags: u32) -> LwpRef {
+    spawn_joinable(func, arg, PRI_NONE, flags, None)
+}
 use crate::kthread::*;
 use crate::sync::condvar::KCondvar;
 use crate::sync::kernel_lock::{kernel_lock, kernel_lock_held, kernel_unlock};
 use crate::sync::mutex::KMutex;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
-
-fn spawn(func: fn(usize), arg: usize, flags: u32) -> LwpRef {
-    let mut l = None;
-    kthread_create(
-        PRI_NONE,
-        flags | KTHREAD_MUSTJOIN,
-        None,
-        func,
-        arg,
-        Some(&mut l),
-        format_args!("mtx/{arg}"),
-    )
-    .expect("kthread_create");
-    l.expect("newlp")
-}
 
 /// A counter protected only by `LOCK` (a plain, non-atomic read-modify-write).
 struct Shared(UnsafeCell<u64>);

@@ -4,24 +4,14 @@
 use crate::arch::aarch64 as arch;
 use crate::cpu::{MAXCPUS, curcpu, ncpu_online};
 use crate::ktest;
+use crate::ktest::suite::spawn_joinable;
+
+fn spawn(func: fn(usize), arg: usize, pri: i32, flags: u32, cpu: Option<usize>) -> LwpRef {
+    spawn_joinable(func, arg, pri, flags | KTHREAD_MPSAFE, cpu)
+}
 use crate::kthread::*;
 use crate::sched::curlwp;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-
-fn spawn(func: fn(usize), arg: usize, pri: i32, flags: u32, cpu: Option<usize>) -> LwpRef {
-    let mut l = None;
-    kthread_create(
-        pri,
-        flags | KTHREAD_MUSTJOIN | KTHREAD_MPSAFE,
-        cpu,
-        func,
-        arg,
-        Some(&mut l),
-        format_args!("sched/{arg}"),
-    )
-    .expect("kthread_create");
-    l.expect("newlp")
-}
 
 fn tick_counts() -> u64 {
     arch::counter_frequency() / crate::clock::hz()
