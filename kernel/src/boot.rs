@@ -66,6 +66,9 @@ fn image_layout() -> ImageLayout {
 /// Size of each secondary CPU's boot stack.
 pub const SECONDARY_STACK_SIZE: usize = 64 * 1024;
 
+/// The most ranges a board may return from [`Platform::reserved_ranges`].
+pub const MAX_BOARD_RESERVED: usize = 4;
+
 /// How long the boot CPU waits for a started CPU to report online.
 const CPU_START_TIMEOUT_MS: u64 = 2000;
 
@@ -164,17 +167,27 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         }
     };
 
-    let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 1];
+    let mut holes = [PhysRange::default(); 1 + devtree::MAX_RESERVED + MAX_BOARD_RESERVED];
     holes[0] = PhysRange {
         start: image.text.start,
         size: image.data.end() - image.text.start,
     };
-    for (slot, r) in holes[1..].iter_mut().zip(info.reserved()) {
-        *slot = *r;
+    let board_reserved = board.reserved_ranges();
+    if board_reserved.len() > MAX_BOARD_RESERVED {
+        panic!(
+            "the board reserves {} ranges, at most {MAX_BOARD_RESERVED} are supported",
+            board_reserved.len()
+        );
     }
-    // SAFETY: the holes cover the image (with bss, boot stack and page tables), the device tree
-    // and the reserved ranges; the rest of RAM is unused and mapped read-write.
-    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..1 + info.reserved().len()]) };
+    let mut hole_count = 1;
+    for r in info.reserved().iter().chain(board_reserved) {
+        holes[hole_count] = *r;
+        hole_count += 1;
+    }
+    // SAFETY: the holes cover the image (with bss, boot stack and page tables), the device
+    // tree, its reserved ranges and the board's; the rest of RAM is unused and mapped
+    // read-write.
+    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..hole_count]) };
     kprintln!(
         "memory: {} MiB RAM, heap {} MiB; {} CPUs in the device tree",
         info.memory_size() >> 20,
