@@ -19,10 +19,10 @@
 //!   `GicV2` holds nothing but two register pointers and is not `Send`, so a fresh instance is
 //!   made per call instead of sharing one behind a lock.
 
+use crate::priority::ipl_to_priority;
 use arm_gic::gicv2::registers::Gicd as GicdV2;
 use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
-use crate::priority::ipl_to_priority;
 use arm_gic::{IntId, InterruptGroup};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
