@@ -7,10 +7,14 @@ mod args;
 mod bench;
 mod board;
 mod error;
+mod firmware;
+mod flash;
 mod gdb;
 mod image;
+mod mtools;
 mod proc;
 mod qemu;
+mod sdcard;
 mod test;
 mod tools;
 mod workspace;
@@ -54,5 +58,7 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Test(args) => test::run(&ws, args),
         Command::Bench(args) => bench::run(&ws, args),
         Command::Gdb(args) => gdb::run(&ws, args),
+        Command::Sdcard(args) => sdcard::run(&ws, args),
+        Command::Flash(args) => flash::run(&ws, args),
     }
 }
