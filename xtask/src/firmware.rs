@@ -235,7 +235,13 @@ fn codename(os_release: &str) -> Option<String> {
 
 /// Runs one apt/dpkg command, with its output on our stderr; the error says what failed.
 fn run(program: &str, args: &[String], dir: &Path, what: &str) -> Result<String> {
-    eprintln!("xtask: {program} {}", args.join(" "));
+    // The -o options of the private apt configuration would drown the line: leave them out.
+    let shown: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "-o" && !a.contains("::") && !a.starts_with("APT::"))
+        .collect();
+    eprintln!("xtask: {program} {}", shown.join(" "));
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
