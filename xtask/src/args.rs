@@ -20,7 +20,7 @@ pub const USAGE: &str = "\
 Usage: cargo xtask <command> [flags]
 
 Commands:
-  build   Build a kernel image and print its path
+  build   Build a kernel image and print its path (rpi4: the raw kernel8.img, `.img`)
           --board virt|rpi4       board to build for (default: virt)
           --release               build with the release profile (default: debug)
           --variant NAME          default | ktest | bench (default: default)

@@ -113,7 +113,7 @@ pub fn check_dtb_file(path: &Path) -> Result<()> {
 /// How to supply the files by hand, for error messages.
 fn supply_hint() -> String {
     format!(
-        "Supply them with --firmware DIR, a directory holding {START4} and {FIXUP4} (from \
+        "Supply the files with --firmware DIR, a directory holding {START4} and {FIXUP4} (from \
          Debian's {FIRMWARE_PACKAGE} package, /usr/lib/raspi-firmware/, or the boot/ folder of \
          github.com/raspberrypi/firmware), its licence as {LICENCE} or copyright, and {DTB} \
          (from Debian's {KERNEL_METAPACKAGE} package, /usr/lib/linux-image-*/broadcom/, or the \

@@ -17,9 +17,10 @@ use crate::{proc, tools};
 /// ELF `e_machine` value for AArch64.
 const EM_AARCH64: u16 = 183;
 
-/// `cargo xtask build`: builds the image and prints its path on stdout.
+/// `cargo xtask build`: builds the image and prints its path on stdout (for rpi4 the raw
+/// `kernel8.img` contents, next to the ELF file).
 pub fn run(ws: &Workspace, args: &BuildArgs) -> Result<ExitCode> {
-    let image = build(ws, args.board, args.variant, args.profile)?;
+    let image = boot_image(ws, args.board, args.variant, args.profile)?;
     println!("{}", image.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -217,12 +217,14 @@ mod board {
         &buf[..size]
     }
 
-    /// Notes CPUs of a firmware tree that have no `cpu-release-addr` or cannot be started.
+    /// Notes the secondary CPUs of a firmware tree that have no `cpu-release-addr` or cannot be
+    /// started.
     fn report_release_addresses(uart: &mut Pl011, tree: &[u8]) {
         let Ok(info) = devtree::parse(tree, 0) else {
             return;
         };
-        for cpu in info.cpus() {
+        // The boot CPU (first) is running already: only the others are released.
+        for cpu in info.cpus().iter().skip(1) {
             match rpi4::release_address(cpu) {
                 Ok(ReleaseAddress::FromTree(_)) => {}
                 Ok(ReleaseAddress::Default(addr)) => {
