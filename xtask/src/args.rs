@@ -27,8 +27,8 @@ Commands:
 
   qemu    Build the kernel and boot it in QEMU interactively (quit with Ctrl-A x)
           --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
-          --gic 2|3               interrupt controller version (default: 3)
-          --smp N                 number of CPUs (default: 4)
+          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
+          --smp N                 number of CPUs (default: 4; fixed for rpi4)
           --icount                deterministic virtual time (-icount shift=0,...)
           --gdb                   wait for a debugger on :1234 (-s -S)
           --release               build with the release profile
@@ -47,8 +47,8 @@ Commands:
 
   gdb     Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
           --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
-          --gic 2|3               interrupt controller version (default: 3)
-          --smp N                 number of CPUs (default: 4)
+          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
+          --smp N                 number of CPUs (default: 4; fixed for rpi4)
           --release               build with the release profile
           --test                  debug the in-kernel test image (ktest)
 
