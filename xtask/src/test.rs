@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the host unit tests (`cargo test` on the host crates), then the in-kernel
 //! test image on every QEMU configuration of [`TEST_MATRIX`], one after the other. Ends with a
-//! line `<passed> passed, <failed> failed` that adds up everything.
+//! line `<passed> passed, <failed> failed` (and `, <skipped> skipped` when any were) that adds
+//! up everything.
 //!
 //! The kernel prints one line per test and then a summary line that is exactly
 //! `N passed, N failed` (optionally followed by `, N skipped`); the last such line counts. QEMU's
@@ -168,7 +169,8 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         }
     }
 
-    println!("{} passed, {} failed", total.passed, total.failed);
+    // `N passed, N failed`, with `, N skipped` when something was skipped.
+    println!("{total}");
     Ok(if total.failed == 0 {
         ExitCode::SUCCESS
     } else {
