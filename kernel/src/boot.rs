@@ -18,6 +18,7 @@ use crate::devtree::{self, SystemInfo};
 use crate::platform::{PhysRange, Platform, platform, set_platform};
 use crate::{clock, heap, intr, kprintln, percpu, sched};
 use alloc::boxed::Box;
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Symbols the board's linker script defines.
@@ -70,6 +71,9 @@ pub const EXCEPTION_STACK_SIZE: usize = 0x4000;
 /// Size of each secondary CPU's boot stack.
 pub const SECONDARY_STACK_SIZE: usize = 64 * 1024;
 
+/// The most ranges a board may return from [`Platform::reserved_ranges`].
+pub const MAX_BOARD_RESERVED: usize = 4;
+
 /// How long the boot CPU waits for a started CPU to report online.
 const CPU_START_TIMEOUT_MS: u64 = 2000;
 
@@ -115,12 +119,39 @@ pub fn all_online_at() -> u64 {
 /// The kernel's entry on the boot CPU. `dtb` is the device tree the firmware passed (the board
 /// has checked its header). Runs with the MMU off and IRQs masked; never returns.
 pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
+    // Until the MMU is on, no atomic read-modify-write, no lock, no `spin::Once` and no
+    // `kprintln!`: with the MMU off every data access is Device memory, where exclusives need a
+    // global monitor that the Raspberry Pi's interconnect does not have (they would never
+    // succeed). Only the device tree parse and the map come first.
+    let mpidr = crate::cpu_affinity(arch::read_mpidr());
+    vectors::install();
+    let info = match devtree::parse(dtb, mpidr) {
+        Ok(info) => info,
+        Err(e) => early_fail(board, format_args!("cannot boot: {e}")),
+    };
+    let image = image_layout();
+    // Plain stores only (no read-modify-write): fine with the MMU off.
+    let stacks = sched::stack::reserve(info.memory()).unwrap_or_default();
+    // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
+    // covers the image and boot stack, and the board lists its devices.
+    let mmu_config = match unsafe {
+        mmu::enable(info.memory(), &image, board.device_ranges(), |f| {
+            sched::stack::guard_pages(f)
+        })
+    } {
+        Ok(config) => config,
+        Err(mmu::MapFailed(what, range)) => early_fail(
+            board,
+            format_args!("cannot map {what} {:#x}..{:#x}", range.start, range.end()),
+        ),
+    };
+
+    // The MMU and caches are on: everything else may run.
     set_platform(board);
     DEVICE_TREE.call_once(|| dtb);
-    let mpidr = crate::cpu_affinity(arch::read_mpidr());
+    let mmu_config = MMU_CONFIG.call_once(|| mmu_config);
     let ci0 = cpu::attach(0, mpidr);
     cpu::set_curcpu(ci0);
-    vectors::install();
     // SAFETY: linker symbols; only addresses are taken.
     let (stack_lo, stack_hi) = unsafe {
         (
@@ -140,10 +171,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         mpidr
     );
 
-    let info = match devtree::parse(dtb, mpidr) {
-        Ok(info) => SYSTEM_INFO.call_once(|| info),
-        Err(e) => panic!("cannot boot: {e}"),
-    };
+    let info = SYSTEM_INFO.call_once(|| info);
     if info.boot_cpu_missing {
         kprintln!("warning: the boot CPU (MPIDR {mpidr:#x}) is not in the device tree");
     }
@@ -158,34 +186,28 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         kprintln!("warning: {} memory regions ignored", info.memory_ignored);
     }
 
-    let image = image_layout();
-    let stacks = sched::stack::reserve(info.memory()).unwrap_or_default();
-    // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
-    // covers the image and boot stack, and the board lists its devices.
-    let mmu_config = match unsafe {
-        mmu::enable(info.memory(), &image, board.device_ranges(), |f| {
-            sched::stack::guard_pages(f)
-        })
-    } {
-        Ok(config) => MMU_CONFIG.call_once(|| config),
-        Err(mmu::MapFailed(what, range)) => {
-            panic!("cannot map {what} {:#x}..{:#x}", range.start, range.end())
-        }
-    };
-
-    let mut holes = [PhysRange::default(); devtree::MAX_RESERVED + 2];
+    let mut holes = [PhysRange::default(); 2 + devtree::MAX_RESERVED + MAX_BOARD_RESERVED];
     holes[0] = PhysRange {
         start: image.text.start,
         size: image.data.end() - image.text.start,
     };
     holes[1] = stacks;
-    for (slot, r) in holes[2..].iter_mut().zip(info.reserved()) {
-        *slot = *r;
+    let board_reserved = board.reserved_ranges();
+    if board_reserved.len() > MAX_BOARD_RESERVED {
+        panic!(
+            "the board reserves {} ranges, at most {MAX_BOARD_RESERVED} are supported",
+            board_reserved.len()
+        );
+    }
+    let mut hole_count = 2;
+    for r in info.reserved().iter().chain(board_reserved) {
+        holes[hole_count] = *r;
+        hole_count += 1;
     }
     // SAFETY: the holes cover the image (with bss, boot stack and page tables), the thread
-    // stacks, the device tree and the reserved ranges; the rest of RAM is unused and mapped
-    // read-write.
-    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..2 + info.reserved().len()]) };
+    // stacks, the device tree, its reserved ranges and the board's; the rest of RAM is unused
+    // and mapped read-write.
+    let heap_bytes = unsafe { heap::init(info.memory(), &holes[..hole_count]) };
     sched::stack::init();
     if let Some(max) = bootarg("kthread.max").and_then(|v| v.parse().ok()) {
         crate::kthread::set_thread_limit(max);
@@ -247,6 +269,25 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
             let _ = forever.sleep(None, || true);
         }
     }
+}
+
+/// Reports a problem found before the MMU is on, straight to the board's console (the
+/// console lock needs exclusives, see [`kernel_main`]), and leaves the machine with status 1.
+fn early_fail(board: &dyn Platform, what: fmt::Arguments<'_>) -> ! {
+    struct Direct<'a>(&'a dyn Platform);
+    impl fmt::Write for Direct<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for (i, line) in s.split('\n').enumerate() {
+                if i > 0 {
+                    self.0.console_write(b"\r\n");
+                }
+                self.0.console_write(line.as_bytes());
+            }
+            Ok(())
+        }
+    }
+    let _ = fmt::write(&mut Direct(board), format_args!("\nkernel: {what}\n"));
+    board.exit(1)
 }
 
 fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {

@@ -71,6 +71,13 @@ pub trait Platform: Sync {
     /// Physical address ranges of device registers the kernel must map as device memory.
     fn device_ranges(&self) -> &[PhysRange];
 
+    /// RAM the kernel must never allocate from although the device tree lists it as memory:
+    /// firmware that stays in use after boot (on the Raspberry Pi, the armstub and the
+    /// spin table the other CPUs wait on, below the image). It stays mapped. Default: none.
+    fn reserved_ranges(&self) -> &[PhysRange] {
+        &[]
+    }
+
     /// One-time interrupt controller setup, on the boot CPU, before any other CPU starts.
     fn irq_init(&self);
 

@@ -3,7 +3,7 @@
 //! Each command has a `parse_*` function that accepts exactly its flags; anything else is an
 //! error that names the command. Flags take values as `--flag VALUE` or `--flag=VALUE`.
 //!
-//! To add a command (`sdcard` and `flash` are planned): add a [`Command`] variant
+//! To add a command: add a [`Command`] variant
 //! with its argument struct, a `parse_*` function, an arm in [`parse`], a paragraph in [`USAGE`],
 //! remove its name from [`PLANNED`], and add the dispatch arm in `main.rs`.
 
@@ -15,27 +15,30 @@ use crate::board::{Board, Gic, Machine, Profile, Variant};
 use crate::error::{Error, Result};
 use crate::kvm::dump::DumpArgs;
 use crate::kvm::{CpuSel, KvmArgs, Query, Target};
+pub use crate::sdcard::SdcardArgs;
 
 /// Usage text printed by `cargo xtask help`.
 pub const USAGE: &str = "\
 Usage: cargo xtask <command> [flags]
 
 Commands:
-  build   Build a kernel image and print its path
-          --board virt            board to build for (default: virt)
+  build   Build a kernel image and print its path (rpi4: the raw kernel8.img, `.img`)
+          --board virt|rpi4       board to build for (default: virt)
           --release               build with the release profile (default: debug)
           --variant NAME          default | ktest | bench (default: default)
 
   qemu    Build the kernel and boot it in QEMU interactively (quit with Ctrl-A x)
-          --board virt            board to emulate (default: virt)
-          --gic 2|3               interrupt controller version (default: 3)
-          --smp N                 number of CPUs (default: 4)
+          --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
+          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
+          --smp N                 number of CPUs (default: 4; fixed for rpi4)
           --icount                deterministic virtual time (-icount shift=0,...)
           --gdb                   wait for a debugger on :1234 (-s -S)
           --gdbstub               run, with a gdbstub on :1234 (-s) for `kvm --live`
           --release               build with the release profile
           --test                  boot the in-kernel test image (ktest) instead
           --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
+          --dtb FILE              rpi4: the device tree to pass (default: the one
+                                  `sdcard` cached, else none: built-in defaults)
 
   test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
           --verbose, -v           show the whole kernel output
@@ -47,9 +50,9 @@ Commands:
           --timeout SECS          per-configuration time limit (default: 300)
 
   gdb     Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
-          --board virt            board to emulate (default: virt)
-          --gic 2|3               interrupt controller version (default: 3)
-          --smp N                 number of CPUs (default: 4)
+          --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
+          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
+          --smp N                 number of CPUs (default: 4; fixed for rpi4)
           --release               build with the release profile
           --test                  debug the in-kernel test image (ktest)
 
@@ -79,12 +82,26 @@ Commands:
             dpcpu SYMBOL [--cpu N | --all] [--size N]
                                             a DPCPU variable on CPU N (default 0) or all
             nlist SYMBOL... [--cpu N]       kvm_nlist (DPCPU symbols moved to CPU N)
+  sdcard  Build a flashable Raspberry Pi 4 SD card image (MBR, one bootable FAT32 partition
+          with config.txt, kernel8.img, the Pi firmware and bcm2711-rpi-4-b.dtb); fetches the
+          firmware and device tree from Debian into target/rpi4/firmware/ the first time
+          --out FILE              where to write it (default: target/rpi4/sdcard.img)
+          --boot-dir DIR          write just the files into DIR (a mounted FAT partition)
+          --firmware DIR          take start4.elf, fixup4.dat, the licence and the .dtb
+                                  from DIR instead of fetching them
+          --test                  put the in-kernel test image on the card
+
+  flash   Write the SD card image to a card, after showing its size and model and asking;
+          refuses mounted devices and ones that look like a system disk
+          --device /dev/sdX       the card's whole-disk device (required)
+          --image FILE            the image to write (default: build it as `sdcard` does)
+          --firmware DIR          as for `sdcard`, when building the image
 
   help    Print this message
 ";
 
 /// Command names that are reserved for later and rejected with a clear message for now.
-pub const PLANNED: &[&str] = &["sdcard", "flash"];
+pub const PLANNED: &[&str] = &[];
 
 /// Default host-side time limit for one QEMU run of `test` or `bench`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -114,6 +131,21 @@ pub enum Command {
     Dump(DumpArgs),
     /// `cargo xtask kvm`.
     Kvm(KvmArgs),
+    /// `cargo xtask sdcard`.
+    Sdcard(SdcardArgs),
+    /// `cargo xtask flash`.
+    Flash(FlashArgs),
+}
+
+/// Flags of `flash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlashArgs {
+    /// The whole-disk device to write (`/dev/sdX`, `/dev/mmcblkN`).
+    pub device: PathBuf,
+    /// The image to write (default: build it as `sdcard` does).
+    pub image: Option<PathBuf>,
+    /// Firmware directory for building the image.
+    pub firmware: Option<PathBuf>,
 }
 
 /// Flags of `build`.
@@ -144,6 +176,8 @@ pub struct QemuArgs {
     pub test: bool,
     /// Kernel command line.
     pub append: Option<String>,
+    /// The device tree for rpi4 (`--dtb FILE`); otherwise the cached one, if any.
+    pub dtb: Option<PathBuf>,
 }
 
 /// Flags of `test`.
@@ -196,6 +230,8 @@ where
         "gdb" => parse_gdb(Flags::new("gdb", args)),
         "dump" => parse_dump(Flags::new("dump", args)),
         "kvm" => parse_kvm(args),
+        "sdcard" => parse_sdcard(Flags::new("sdcard", args)),
+        "flash" => parse_flash(Flags::new("flash", args)),
         planned if PLANNED.contains(&planned) => Err(Error::new(format!(
             "`cargo xtask {planned}` is planned but not implemented yet"
         ))),
@@ -205,19 +241,20 @@ where
     }
 }
 
-/// Board, GIC and CPU count flags shared by `qemu` and `gdb`.
+/// Board, GIC and CPU count flags shared by `qemu` and `gdb`. A board with a fixed machine
+/// (rpi4) takes its GIC and CPU count as defaults.
 struct MachineFlags {
     board: Board,
-    gic: Gic,
-    smp: u32,
+    gic: Option<Gic>,
+    smp: Option<u32>,
 }
 
 impl Default for MachineFlags {
     fn default() -> Self {
         Self {
             board: Board::Virt,
-            gic: DEFAULT_GIC,
-            smp: DEFAULT_SMP,
+            gic: None,
+            smp: None,
         }
     }
 }
@@ -227,8 +264,8 @@ impl MachineFlags {
     fn accept(&mut self, flags: &mut Flags, flag: &Flag) -> Result<bool> {
         match flag.name.as_str() {
             "--board" => self.board = flags.value(flag)?.parse()?,
-            "--gic" => self.gic = flags.value(flag)?.parse()?,
-            "--smp" => self.smp = parse_number(flag, &flags.value(flag)?)?,
+            "--gic" => self.gic = Some(flags.value(flag)?.parse()?),
+            "--smp" => self.smp = Some(parse_number(flag, &flags.value(flag)?)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -236,10 +273,14 @@ impl MachineFlags {
 
     /// The validated machine.
     fn finish(self) -> Result<Machine> {
+        let (gic, smp) = self
+            .board
+            .fixed_machine()
+            .unwrap_or((DEFAULT_GIC, DEFAULT_SMP));
         let machine = Machine {
             board: self.board,
-            gic: self.gic,
-            smp: self.smp,
+            gic: self.gic.unwrap_or(gic),
+            smp: self.smp.unwrap_or(smp),
         };
         machine.validate()?;
         Ok(machine)
@@ -270,6 +311,7 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
     let mut machine = MachineFlags::default();
     let (mut icount, mut gdb, mut test, mut profile) = (false, false, false, Profile::Debug);
     let (mut gdbstub, mut append) = (false, None);
+    let mut dtb = None;
     while let Some(flag) = flags.next_flag()? {
         if machine.accept(&mut flags, &flag)? {
             continue;
@@ -280,6 +322,7 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
             "--gdbstub" => gdbstub = flags.switch(&flag)?,
             "--append" => append = Some(flags.value(&flag)?),
             "--test" => test = flags.switch(&flag)?,
+            "--dtb" => dtb = Some(PathBuf::from(flags.value(&flag)?)),
             "--release" => {
                 flags.switch(&flag)?;
                 profile = Profile::Release;
@@ -298,6 +341,7 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
         profile,
         test,
         append,
+        dtb,
     }))
 }
 
@@ -340,6 +384,45 @@ fn parse_bench(mut flags: Flags) -> Result<Command> {
         }
     }
     Ok(Command::Bench(out))
+}
+
+fn parse_sdcard(mut flags: Flags) -> Result<Command> {
+    let mut out = SdcardArgs::default();
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--out" => out.out = Some(PathBuf::from(flags.value(&flag)?)),
+            "--boot-dir" => out.boot_dir = Some(PathBuf::from(flags.value(&flag)?)),
+            "--firmware" => out.firmware = Some(PathBuf::from(flags.value(&flag)?)),
+            "--test" => out.test = flags.switch(&flag)?,
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    if out.out.is_some() && out.boot_dir.is_some() {
+        return Err(Error::new(
+            "`cargo xtask sdcard`: --out and --boot-dir exclude each other",
+        ));
+    }
+    Ok(Command::Sdcard(out))
+}
+
+fn parse_flash(mut flags: Flags) -> Result<Command> {
+    let (mut device, mut image, mut firmware) = (None, None, None);
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--device" => device = Some(PathBuf::from(flags.value(&flag)?)),
+            "--image" => image = Some(PathBuf::from(flags.value(&flag)?)),
+            "--firmware" => firmware = Some(PathBuf::from(flags.value(&flag)?)),
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    let device = device.ok_or_else(|| {
+        Error::new("`cargo xtask flash` needs --device /dev/sdX (the card's whole-disk device)")
+    })?;
+    Ok(Command::Flash(FlashArgs {
+        device,
+        image,
+        firmware,
+    }))
 }
 
 fn parse_gdb(mut flags: Flags) -> Result<Command> {
@@ -679,8 +762,23 @@ mod tests {
                 profile: Profile::Debug,
                 test: false,
                 append: None,
+                dtb: None,
             })
         );
+        assert_eq!(
+            parse_ok(&["qemu", "--board", "rpi4", "--dtb", "pi.dtb"]),
+            Command::Qemu(QemuArgs {
+                machine: Machine::rpi4(),
+                icount: false,
+                gdb: false,
+                gdbstub: false,
+                profile: Profile::Debug,
+                test: false,
+                append: None,
+                dtb: Some(PathBuf::from("pi.dtb")),
+            })
+        );
+        assert!(parse_err(&["qemu", "--board", "rpi4", "--smp", "2"]).contains("4 CPUs"));
     }
 
     #[test]
@@ -704,6 +802,7 @@ mod tests {
                 profile: Profile::Release,
                 test: true,
                 append: None,
+                dtb: None,
             })
         );
     }
@@ -876,9 +975,38 @@ mod tests {
     }
 
     #[test]
+    fn sdcard_and_flash_flags() {
+        assert_eq!(
+            parse_ok(&["sdcard"]),
+            Command::Sdcard(SdcardArgs::default())
+        );
+        assert_eq!(
+            parse_ok(&["sdcard", "--out", "a.img", "--firmware=fw", "--test"]),
+            Command::Sdcard(SdcardArgs {
+                out: Some(PathBuf::from("a.img")),
+                boot_dir: None,
+                firmware: Some(PathBuf::from("fw")),
+                test: true,
+            })
+        );
+        assert!(parse_err(&["sdcard", "--out", "a", "--boot-dir", "b"]).contains("exclude"));
+        assert_eq!(
+            parse_ok(&["flash", "--device", "/dev/sdz"]),
+            Command::Flash(FlashArgs {
+                device: PathBuf::from("/dev/sdz"),
+                image: None,
+                firmware: None,
+            })
+        );
+        assert!(parse_err(&["flash"]).contains("needs --device"));
+        assert!(parse_err(&["flash", "--device"]).contains("needs a value"));
+    }
+
+    #[test]
     fn usage_lists_every_command() {
         for name in [
-            "build", "qemu", "test", "bench", "gdb", "dump", "kvm", "help",
+            "build", "qemu", "test", "bench", "gdb", "dump", "kvm", "help", "build", "qemu",
+            "test", "bench", "gdb", "sdcard", "flash", "help",
         ] {
             assert!(
                 USAGE.contains(&format!("\n  {name} ")),

@@ -17,16 +17,19 @@ pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";
 pub enum Board {
     /// QEMU's `virt` machine (`boards/qemu-virt`).
     Virt,
+    /// The Raspberry Pi 4 (`boards/rpi4`), emulated by QEMU's `raspi4b`.
+    Rpi4,
 }
 
 impl Board {
     /// Every board xtask knows, in the order they are listed in messages.
-    pub const ALL: &[Board] = &[Board::Virt];
+    pub const ALL: &[Board] = &[Board::Virt, Board::Rpi4];
 
     /// The name used on the command line and in image and log file names.
     pub fn name(self) -> &'static str {
         match self {
             Board::Virt => "virt",
+            Board::Rpi4 => "rpi4",
         }
     }
 
@@ -34,7 +37,22 @@ impl Board {
     pub fn package(self) -> &'static str {
         match self {
             Board::Virt => "qemu-virt",
+            Board::Rpi4 => "rpi4",
         }
+    }
+
+    /// The interrupt controller and CPU count of a board whose machine cannot be changed
+    /// (the Pi 4 has a GIC-400 and four cores), or `None` when `--gic`/`--smp` choose them.
+    pub fn fixed_machine(self) -> Option<(Gic, u32)> {
+        match self {
+            Board::Virt => None,
+            Board::Rpi4 => Some((Gic::V2, 4)),
+        }
+    }
+
+    /// Whether QEMU boots the raw binary (`kernel8.img`) rather than the ELF file.
+    pub fn boots_raw_image(self) -> bool {
+        matches!(self, Board::Rpi4)
     }
 
     /// The largest CPU count the board supports with the given interrupt controller.
@@ -43,6 +61,9 @@ impl Board {
             // QEMU's virt machine: GICv2 handles at most 8 CPUs, GICv3 up to 512.
             (Board::Virt, Gic::V2) => 8,
             (Board::Virt, Gic::V3) => 512,
+            // QEMU's raspi4b: the BCM2711's GIC-400 and its four cores.
+            (Board::Rpi4, Gic::V2) => 4,
+            (Board::Rpi4, Gic::V3) => 0,
         }
     }
 }
@@ -217,8 +238,25 @@ impl Machine {
         format!("{}-gic{}-smp{}-{variant}", self.board, self.gic, self.smp)
     }
 
+    /// Shorthand for the Raspberry Pi 4 (GIC-400, four CPUs).
+    pub const fn rpi4() -> Self {
+        Self {
+            board: Board::Rpi4,
+            gic: Gic::V2,
+            smp: 4,
+        }
+    }
+
     /// Checks that the CPU count is one the board supports with this interrupt controller.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some((gic, smp)) = self.board.fixed_machine()
+            && (gic, smp) != (self.gic, self.smp)
+        {
+            return Err(Error::new(format!(
+                "{} has GICv{gic} and {smp} CPUs; --gic {} --smp {} cannot change that",
+                self.board, self.gic, self.smp
+            )));
+        }
         let max = self.board.max_cpus(self.gic);
         if self.smp == 0 || self.smp > max {
             return Err(Error::new(format!(
@@ -250,7 +288,9 @@ mod tests {
         }
         assert_eq!(Board::Virt.package(), "qemu-virt");
         let err = "pc".parse::<Board>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown board `pc` (known: virt)");
+        assert_eq!(err.to_string(), "unknown board `pc` (known: virt, rpi4)");
+        assert_eq!(Board::Rpi4.package(), "rpi4");
+        assert!(Board::Rpi4.boots_raw_image() && !Board::Virt.boots_raw_image());
     }
 
     #[test]
@@ -289,5 +329,24 @@ mod tests {
         assert!(Machine::virt(Gic::V2, 9).validate().is_err());
         assert!(Machine::virt(Gic::V3, 0).validate().is_err());
         assert!(Machine::virt(Gic::V3, 64).validate().is_ok());
+    }
+
+    #[test]
+    fn the_pi_machine_is_fixed() {
+        assert!(Machine::rpi4().validate().is_ok());
+        assert_eq!(Machine::rpi4().label(), "rpi4 gic2 smp4");
+        let v3 = Machine {
+            gic: Gic::V3,
+            ..Machine::rpi4()
+        };
+        assert_eq!(
+            v3.validate().unwrap_err().to_string(),
+            "rpi4 has GICv2 and 4 CPUs; --gic 3 --smp 4 cannot change that"
+        );
+        let two = Machine {
+            smp: 2,
+            ..Machine::rpi4()
+        };
+        assert!(two.validate().is_err());
     }
 }

@@ -28,9 +28,13 @@ pub fn run(ws: &Workspace, args: &GdbArgs) -> Result<ExitCode> {
         Variant::Default
     };
     let kernel = image::build(ws, args.machine.board, variant, args.profile)?;
+    // QEMU boots the raw image on rpi4; gdb reads the symbols from the ELF either way.
+    let boot = image::boot_image(ws, args.machine.board, variant, args.profile)?;
+    let dtb = qemu::rpi4_dtb(ws, args.machine.board, None)?;
     let run = QemuRun {
         gdb: true,
-        ..QemuRun::new(args.machine, &kernel)
+        dtb: dtb.as_deref(),
+        ..QemuRun::new(args.machine, &boot)
     };
     eprintln!("xtask: {}", run.display());
     // Its own process group keeps Ctrl-C (meant for gdb) from killing QEMU; gdb stops the

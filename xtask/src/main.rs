@@ -7,11 +7,15 @@ mod args;
 mod bench;
 mod board;
 mod error;
+mod firmware;
+mod flash;
 mod gdb;
 mod image;
 mod kvm;
+mod mtools;
 mod proc;
 mod qemu;
+mod sdcard;
 mod test;
 mod tools;
 mod workspace;
@@ -57,5 +61,7 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Gdb(args) => gdb::run(&ws, args),
         Command::Dump(args) => kvm::dump::run(&ws, args),
         Command::Kvm(args) => kvm::run(&ws, args),
+        Command::Sdcard(args) => sdcard::run(&ws, args),
+        Command::Flash(args) => flash::run(&ws, args),
     }
 }

@@ -3,20 +3,23 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
 use crate::args::QemuArgs;
 use crate::board::{Board, Machine, Variant};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::workspace::Workspace;
-use crate::{image, tools};
+use crate::{firmware, image, tools};
 
 /// The fixed start date of the emulated real-time clock, so runs are reproducible.
 const RTC_BASE: &str = "2025-01-01T00:00:00";
 
 /// QEMU's deterministic-time setting: one virtual nanosecond per instruction, no sleeping.
 const ICOUNT: &str = "shift=0,align=off,sleep=off";
+
+/// What the rpi4 board needs on its command line to leave QEMU with a status.
+pub const RPI4_SEMIHOSTING: &str = "exit=semihosting";
 
 /// The TCP port QEMU's gdb stub listens on with `-s`.
 pub const GDB_PORT: u16 = 1234;
@@ -26,8 +29,11 @@ pub const GDB_PORT: u16 = 1234;
 pub struct QemuRun<'a> {
     /// The emulated machine.
     pub machine: Machine,
-    /// The kernel ELF to boot.
+    /// The kernel to boot (ELF for virt, the raw `kernel8.img` for rpi4).
     pub kernel: &'a Path,
+    /// The device tree to pass with `-dtb` (rpi4 only: QEMU makes none for raspi4b; without
+    /// one the board uses its built-in defaults).
+    pub dtb: Option<&'a Path>,
     /// Deterministic virtual time (`-icount`).
     pub icount: bool,
     /// Start halted with a gdb stub (`-s -S`).
@@ -46,6 +52,7 @@ impl<'a> QemuRun<'a> {
         Self {
             machine,
             kernel,
+            dtb: None,
             icount: false,
             gdb: false,
             gdbstub: false,
@@ -77,9 +84,24 @@ impl<'a> QemuRun<'a> {
             .into_iter()
             .map(OsString::from)
             .collect(),
+            // raspi4b: 4 cores, 2 GiB, the GIC-400; its PL011 (UART0) is the first serial port.
+            Board::Rpi4 => [
+                "-M",
+                "raspi4b",
+                "-nographic",
+                "-no-reboot",
+                "-semihosting-config",
+                "enable=on,target=native",
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
         };
         args.push("-kernel".into());
         args.push(self.kernel.into());
+        if let Some(dtb) = self.dtb {
+            args.extend(["-dtb".into(), dtb.into()]);
+        }
         if self.icount {
             args.extend(["-icount".into(), ICOUNT.into()]);
         }
@@ -88,7 +110,14 @@ impl<'a> QemuRun<'a> {
         } else if self.gdbstub {
             args.push("-s".into());
         }
-        if let Some(append) = self.append {
+        let append = match (self.machine.board, self.append) {
+            // The Pi board leaves through semihosting only when told to: on real hardware the
+            // `hlt` would trap. QEMU puts this in /chosen/bootargs, or in the ATAGs without -dtb.
+            (Board::Rpi4, Some(extra)) => Some(format!("{RPI4_SEMIHOSTING} {extra}")),
+            (Board::Rpi4, None) => Some(RPI4_SEMIHOSTING.to_owned()),
+            (Board::Virt, extra) => extra.map(str::to_owned),
+        };
+        if let Some(append) = append {
             args.extend(["-append".into(), append.into()]);
         }
         args
@@ -119,12 +148,14 @@ pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
     } else {
         Variant::Default
     };
-    let kernel = image::build(ws, args.machine.board, variant, args.profile)?;
+    let kernel = image::boot_image(ws, args.machine.board, variant, args.profile)?;
+    let dtb = rpi4_dtb(ws, args.machine.board, args.dtb.as_deref())?;
     let run = QemuRun {
         icount: args.icount,
         gdb: args.gdb,
         gdbstub: args.gdbstub,
         append: args.append.as_deref(),
+        dtb: dtb.as_deref(),
         ..QemuRun::new(args.machine, &kernel)
     };
     eprintln!("xtask: {}", run.display());
@@ -143,6 +174,38 @@ pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
     eprintln!("xtask: quit QEMU with Ctrl-A x");
     let status = run.command().status().context("starting QEMU")?;
     Ok(exit_code(status))
+}
+
+/// The device tree for an rpi4 run: `--dtb FILE` if given (checked first), else the cached
+/// Debian one if `cargo xtask sdcard` fetched it, else none (the board's built-in defaults).
+/// Other boards take none.
+pub fn rpi4_dtb(ws: &Workspace, board: Board, explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    if board != Board::Rpi4 {
+        if explicit.is_some() {
+            return Err(Error::new(format!(
+                "--dtb is for --board rpi4 only (QEMU makes {board}'s device tree itself)"
+            )));
+        }
+        return Ok(None);
+    }
+    if let Some(path) = explicit {
+        firmware::check_dtb_file(path)?;
+        eprintln!("xtask: rpi4: device tree {}", path.display());
+        return Ok(Some(path.to_owned()));
+    }
+    match firmware::cached_dtb(ws) {
+        Some(path) => {
+            eprintln!("xtask: rpi4: cached device tree {}", path.display());
+            Ok(Some(path))
+        }
+        None => {
+            eprintln!(
+                "xtask: rpi4: no device tree cached, the board uses its built-in defaults \
+                 (`cargo xtask sdcard` fetches Debian's bcm2711-rpi-4-b.dtb)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Passes a child's exit status on as ours (128 + signal number when it was killed).
@@ -196,6 +259,27 @@ mod tests {
             "-kernel k.elf -icount shift=0,align=off,sleep=off -s -S -append ktest.filter=sched"
         ));
         assert!(run.display().starts_with("qemu-system-aarch64 -M virt,"));
+    }
+
+    #[test]
+    fn rpi4_command_line() {
+        let kernel = Path::new("/t/images/rpi4-ktest-release.img");
+        let run = QemuRun::new(Machine::rpi4(), kernel);
+        assert_eq!(
+            joined(&run),
+            "-M raspi4b -nographic -no-reboot -semihosting-config enable=on,target=native \
+             -kernel /t/images/rpi4-ktest-release.img -append exit=semihosting"
+        );
+        let dtb = Path::new("/c/bcm2711-rpi-4-b.dtb");
+        let run = QemuRun {
+            dtb: Some(dtb),
+            append: Some("ktest.filter=spl"),
+            ..run
+        };
+        assert!(joined(&run).ends_with(
+            "-kernel /t/images/rpi4-ktest-release.img -dtb /c/bcm2711-rpi-4-b.dtb \
+             -append exit=semihosting ktest.filter=spl"
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the host unit tests (`cargo test` on the host crates), then the in-kernel
 //! test image on every QEMU configuration of [`TEST_MATRIX`], one after the other. Ends with a
-//! line `<passed> passed, <failed> failed` that adds up everything.
+//! line `<passed> passed, <failed> failed` (and `, <skipped> skipped` when any were) that adds
+//! up everything.
 //!
 //! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]) and the kvm end-to-end check
 //! (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's own
@@ -12,17 +13,17 @@
 
 use std::fmt;
 use std::ops::AddAssign;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::args::TestArgs;
 use crate::board::{Board, Gic, Machine, Profile, Variant};
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::proc::{self, Ending};
 use crate::qemu::QemuRun;
 use crate::workspace::Workspace;
-use crate::{image, tools};
+use crate::{firmware, image, mtools, sdcard, tools};
 
 /// The QEMU configurations the in-kernel tests run on, in this order.
 pub const TEST_MATRIX: &[Machine] = &[
@@ -33,6 +34,9 @@ pub const TEST_MATRIX: &[Machine] = &[
     // One more CPU than the kernel's MAXCPUS (16): the extra one must be reported and left
     // offline while the rest pass every test.
     Machine::virt(Gic::V3, 17),
+    // QEMU raspi4b without a device tree: the board's built-in defaults (see [`rpi4_extras`]
+    // for the runs with Debian's device tree and from the SD card image).
+    Machine::rpi4(),
 ];
 
 /// Fatal-path checks: the test image crashes on purpose (`crash=KIND` on the kernel command
@@ -124,7 +128,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         let kernel = match images.iter().find(|(b, _)| *b == board) {
             Some((_, kernel)) => kernel.clone(),
             None => {
-                let kernel = match image::build(ws, board, Variant::Ktest, Profile::Release) {
+                let kernel = match image::boot_image(ws, board, Variant::Ktest, Profile::Release) {
                     Ok(kernel) => Some(kernel),
                     Err(e) => {
                         let verdict = Verdict {
@@ -151,8 +155,13 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
             append: append.as_deref(),
             ..QemuRun::new(*machine, &kernel)
         };
-        let verdict = run_config(ws, &run, args)?;
+        let label = machine.label();
+        let verdict = run_config(ws, &run, &label, &machine.log_stem(Variant::Ktest), args)?;
         total += verdict.counts;
+    }
+
+    if let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Rpi4) {
+        total += rpi4_extras(ws, kernel, append.as_deref(), args)?;
     }
 
     if args.filter.is_none()
@@ -166,7 +175,8 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         total += verdict.counts;
     }
 
-    println!("{} passed, {} failed", total.passed, total.failed);
+    // `N passed, N failed`, with `, N skipped` when something was skipped.
+    println!("{total}");
     Ok(if total.failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -199,10 +209,16 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
     Ok(verdict)
 }
 
-/// Runs the ktest image on one machine and prints its result line.
-fn run_config(ws: &Workspace, run: &QemuRun, args: &TestArgs) -> Result<Verdict> {
-    let label = run.machine.label();
-    let log = ws.log_path(&run.machine.log_stem(Variant::Ktest));
+/// Runs the ktest image on one machine and prints its result line (`label`), logging to
+/// `target/logs/<log_stem>.log`.
+fn run_config(
+    ws: &Workspace,
+    run: &QemuRun,
+    label: &str,
+    log_stem: &str,
+    args: &TestArgs,
+) -> Result<Verdict> {
+    let log = ws.log_path(log_stem);
     eprintln!("xtask: {label}: {}", run.display());
     let verbose = args.verbose;
     let captured = proc::run_captured(&mut run.command(), &log, args.timeout, |line| {
@@ -221,8 +237,161 @@ fn run_config(ws: &Workspace, run: &QemuRun, args: &TestArgs) -> Result<Verdict>
             println!("[{label}]   {line}");
         }
     }
-    println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
+    println!("{}", result_line(label, &verdict, Some(captured.elapsed)));
     Ok(verdict)
+}
+
+/// The rpi4 runs beyond the matrix's no-device-tree one:
+///
+/// - `rpi4 gic2 smp4 dtb`: the test image with Debian's `bcm2711-rpi-4-b.dtb` (which QEMU
+///   patches, leaving NOP tokens) when `cargo xtask sdcard` has cached it; skipped otherwise,
+///   so that the test needs no 60 MB download.
+/// - `rpi4 sdcard image`: the SD card image with the test kernel, built twice (the bytes must
+///   be equal) and read back (partition table, FAT32, every file); the firmware is the cached
+///   one, or placeholder files when there is none. With mtools installed, `mdir`/`mcopy` read
+///   it back too (skipped otherwise).
+/// - `rpi4 sdcard boot`: the kernel8.img read back from that image, booted on raspi4b (with
+///   the image's device tree when it is the real one).
+fn rpi4_extras(
+    ws: &Workspace,
+    kernel: &Path,
+    append: Option<&str>,
+    args: &TestArgs,
+) -> Result<Counts> {
+    let mut total = Counts::default();
+    let machine = Machine::rpi4();
+    let label = format!("{} dtb", machine.label());
+    match firmware::cached_dtb(ws) {
+        Some(dtb) => {
+            let run = QemuRun {
+                append,
+                dtb: Some(&dtb),
+                ..QemuRun::new(machine, kernel)
+            };
+            let stem = format!("{}-dtb", machine.log_stem(Variant::Ktest));
+            total += run_config(ws, &run, &label, &stem, args)?.counts;
+        }
+        None => {
+            println!(
+                "{label}: skipped - no cached {} (`cargo xtask sdcard` fetches it)",
+                firmware::DTB
+            );
+            total.skipped += 1;
+        }
+    }
+
+    let (verdict, booted) = sdcard_image_checks(ws, kernel);
+    println!("{}", result_line("rpi4 sdcard image", &verdict, None));
+    total += verdict.counts;
+    if let Some((kernel8, dtb)) = booted {
+        let run = QemuRun {
+            append,
+            dtb: dtb.as_deref(),
+            ..QemuRun::new(machine, &kernel8)
+        };
+        let stem = format!("{}-sdcard", machine.log_stem(Variant::Ktest));
+        total += run_config(ws, &run, "rpi4 sdcard boot", &stem, args)?.counts;
+    }
+    Ok(total)
+}
+
+/// Builds and checks the test SD card image (see [`rpi4_extras`]); returns the verdict and,
+/// when the image read back, the paths of its kernel8.img and (real firmware only) its DTB.
+fn sdcard_image_checks(
+    ws: &Workspace,
+    kernel: &Path,
+) -> (Verdict, Option<(PathBuf, Option<PathBuf>)>) {
+    let mut counts = Counts::default();
+    let mut notes = Vec::new();
+    let mut check = |ok: Result<()>, counts: &mut Counts| match ok {
+        Ok(()) => counts.passed += 1,
+        Err(e) => {
+            counts.failed += 1;
+            notes.push(e.to_string());
+        }
+    };
+    let cached = firmware::load_dir(&firmware::cache_dir(ws)).ok();
+    let real = cached.is_some();
+    let firmware = cached.unwrap_or_else(placeholder_firmware);
+    let built = std::fs::read(kernel)
+        .with_context(|| format!("reading {}", kernel.display()))
+        .and_then(|kernel8| {
+            let files = sdcard::boot_files(kernel8, firmware);
+            let first = sdcard::build_image(&files)?;
+            Ok((files, first))
+        });
+    let mut booted = None;
+    match built {
+        Err(e) => check(Err(e), &mut counts),
+        Ok((files, image)) => {
+            let again = sdcard::build_image(&files);
+            check(
+                again.and_then(|second| {
+                    if second == image {
+                        Ok(())
+                    } else {
+                        Err(Error::new("two builds of the SD card image differ"))
+                    }
+                }),
+                &mut counts,
+            );
+            let path = ws.target_dir.join("rpi4").join("sdcard-ktest.img");
+            let written = Workspace::create_parent(&path).and_then(|()| {
+                std::fs::write(&path, &image).with_context(|| format!("writing {}", path.display()))
+            });
+            check(written, &mut counts);
+            check(sdcard::verify_image(&image, &files), &mut counts);
+            if mtools::available() {
+                check(mtools::verify(&path, &files), &mut counts);
+            } else {
+                counts.skipped += 1;
+                notes.push("mtools not installed: its read-back skipped".to_owned());
+            }
+            booted = extract_boot_files(ws, &image, real).ok();
+        }
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    (Verdict { counts, note }, booted)
+}
+
+/// Stand-ins for the firmware when none is cached: the image checks need files, not real ones.
+fn placeholder_firmware() -> firmware::Firmware {
+    firmware::Firmware {
+        start4: b"placeholder start4.elf: run `cargo xtask sdcard` for the real one\n".repeat(100),
+        fixup4: b"placeholder fixup4.dat\n".to_vec(),
+        dtb: b"placeholder, not a device tree\n".to_vec(),
+        licence: b"placeholder licence\n".to_vec(),
+    }
+}
+
+/// Reads kernel8.img (and, with real firmware, the DTB) back out of `image` into
+/// `target/images/` for booting.
+fn extract_boot_files(
+    ws: &Workspace,
+    image: &[u8],
+    real_dtb: bool,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    let back = sdcard::read_image(image)?;
+    let find = |name: &str| {
+        back.files
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.clone())
+            .ok_or_else(|| Error::new(format!("{name} missing from the image")))
+    };
+    let kernel8 = ws.target_dir.join("images").join("rpi4-sdcard-kernel8.img");
+    Workspace::create_parent(&kernel8)?;
+    std::fs::write(&kernel8, find(sdcard::KERNEL)?)
+        .with_context(|| format!("writing {}", kernel8.display()))?;
+    let dtb = if real_dtb {
+        let path = ws.target_dir.join("images").join("rpi4-sdcard.dtb");
+        std::fs::write(&path, find(firmware::DTB)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Some(path)
+    } else {
+        None
+    };
+    Ok((kernel8, dtb))
 }
 
 /// Boots `kernel` on virt GICv3 with 4 CPUs and `crash=KIND`, and judges the fatal path.
@@ -619,6 +788,7 @@ mod tests {
     #[test]
     fn matrix_is_valid() {
         assert_eq!(TEST_MATRIX[0], Machine::virt(Gic::V3, 4));
+        assert!(TEST_MATRIX.contains(&Machine::rpi4()));
         for m in TEST_MATRIX {
             assert!(m.validate().is_ok(), "{m:?}");
         }

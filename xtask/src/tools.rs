@@ -28,10 +28,10 @@ pub const MIN_QEMU: QemuVersion = QemuVersion {
 const LLVM_TOOLS: &str = "llvm-tools";
 
 /// Where Debian keeps its main deb822 source list.
-const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+pub const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 
 /// The Debian mirror to use when [`DEBIAN_SOURCES`] names none.
-const DEFAULT_DEBIAN_URI: &str = "http://deb.debian.org/debian";
+pub const DEFAULT_DEBIAN_URI: &str = "http://deb.debian.org/debian";
 
 /// A rustup command needed before the kernel can be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub fn install_hint(os_release: Option<&str>, debian_sources: Option<&str>) -> S
 
 /// The `URIs:` of the first deb822 stanza in `debian.sources` whose suites include `bookworm`
 /// itself (not `bookworm-security`, which lives on another host).
-fn debian_uri(sources: &str) -> Option<String> {
+pub fn debian_uri(sources: &str) -> Option<String> {
     for stanza in sources.split("\n\n") {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {

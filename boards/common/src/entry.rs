@@ -1,13 +1,23 @@
 //! The first instructions of every CPU.
 //!
-//! `_start` (boot CPU): keeps x0 (the device tree address, or 0), drops from EL2 to EL1 if
-//! entered at EL2, switches to the boot stack `__boot_stack_top`, zeroes `.bss`
+//! `_start` (boot CPU): keeps x0 (the device tree address, or 0), invalidates the data caches
+//! (`dcache_invalidate_set_way`), drops from EL2 to EL1 if entered at EL2, switches to the boot stack `__boot_stack_top`, zeroes `.bss`
 //! (`__bss_start`..`__bss_end`, 8-byte aligned) and calls `board_main(x0)`, which the board
 //! defines and which never returns.
 //!
 //! `board_secondary_entry` (other CPUs, started by PSCI or the spin table): keeps x0 (the
 //! kernel's `SecondaryBoot` context), drops to EL1 and branches to the kernel's
 //! `kernel_secondary_entry`. It uses no stack: the kernel's trampoline turns the MMU on first.
+//!
+//! `dcache_invalidate_set_way`: called with `bl` with x0 = how many cache levels to invalidate,
+//! counting from level 1 (clamped to CLIDR_EL1.LoC); clobbers x0-x11. Invalidates (without
+//! cleaning) every data or unified cache line of those levels by set/way, then `dsb sy; isb`.
+//! The boot CPU runs it over every level before its first store, because the architecture does
+//! not promise that caches come out of reset empty and the MMU will later turn them on over
+//! memory written with caches off; nothing before the kernel ran with caches on, so no dirty
+//! data is lost. A secondary started from the spin table invalidates level 1 only: the shared
+//! L2 already holds the boot CPU's live data. (QEMU has no cache model: no effect there.)
+//! Assumes the 32-bit CCSIDR_EL1 format (no FEAT_CCIDX), as on the Cortex-A72.
 //!
 //! `el2_to_el1`: called with `bl`, clobbers x9 and x10 only. At EL2 it makes EL1 AArch64
 //! (HCR_EL2.RW), gives EL1 the physical timer and counter (CNTHCTL_EL2 = 3, CNTVOFF_EL2 = 0),
@@ -23,6 +33,8 @@ global_asm!(
     .global _start
 _start:
     mov     x19, x0
+    mov     x0, #7
+    bl      dcache_invalidate_set_way
     bl      el2_to_el1
     adrp    x1, __boot_stack_top
     add     x1, x1, :lo12:__boot_stack_top
@@ -80,6 +92,45 @@ el2_to_el1:
     isb
     eret
 9:  ret
+
+    .global dcache_invalidate_set_way
+dcache_invalidate_set_way:
+    mrs     x9, clidr_el1
+    ubfx    x10, x9, #24, #3
+    cmp     x0, x10
+    csel    x10, x0, x10, lo
+    lsl     x10, x10, #1
+    mov     x1, #0
+1:  cmp     x1, x10
+    b.hs    6f
+    add     x2, x1, x1, lsr #1
+    lsr     x3, x9, x2
+    and     x3, x3, #7
+    cmp     x3, #2
+    b.lo    5f
+    msr     csselr_el1, x1
+    isb
+    mrs     x3, ccsidr_el1
+    and     x4, x3, #7
+    add     x4, x4, #4
+    ubfx    x5, x3, #3, #10
+    clz     w6, w5
+    ubfx    x7, x3, #13, #15
+2:  mov     x8, x5
+3:  lsl     x2, x8, x6
+    lsl     x11, x7, x4
+    orr     x2, x2, x11
+    orr     x2, x2, x1
+    dc      isw, x2
+    subs    x8, x8, #1
+    b.ge    3b
+    subs    x7, x7, #1
+    b.ge    2b
+5:  add     x1, x1, #2
+    b       1b
+6:  dsb     sy
+    isb
+    ret
 "#
 );
 

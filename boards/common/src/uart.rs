@@ -1,7 +1,8 @@
 //! The PL011 console through `arm-pl011-uart`.
 //!
 //! The UART is used as firmware or QEMU left it (QEMU's PL011 prints without setup); a board
-//! that must program baud divisors calls [`Pl011::enable`] first.
+//! that must program baud divisors calls [`Pl011::enable`] first. Boards print their own early
+//! messages (before the kernel's console exists) with `write!` on a [`Pl011`] value.
 
 use arm_pl011_uart::{PL011Registers, Uart};
 use core::ptr::NonNull;
@@ -59,5 +60,12 @@ impl Pl011 {
             stop_bits: arm_pl011_uart::StopBits::One,
         };
         self.uart().enable(config, baud, clock_hz)
+    }
+}
+
+impl core::fmt::Write for Pl011 {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write(s.as_bytes());
+        Ok(())
     }
 }

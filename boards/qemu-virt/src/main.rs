@@ -13,6 +13,7 @@ mod board {
     use board_common::psci::Conduit;
     use board_common::semihosting;
     use board_common::uart::Pl011;
+    use core::fmt::Write;
     use kernel::devtree::{self, Device, DtbError};
     use kernel::platform::{CpuStartError, IpiTarget, IrqAck, PhysRange, Platform};
 
@@ -103,39 +104,11 @@ mod board {
     /// Reports a device tree the board cannot use and leaves QEMU with status 1.
     fn fail(what: &str, err: &dyn core::fmt::Display) -> ! {
         // SAFETY: QEMU virt's PL011 is at this address; the MMU is still off.
-        let uart = unsafe { Pl011::new(UART_FALLBACK) };
-        let mut buf = Line::default();
-        let _ = core::fmt::write(
-            &mut buf,
-            format_args!("qemu-virt: cannot boot: {what}: {err}\r\n"),
-        );
-        uart.write(&buf.bytes[..buf.len]);
+        let mut uart = unsafe { Pl011::new(UART_FALLBACK) };
+        let _ = write!(uart, "qemu-virt: cannot boot: {what}: {err}\r\n");
         semihosting::exit(1);
         loop {
             kernel::arch::aarch64::wait_for_interrupt();
-        }
-    }
-
-    struct Line {
-        bytes: [u8; 200],
-        len: usize,
-    }
-
-    impl Default for Line {
-        fn default() -> Self {
-            Self {
-                bytes: [0; 200],
-                len: 0,
-            }
-        }
-    }
-
-    impl core::fmt::Write for Line {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            let n = s.len().min(self.bytes.len() - self.len);
-            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-            self.len += n;
-            Ok(())
         }
     }
 

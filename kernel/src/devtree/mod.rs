@@ -6,7 +6,10 @@
 //! it: the header is checked before the tree is parsed, every value is bounds-checked, and
 //! problems come back as a [`DtbError`] naming what is wrong, never as a panic. The tree is
 //! walked node by node (`all_nodes`) instead of by path, because QEMU's raspi4b tree contains
-//! NOP tokens that path lookups in `flat_device_tree` trip over.
+//! NOP tokens that path lookups in `flat_device_tree` trip over. The node walk stops at a NOP
+//! that follows a property, too (QEMU's raspi4b and the Pi firmware leave such NOPs where they
+//! deleted properties); a board whose firmware edits the tree first compacts it in place with
+//! [`remove_nops`].
 
 use crate::cpu::MAXCPUS;
 use crate::platform::PhysRange;
@@ -97,6 +100,66 @@ pub fn total_size(header: &[u8]) -> Result<usize, DtbError> {
         return Err(DtbError::BadHeader("a block lies outside the tree"));
     }
     Ok(total)
+}
+
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// Removes every NOP token from the structure block of the tree in `data`, in place: later
+/// tokens move down, FDT_END follows the last one and the header's structure size shrinks
+/// (the total size and the other blocks stay where they are). Returns how many NOPs went.
+///
+/// The header is checked as by [`total_size`] and every token is bounds-checked; on an error
+/// `data` may be partly compacted, but the tree is then unusable anyway.
+pub fn remove_nops(data: &mut [u8]) -> Result<usize, DtbError> {
+    let total = total_size(data)?;
+    if data.len() < total {
+        return Err(DtbError::Truncated {
+            claimed: total,
+            available: data.len(),
+        });
+    }
+    let malformed = DtbError::Malformed("structure block overruns its size");
+    let off_struct = be32(data, 8).ok_or(malformed)? as usize;
+    let size_struct = be32(data, 36).ok_or(malformed)? as usize;
+    let end = off_struct + size_struct;
+    let (mut read, mut write, mut removed) = (off_struct, off_struct, 0);
+    loop {
+        let token = be32(&data[..end], read).ok_or(malformed)?;
+        let len = match token {
+            FDT_BEGIN_NODE => {
+                let name = data.get(read + 4..end).ok_or(malformed)?;
+                let nul = name.iter().position(|&b| b == 0).ok_or(malformed)?;
+                4 + (nul + 1).next_multiple_of(4)
+            }
+            FDT_PROP => {
+                let value_len = be32(&data[..end], read + 4).ok_or(malformed)? as usize;
+                12 + value_len.next_multiple_of(4)
+            }
+            FDT_END_NODE | FDT_END => 4,
+            FDT_NOP => {
+                read += 4;
+                removed += 1;
+                continue;
+            }
+            _ => return Err(DtbError::Malformed("unknown structure token")),
+        };
+        if read + len > end {
+            return Err(malformed);
+        }
+        data.copy_within(read..read + len, write);
+        read += len;
+        write += len;
+        if token == FDT_END {
+            break;
+        }
+    }
+    let new_size = (write - off_struct) as u32;
+    data[36..40].copy_from_slice(&new_size.to_be_bytes());
+    Ok(removed)
 }
 
 /// How a CPU is started, from its `enable-method` property.

@@ -241,3 +241,88 @@ fn randomly_damaged_trees_never_panic() {
     // Both outcomes must occur, or the damage was too weak (or too strong) to test anything.
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "outcomes {outcomes:?}");
 }
+
+/// `tree` with a NOP token after every property and before every END_NODE, as firmware that
+/// deletes properties leaves them; offsets and sizes adjusted.
+fn with_nops(tree: &[u8]) -> Vec<u8> {
+    let word = |o: usize| u32::from_be_bytes(tree[o..o + 4].try_into().unwrap());
+    let (off_struct, off_strings) = (word(8) as usize, word(12) as usize);
+    let (size_strings, size_struct) = (word(32) as usize, word(36) as usize);
+    let mut out = Vec::new();
+    let mut p = off_struct;
+    let nop = 4u32.to_be_bytes();
+    loop {
+        let token = word(p);
+        let len = match token {
+            1 => 4 + (tree[p + 4..].iter().position(|&b| b == 0).unwrap() + 1).next_multiple_of(4),
+            3 => 12 + (word(p + 4) as usize).next_multiple_of(4),
+            _ => 4,
+        };
+        if token == 2 {
+            out.extend(nop);
+        }
+        out.extend(&tree[p..p + len]);
+        if token == 3 {
+            out.extend(nop);
+        }
+        p += len;
+        if token == 9 {
+            break;
+        }
+    }
+    assert!(p <= off_struct + size_struct);
+    let mut result = tree[..off_struct].to_vec();
+    let new_struct_size = out.len();
+    result.extend(out);
+    let new_off_strings = result.len();
+    result.extend(&tree[off_strings..off_strings + size_strings]);
+    let total = result.len();
+    result[4..8].copy_from_slice(&(total as u32).to_be_bytes());
+    result[12..16].copy_from_slice(&(new_off_strings as u32).to_be_bytes());
+    result[36..40].copy_from_slice(&(new_struct_size as u32).to_be_bytes());
+    result
+}
+
+#[test]
+fn nops_after_properties_hide_later_nodes_until_removed() {
+    let tree = build(&[(0x4000_0000, 0x4000_0000)], &[0, 1, 2, 3], Some("a=b"));
+    let mut edited = with_nops(&tree);
+    // The flat_device_tree node walk stops at the first such NOP, in the root node here:
+    // neither the memory node nor the CPUs after it are seen.
+    assert_eq!(parse(&edited, 0).unwrap_err(), DtbError::NoMemory);
+    let nops = remove_nops(&mut edited).expect("well-formed");
+    assert!(nops > 10, "only {nops} NOPs removed");
+    let info = parse(&edited, 0).expect("parses after compaction");
+    let reference = parse(&tree, 0).unwrap();
+    assert_eq!(info.cpus(), reference.cpus());
+    assert_eq!(info.memory(), reference.memory());
+    assert_eq!(info.bootargs(), "a=b");
+    // A compacted tree has nothing left to remove.
+    assert_eq!(remove_nops(&mut edited), Ok(0));
+}
+
+#[test]
+fn remove_nops_refuses_broken_structure_blocks() {
+    let tree = build(&[(0, 0x1000_0000)], &[0], None);
+    let off_struct = u32::from_be_bytes(tree[8..12].try_into().unwrap()) as usize;
+    let mut unknown = tree.clone();
+    unknown[off_struct..off_struct + 4].copy_from_slice(&7u32.to_be_bytes());
+    assert_eq!(
+        remove_nops(&mut unknown),
+        Err(DtbError::Malformed("unknown structure token"))
+    );
+    // A property whose length runs past the block.
+    let mut long = tree.clone();
+    let first_prop = off_struct + 8; // after BEGIN_NODE "" (4 + 4)
+    assert_eq!(&long[first_prop..first_prop + 4], &3u32.to_be_bytes());
+    long[first_prop + 4..first_prop + 8].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+    assert!(matches!(
+        remove_nops(&mut long),
+        Err(DtbError::Malformed(_))
+    ));
+    let mut short = tree[..tree.len() - 1].to_vec();
+    assert!(matches!(
+        remove_nops(&mut short),
+        Err(DtbError::Truncated { .. })
+    ));
+}

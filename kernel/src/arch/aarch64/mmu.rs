@@ -44,7 +44,10 @@ struct PoolTranslation;
 
 impl Translation<El1Attributes> for PoolTranslation {
     fn allocate_table(&mut self) -> (NonNull<PageTable<El1Attributes>>, PhysicalAddress) {
-        let index = POOL_USED.fetch_add(1, Ordering::Relaxed);
+        // A load and a store, not `fetch_add`: this runs with the MMU off, where exclusives
+        // are not reliable on real hardware, and only ever on the boot CPU before SMP.
+        let index = POOL_USED.load(Ordering::Relaxed);
+        POOL_USED.store(index + 1, Ordering::Relaxed);
         assert!(
             index < POOL_PAGES,
             "mmu: page-table pool exhausted ({POOL_PAGES} pages); raise POOL_PAGES"

@@ -1,0 +1,285 @@
+//! The Raspberry Pi 4 board's pure logic, apart from the board binary (`main.rs`) so that it is
+//! unit-tested on the host: the BCM2711 memory map, deciding whether x0 holds a device tree,
+//! the built-in default tree used when it does not, the kernel command line from an ATAG list,
+//! the spin-table release address of each CPU, and the GPIO register values that route the
+//! PL011 to the header pins.
+//!
+//! Everything here runs at boot with the MMU off: no allocation, no locks.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod fdt_writer;
+
+use fdt_writer::{FdtWriter, NoRoom};
+use kernel::devtree::{self, CpuNode, DtbError, EnableMethod};
+/// The BCM2711's fixed addresses (ARM physical, "low peripheral" mode, the firmware's
+/// default) and the Pi 4's boot conventions.
+pub mod layout {
+    use kernel::platform::PhysRange;
+
+    /// GPIO controller.
+    pub const GPIO_BASE: usize = 0xfe20_0000;
+    /// PL011 UART0.
+    pub const UART0_BASE: usize = 0xfe20_1000;
+    /// GIC-400 distributor.
+    pub const GICD_BASE: usize = 0xff84_1000;
+    /// GIC-400 CPU interface (two pages).
+    pub const GICC_BASE: usize = 0xff84_2000;
+    /// The PL011's reference clock as the firmware sets it (`init_uart_clock`, 48 MHz).
+    pub const UART_CLOCK_HZ: u32 = 48_000_000;
+    /// The console speed (8N1).
+    pub const BAUD: u32 = 115_200;
+    /// The EL1 physical timer's interrupt (PPI 14).
+    pub const TIMER_IRQ: u32 = 30;
+    /// Device registers the kernel maps.
+    pub const DEVICES: [PhysRange; 4] = [
+        PhysRange {
+            start: GPIO_BASE as u64,
+            size: 0x1000,
+        },
+        PhysRange {
+            start: UART0_BASE as u64,
+            size: 0x1000,
+        },
+        PhysRange {
+            start: GICD_BASE as u64,
+            size: 0x1000,
+        },
+        PhysRange {
+            start: GICC_BASE as u64,
+            size: 0x2000,
+        },
+    ];
+    /// Where the image is loaded (and linked).
+    pub const LOAD_ADDRESS: u64 = 0x8_0000;
+    /// RAM below the image that the firmware keeps using: the armstub and the spin table the
+    /// other CPUs wait on (and, under QEMU, its boot stub and ATAGs).
+    pub const FIRMWARE_RESERVED: PhysRange = PhysRange {
+        start: 0,
+        size: LOAD_ADDRESS,
+    };
+    /// Spin-table release address of CPU 0 (`0xd8 + 8 * n` for CPU n), the firmware's and
+    /// QEMU's, used when the device tree has no `cpu-release-addr`.
+    pub const SPIN_TABLE_BASE: u64 = 0xd8;
+    /// CPUs of the BCM2711 (MPIDR Aff0 0-3).
+    pub const CPUS: usize = 4;
+    /// RAM assumed without a device tree: the first 948 MiB, which every Pi 4 has below the
+    /// VideoCore's share at the default `gpu_mem` (76 MiB).
+    pub const DEFAULT_RAM: PhysRange = PhysRange {
+        start: 0,
+        size: 0x3b40_0000,
+    };
+}
+
+/// Why the board did not use x0 as a device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoTree {
+    /// x0 was 0.
+    Null,
+    /// x0 points outside the RAM every Pi 4 has, or is not 8-byte aligned.
+    Implausible(u64),
+    /// The header at x0 is not a device tree's (QEMU without `-dtb` passes an ATAG list).
+    NotATree(u64, DtbError),
+    /// The header was a device tree's but the tree is unusable.
+    Unusable(u64, DtbError),
+}
+
+impl core::fmt::Display for NoTree {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Null => write!(f, "x0 = 0, no device tree was passed"),
+            Self::Implausible(x0) => write!(f, "x0 = {x0:#x} cannot be a device tree address"),
+            Self::NotATree(x0, e) => write!(f, "x0 = {x0:#x}: {e}"),
+            Self::Unusable(x0, e) => write!(f, "the device tree at {x0:#x} is unusable: {e}"),
+        }
+    }
+}
+
+/// Whether the 40 bytes at `x0` may be read as a device tree header: non-zero, 8-byte aligned
+/// (as the FDT format requires) and inside [`layout::DEFAULT_RAM`].
+pub fn check_address(x0: u64) -> Result<(), NoTree> {
+    if x0 == 0 {
+        return Err(NoTree::Null);
+    }
+    if !x0.is_multiple_of(8) || x0.saturating_add(40) > layout::DEFAULT_RAM.end() {
+        return Err(NoTree::Implausible(x0));
+    }
+    Ok(())
+}
+
+/// The size of the device tree whose first 40 bytes are `header`, read from address `x0`.
+pub fn check_header(x0: u64, header: &[u8]) -> Result<usize, NoTree> {
+    match devtree::total_size(header) {
+        Ok(size) if x0.saturating_add(size as u64) <= layout::DEFAULT_RAM.end() => Ok(size),
+        Ok(_) => Err(NoTree::Unusable(
+            x0,
+            DtbError::BadHeader("the tree would extend past the end of RAM"),
+        )),
+        Err(e @ DtbError::BadMagic(_)) => Err(NoTree::NotATree(x0, e)),
+        Err(e) => Err(NoTree::Unusable(x0, e)),
+    }
+}
+
+/// Makes the tree in `tree` (read from address `x0`) ready for the kernel: removes the NOP
+/// tokens that firmware leaves where it deleted properties (the kernel's parser stops at them,
+/// see `kernel::devtree::remove_nops`), then checks that it holds what the kernel needs
+/// (memory, CPUs) by parsing it as the kernel will. Returns the parse and the NOPs removed.
+pub fn prepare_tree(x0: u64, tree: &mut [u8]) -> Result<(devtree::SystemInfo, usize), NoTree> {
+    let nops = devtree::remove_nops(tree).map_err(|e| NoTree::Unusable(x0, e))?;
+    let info = devtree::parse(tree, 0).map_err(|e| NoTree::Unusable(x0, e))?;
+    Ok((info, nops))
+}
+
+/// The ATAG list tag that must come first.
+const ATAG_CORE: u32 = 0x5441_0001;
+/// The tag holding the kernel command line.
+const ATAG_CMDLINE: u32 = 0x5441_0009;
+
+/// The kernel command line from an ATAG list (what QEMU passes in x0 without `-dtb`), if
+/// `atags` starts with ATAG_CORE and holds a well-formed ATAG_CMDLINE before the list ends.
+pub fn atag_cmdline(atags: &[u8]) -> Option<&str> {
+    let word = |offset: usize| -> Option<u32> {
+        let b = atags.get(offset..offset + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut offset = 0;
+    let mut first = true;
+    loop {
+        let size_words = word(offset)? as usize;
+        let tag = word(offset + 4)?;
+        if first && tag != ATAG_CORE {
+            return None;
+        }
+        first = false;
+        if size_words < 2 {
+            return None; // ATAG_NONE (size 0) or a malformed tag
+        }
+        let end = offset.checked_add(size_words.checked_mul(4)?)?;
+        if tag == ATAG_CMDLINE {
+            let text = atags.get(offset + 8..end)?;
+            let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+            return core::str::from_utf8(&text[..len]).ok();
+        }
+        offset = end;
+    }
+}
+
+/// Writes the device tree the board uses when the firmware passed none: [`layout::DEFAULT_RAM`],
+/// the four CPUs with their spin-table release addresses, and `bootargs`. Returns its size.
+pub fn build_default_tree(buf: &mut [u8], bootargs: &str) -> Result<usize, NoRoom> {
+    let mut w = FdtWriter::new(buf)?;
+    w.begin_node("")?;
+    w.property_cells("#address-cells", &[2])?;
+    w.property_cells("#size-cells", &[2])?;
+    w.property_str("model", "Raspberry Pi 4 (built-in defaults)")?;
+
+    w.begin_node("chosen")?;
+    w.property_str("bootargs", bootargs)?;
+    w.end_node()?;
+
+    let ram = layout::DEFAULT_RAM;
+    w.begin_node("memory@0")?;
+    w.property_str("device_type", "memory")?;
+    w.property_cells(
+        "reg",
+        &[
+            (ram.start >> 32) as u32,
+            ram.start as u32,
+            (ram.size >> 32) as u32,
+            ram.size as u32,
+        ],
+    )?;
+    w.end_node()?;
+
+    w.begin_node("cpus")?;
+    w.property_cells("#address-cells", &[1])?;
+    w.property_cells("#size-cells", &[0])?;
+    const NAMES: [&str; layout::CPUS] = ["cpu@0", "cpu@1", "cpu@2", "cpu@3"];
+    for (n, name) in NAMES.iter().enumerate() {
+        let release = layout::SPIN_TABLE_BASE + 8 * n as u64;
+        w.begin_node(name)?;
+        w.property_str("device_type", "cpu")?;
+        w.property_str("compatible", "arm,cortex-a72")?;
+        w.property_cells("reg", &[n as u32])?;
+        w.property_str("enable-method", "spin-table")?;
+        w.property_cells(
+            "cpu-release-addr",
+            &[(release >> 32) as u32, release as u32],
+        )?;
+        w.end_node()?;
+    }
+    w.end_node()?;
+    w.end_node()?;
+    w.finish()
+}
+
+/// Where a CPU's release address comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseAddress {
+    /// The device tree's `cpu-release-addr`.
+    FromTree(u64),
+    /// The firmware's known address, because the tree has none for this CPU.
+    Default(u64),
+}
+
+impl ReleaseAddress {
+    /// The address.
+    pub fn addr(self) -> u64 {
+        match self {
+            Self::FromTree(a) | Self::Default(a) => a,
+        }
+    }
+}
+
+/// Why a CPU cannot be started from the spin table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRelease {
+    /// The tree says the CPU starts another way (PSCI needs firmware the Pi does not have).
+    NotSpinTable(EnableMethod),
+    /// No `cpu-release-addr`, and the MPIDR is not one of the BCM2711's four CPUs.
+    UnknownCpu(u64),
+}
+
+/// The release address of `cpu`: its `cpu-release-addr`, or `0xd8 + 8 * Aff0` for the
+/// BCM2711's CPUs 0-3 when the tree lacks it. A CPU whose enable method is not given is
+/// assumed to use the spin table (the Pi's only method).
+pub fn release_address(cpu: &CpuNode) -> Result<ReleaseAddress, NoRelease> {
+    match cpu.enable_method {
+        EnableMethod::SpinTable | EnableMethod::Unknown => {}
+        other => return Err(NoRelease::NotSpinTable(other)),
+    }
+    if let Some(addr) = cpu.release_addr {
+        return Ok(ReleaseAddress::FromTree(addr));
+    }
+    let affinity = cpu.mpidr & 0xff_00ff_ffff;
+    if affinity < layout::CPUS as u64 {
+        Ok(ReleaseAddress::Default(
+            layout::SPIN_TABLE_BASE + 8 * affinity,
+        ))
+    } else {
+        Err(NoRelease::UnknownCpu(cpu.mpidr))
+    }
+}
+
+/// GPIO function-select register 1 (GPIO 10-19, three bits each).
+pub const GPFSEL1_OFFSET: usize = 0x04;
+/// GPIO pull register 0 of the BCM2711 (GPIO 0-15, two bits each: 0 none, 1 up, 2 down).
+pub const GPIO_PUP_PDN_CNTRL_REG0_OFFSET: usize = 0xe4;
+
+/// GPFSEL1 with GPIO14 and GPIO15 (header pins 8 and 10) switched to ALT0 (PL011 TXD0 and
+/// RXD0), the other pins unchanged.
+pub fn gpfsel1_with_uart0(value: u32) -> u32 {
+    const ALT0: u32 = 0b100;
+    let cleared = value & !((0b111 << 12) | (0b111 << 15));
+    cleared | (ALT0 << 12) | (ALT0 << 15)
+}
+
+/// GPIO_PUP_PDN_CNTRL_REG0 with no pull on GPIO14 (TX) and a pull-up on GPIO15 (RX, so an
+/// unconnected line reads idle), the other pins unchanged.
+pub fn pulls_with_uart0(value: u32) -> u32 {
+    let cleared = value & !((0b11 << 28) | (0b11 << 30));
+    cleared | (0b01 << 30)
+}
+
+#[cfg(test)]
+mod tests;
