@@ -13,7 +13,9 @@ mod board {
     use board_common::psci::Conduit;
     use board_common::semihosting;
     use board_common::uart::Pl011;
+    use core::cell::UnsafeCell;
     use core::fmt::Write;
+    use core::mem::MaybeUninit;
     use kernel::devtree::{self, Device, DtbError};
     use kernel::platform::{CpuStartError, IpiTarget, IrqAck, PhysRange, Platform};
 
@@ -99,7 +101,16 @@ mod board {
         }
     }
 
-    static PLATFORM: spin::Once<Virt> = spin::Once::new();
+    /// The platform object, written once by `board_main` on the boot CPU before anything else
+    /// runs. Not a `spin::Once`: that needs an atomic read-modify-write, and with the MMU still
+    /// off exclusives are not reliable on real hardware (see `kernel::boot::kernel_main`).
+    struct PlatformSlot(UnsafeCell<MaybeUninit<Virt>>);
+
+    // SAFETY: written once by the boot CPU before any other CPU runs or any reference to the
+    // contents exists; read-only (through `&'static Virt`) afterwards.
+    unsafe impl Sync for PlatformSlot {}
+
+    static PLATFORM: PlatformSlot = PlatformSlot(UnsafeCell::new(MaybeUninit::uninit()));
 
     /// Reports a device tree the board cannot use and leaves QEMU with status 1.
     fn fail(what: &str, err: &dyn core::fmt::Display) -> ! {
@@ -205,7 +216,7 @@ mod board {
             _ => TIMER_IRQ_FALLBACK,
         };
 
-        let platform = PLATFORM.call_once(|| Virt {
+        let virt = Virt {
             // SAFETY: the address is the PL011 the device tree names, mapped as a device range.
             uart: unsafe { Pl011::new(uart_base.start as usize) },
             // SAFETY: the GIC addresses come from the device tree and are mapped as device
@@ -215,7 +226,10 @@ mod board {
             timer_irq,
             devices,
             device_count,
-        });
+        };
+        // SAFETY: `board_main` runs once, on the boot CPU, before the other CPUs start; nothing
+        // has a reference to the slot yet, and after this write it is only read.
+        let platform: &'static Virt = unsafe { (*PLATFORM.0.get()).write(virt) };
         kernel::boot::kernel_main(platform, dtb)
     }
 }
