@@ -27,7 +27,7 @@ use arm_gic::{IntId, InterruptGroup};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::cpu::{MAXCPUS, cpu_lookup};
-use kernel::platform::{IpiTarget, IrqAck};
+pub use kernel::platform::{IpiTarget, IrqAck};
 use kernel::sync::SpinLock;
 use safe_mmio::{UniqueMmioPointer, field};
 
@@ -297,4 +297,40 @@ impl Gic {
             }
         }
     }
+}
+
+/// Expands, inside `impl kernel::platform::Platform for Board`, to the interrupt-controller
+/// methods of the trait, forwarded to the [`Gic`] in field `$gic`: the part of the platform
+/// every GIC board shares (`board_common::gic_platform_methods!(gic);`).
+#[macro_export]
+macro_rules! gic_platform_methods {
+    ($gic:ident) => {
+        fn irq_init(&self) {
+            self.$gic.init();
+        }
+
+        fn irq_init_cpu(&self, cpu: usize) {
+            self.$gic.init_cpu(cpu);
+        }
+
+        fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
+            self.$gic.enable(irq, cpu, ipl);
+        }
+
+        fn irq_disable(&self, irq: u32, cpu: Option<usize>) {
+            self.$gic.disable(irq, cpu);
+        }
+
+        fn irq_ack(&self) -> Option<$crate::gic::IrqAck> {
+            self.$gic.ack()
+        }
+
+        fn irq_eoi(&self, ack: $crate::gic::IrqAck) {
+            self.$gic.eoi(ack);
+        }
+
+        fn send_ipi(&self, target: $crate::gic::IpiTarget, sgi: u32) {
+            self.$gic.send_sgi(target, sgi);
+        }
+    };
 }

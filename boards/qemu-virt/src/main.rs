@@ -17,7 +17,7 @@ mod board {
     use core::fmt::Write;
     use core::mem::MaybeUninit;
     use kernel::devtree::{self, Device, DtbError};
-    use kernel::platform::{CpuStartError, IpiTarget, IrqAck, PhysRange, Platform};
+    use kernel::platform::{CpuStartError, PhysRange, Platform};
 
     /// Where QEMU puts the device tree for an ELF kernel (it passes x0 = 0 then).
     const DTB_FALLBACK: u64 = 0x4000_0000;
@@ -49,33 +49,7 @@ mod board {
             &self.devices[..self.device_count]
         }
 
-        fn irq_init(&self) {
-            self.gic.init();
-        }
-
-        fn irq_init_cpu(&self, cpu: usize) {
-            self.gic.init_cpu(cpu);
-        }
-
-        fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
-            self.gic.enable(irq, cpu, ipl);
-        }
-
-        fn irq_disable(&self, irq: u32, cpu: Option<usize>) {
-            self.gic.disable(irq, cpu);
-        }
-
-        fn irq_ack(&self) -> Option<IrqAck> {
-            self.gic.ack()
-        }
-
-        fn irq_eoi(&self, ack: IrqAck) {
-            self.gic.eoi(ack);
-        }
-
-        fn send_ipi(&self, target: IpiTarget, sgi: u32) {
-            self.gic.send_sgi(target, sgi);
-        }
+        board_common::gic_platform_methods!(gic);
 
         fn timer_irq(&self) -> u32 {
             self.timer_irq

@@ -29,7 +29,7 @@ mod board {
     use core::cell::UnsafeCell;
     use core::fmt::Write;
     use kernel::devtree;
-    use kernel::platform::{CpuStartError, IpiTarget, IrqAck, PhysRange, Platform};
+    use kernel::platform::{CpuStartError, PhysRange, Platform};
     use rpi4::{NoTree, ReleaseAddress, layout};
 
     /// The Raspberry Pi 4.
@@ -55,33 +55,7 @@ mod board {
             core::slice::from_ref(&layout::FIRMWARE_RESERVED)
         }
 
-        fn irq_init(&self) {
-            self.gic.init();
-        }
-
-        fn irq_init_cpu(&self, cpu: usize) {
-            self.gic.init_cpu(cpu);
-        }
-
-        fn irq_enable(&self, irq: u32, cpu: Option<usize>, ipl: u8) {
-            self.gic.enable(irq, cpu, ipl);
-        }
-
-        fn irq_disable(&self, irq: u32, cpu: Option<usize>) {
-            self.gic.disable(irq, cpu);
-        }
-
-        fn irq_ack(&self) -> Option<IrqAck> {
-            self.gic.ack()
-        }
-
-        fn irq_eoi(&self, ack: IrqAck) {
-            self.gic.eoi(ack);
-        }
-
-        fn send_ipi(&self, target: IpiTarget, sgi: u32) {
-            self.gic.send_sgi(target, sgi);
-        }
+        board_common::gic_platform_methods!(gic);
 
         fn timer_irq(&self) -> u32 {
             layout::TIMER_IRQ
