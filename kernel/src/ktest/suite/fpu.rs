@@ -55,11 +55,12 @@ fn fpu_worker(seed: usize) {
     let _g = FpuGuard::enter();
     let want = pattern(seed as u64);
     context::fpu_restore_from(&want);
-    let tick = crate::arch::aarch64::counter_frequency() / crate::clock::hz();
-    let t0 = crate::arch::aarch64::counter();
+    let ticks = || crate::cpu::curcpu().tick_count.load(Ordering::Relaxed);
+    let t0 = ticks();
     let mut switches = crate::sched::curlwp().switches();
-    // Spin through several time slices so the two threads preempt each other.
-    while crate::arch::aarch64::counter() - t0 < 40 * tick {
+    // Spin through several time slices (40 ticks of this CPU) so the two threads preempt each
+    // other.
+    while ticks() - t0 < 40 {
         if read_regs().v != want.v {
             FPU_BAD.fetch_add(1, Ordering::Relaxed);
         }
