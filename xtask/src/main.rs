@@ -16,6 +16,7 @@ mod mtools;
 mod proc;
 mod qemu;
 mod sdcard;
+mod symbolize;
 mod test;
 mod tools;
 mod workspace;

@@ -233,7 +233,14 @@ fn run_config(
     if verdict.counts.failed > 0 && !verbose {
         let skip = captured.lines.len().saturating_sub(TAIL_LINES);
         println!("[{label}] last lines of {}:", log.display());
+        // Backtrace addresses get function names from the ELF that ran (a raw image's ELF
+        // sits beside it).
+        let symbols = crate::symbolize::Symbols::load(&run.kernel.with_extension("elf"));
         for line in &captured.lines[skip..] {
+            let line = match &symbols {
+                Some(s) => s.annotate(line),
+                None => line.clone(),
+            };
             println!("[{label}]   {line}");
         }
     }
