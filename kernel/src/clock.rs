@@ -1,6 +1,7 @@
 //! The clock tick: every CPU's EL1 physical timer interrupts HZ times a second (default 100,
 //! `hz=N` on the kernel command line changes it). The tick counts in `CpuInfo::tick_count` and
-//! drives the test harness's watchdog; the scheduler issue adds time slices here.
+//! drives the scheduler (time slices, SCHED_OTHER priorities, sleep timeouts) and the test
+//! harness's watchdog.
 //!
 //! Each CPU re-arms its timer at its previous deadline plus one interval, not "now plus one
 //! interval", so ticks do not drift; if the CPU fell behind by more than an interval (a long

@@ -90,9 +90,9 @@ pub struct CpuInfo {
     pub stack_base: AtomicU64,
     /// Size in bytes of that stack. Offset 104.
     pub stack_size: AtomicU64,
-    /// Context switches (filled by the scheduler issue). Offset 112.
+    /// Context switches on this CPU. Offset 112.
     pub ctxsw_count: AtomicU64,
-    /// Ticks spent idle (filled by the scheduler issue). Offset 120.
+    /// Ticks taken while the idle thread ran. Offset 120.
     pub idle_ticks: AtomicU64,
     /// IPL of the hard interrupt handler running on this CPU (valid while `intr_depth` > 0).
     /// Offset 128.

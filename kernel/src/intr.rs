@@ -126,7 +126,7 @@ pub enum Ipi {
     Nop = 0,
     /// Stops this CPU for good (sent by the panic path).
     Halt = 1,
-    /// Reschedule (the scheduler issue uses it).
+    /// Reschedule: a thread made runnable here should preempt the running one.
     Sched = 2,
     /// Run pending cross-calls (the xcall issue uses it).
     Xcall = 3,
