@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 pub const MAXCPUS: usize = 16;
 
 /// Version of the [`CpuInfo`] layout. Bump it whenever a field moves or changes meaning.
-pub const CPUINFO_LAYOUT_VERSION: u32 = 3;
+pub const CPUINFO_LAYOUT_VERSION: u32 = 4;
 
 /// Number of IPI kinds counted separately in [`CpuInfo::ipi_count`].
 pub const IPI_KINDS: usize = 4;
@@ -108,8 +108,10 @@ pub struct CpuInfo {
     pub mtx_count: AtomicU32,
     /// IPL to restore when the last spin mutex is released. Offset 152.
     pub mtx_oldspl: AtomicU32,
-    /// Reserved, 0. Offset 156.
-    pub spare: AtomicU32,
+    /// Priority of the thread running on this CPU (`u32::MAX` while it idles), published at
+    /// each switch so that a waker can compare priorities without touching a thread that may
+    /// exit at any moment. Offset 156.
+    pub curpri: AtomicU32,
     /// Address of this CPU's idle thread. Offset 160.
     pub idlelwp: AtomicU64,
     /// Room for later fields without moving the ones above. Offset 168.
@@ -172,7 +174,7 @@ impl CpuInfo {
         resched: AtomicU32::new(0),
         mtx_count: AtomicU32::new(0),
         mtx_oldspl: AtomicU32::new(0),
-        spare: AtomicU32::new(0),
+        curpri: AtomicU32::new(u32::MAX),
         idlelwp: AtomicU64::new(0),
         reserved: [const { AtomicU64::new(0) }; 3],
     };
@@ -451,7 +453,11 @@ pub fn ncpu_online() -> usize {
 
 /// This CPU's `CpuInfo`, in O(1) through TPIDR_EL1.
 ///
-/// Context: any, once the CPU has run [`set_curcpu`] (the first thing boot code does).
+/// Context: any, once the CPU has run [`set_curcpu`] (the first thing boot code does). A
+/// thread at IPL_NONE with preemption enabled may be moved to another CPU right after the
+/// read, so the result names *a* CPU it ran on: per-CPU read-modify-writes happen at a raised
+/// IPL, with preemption disabled or IRQs masked, or inside a no-preemption window
+/// (`arch::aarch64::nopreempt`); the running thread is `sched::curlwp()`, which is never stale.
 #[cfg(target_arch = "aarch64")]
 #[inline(always)]
 pub fn curcpu() -> &'static CpuInfo {
@@ -473,6 +479,8 @@ pub fn cpu_number() -> usize {
 #[cfg(target_arch = "aarch64")]
 pub fn set_curcpu(ci: &'static CpuInfo) {
     crate::arch::aarch64::write_tpidr(ci as *const CpuInfo as u64);
+    // No thread runs here yet (the register's reset value is unknown).
+    crate::arch::aarch64::write_curlwp(0);
 }
 
 #[cfg(test)]

@@ -210,7 +210,7 @@ pub fn crash_on_request(kind: &str) {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_raw(kind) {
-        ExceptionKind::Irq => crate::intr::irq_entry(),
+        ExceptionKind::Irq => crate::intr::irq_entry(frame.elr),
         ExceptionKind::Sync => {
             thread_fault(frame);
             let what = Describe(frame.esr);

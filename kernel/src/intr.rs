@@ -162,7 +162,14 @@ fn ipi_handler(kind: usize) -> bool {
     match Ipi::ALL[kind] {
         Ipi::Nop => sync_private(),
         Ipi::Halt => halt_this_cpu(),
-        Ipi::Sched | Ipi::Xcall => {}
+        // The sender set `resched`; the flag in `ipending` is what makes the next `splx` to
+        // IPL_NONE (or the end of a no-preemption window) take the slow path and switch, when
+        // this IPI arrives while the CPU is at a raised level.
+        Ipi::Sched => {
+            ci.ipending
+                .fetch_or(crate::sched::PENDING_RESCHED, Ordering::Relaxed);
+        }
+        Ipi::Xcall => {}
     }
     true
 }
@@ -244,13 +251,17 @@ fn sync_private() {
 /// `TIMEOUT_MS`. Returns the first CPU that did not, if any.
 fn propagate_private() -> Result<(), IntrError> {
     const TIMEOUT_MS: u64 = 1000;
-    sync_private();
+    {
+        // Apply it here first, on the CPU we are on for the whole call.
+        let daif = crate::arch::aarch64::irq_save();
+        sync_private();
+        crate::arch::aarch64::irq_restore(daif);
+    }
     let generation = PRIVATE_GEN.load(Ordering::Acquire);
-    let me = curcpu().index();
+    // Every online CPU, this one included: the caller may have moved since (a Nop IPI to
+    // oneself is taken as soon as IRQs are unmasked).
     let lagging = |ci: &CpuInfo| {
-        ci.index() != me
-            && ci.is_online()
-            && PRIVATE_SEEN.on_cpu(ci.index()).load(Ordering::Acquire) < generation
+        ci.is_online() && PRIVATE_SEEN.on_cpu(ci.index()).load(Ordering::Acquire) < generation
     };
     for ci in cpus().filter(|ci| lagging(ci)) {
         ipi_send(ci.index(), Ipi::Nop);
@@ -300,11 +311,11 @@ pub fn intr_disestablish(handle: IntrHandle) {
     {
         let _g = ESTABLISH_LOCK.lock();
         if irq < FIRST_SPI {
-            slot.ipl.store(0, Ordering::Release);
+            slot.ipl.store(0, Ordering::SeqCst);
             PRIVATE_GEN.fetch_add(1, Ordering::AcqRel);
         } else {
             platform().irq_disable(irq, None);
-            slot.ipl.store(0, Ordering::Release);
+            slot.ipl.store(0, Ordering::SeqCst);
         }
     }
     if irq < FIRST_SPI {
@@ -312,15 +323,17 @@ pub fn intr_disestablish(handle: IntrHandle) {
         // wait for running handlers below covers the rest.
         let _ = propagate_private();
     }
-    while slot.running.load(Ordering::Acquire) != 0 {
+    // Pairs with `run_handler`, which counts itself in `running` *before* it reads the level
+    // (both sequentially consistent): either it sees level 0 and does not call the handler, or
+    // this loop sees it running and waits.
+    while slot.running.load(Ordering::SeqCst) != 0 {
         crate::arch::aarch64::cpu_relax();
     }
 }
 
 fn assert_thread_at_ipl_none(call: &str) {
-    let ci = curcpu();
     assert!(
-        ci.intr_depth.load(Ordering::Relaxed) == 0,
+        !cpu_intr_p(),
         "{call}: called from a hard interrupt handler; it must be called from thread context"
     );
     let ipl = crate::spl::curipl();
@@ -358,15 +371,40 @@ pub fn halt_this_cpu() -> ! {
     }
 }
 
-/// Whether this CPU is running a hard interrupt handler.
+/// Whether this CPU is running a hard interrupt handler. Context: any.
+///
+/// A thread may be preempted between finding its CPU and reading the depth, and then read
+/// another CPU's; code inside a handler cannot be. So a zero read is the truth, and a non-zero
+/// one is read again with IRQs masked.
 pub fn cpu_intr_p() -> bool {
-    curcpu().intr_depth.load(Ordering::Relaxed) != 0
+    if curcpu().intr_depth.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let daif = crate::arch::aarch64::irq_save();
+    let depth = curcpu().intr_depth.load(Ordering::Relaxed);
+    crate::arch::aarch64::irq_restore(daif);
+    depth != 0
 }
 
 /// Runs the handler of an acknowledged interrupt at level `ipl` and ends it; the IPL is
-/// `prev` before and after. IRQs are masked on entry and exit, unmasked while the handler runs.
-fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl) {
+/// `prev` before and after. IRQs are masked on entry and exit; with `unmask` they are unmasked
+/// while the handler runs (so higher levels can nest), otherwise (a deferred interrupt run by
+/// an `splx` called with IRQs masked) they stay masked.
+///
+/// The handler's function and argument are read only after this CPU has counted itself in
+/// `running` and seen the level still set, so `intr_disestablish` either waits for this call
+/// or this call sees the interrupt gone (then it is counted as stray).
+fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl, unmask: bool) {
     let slot = &HANDLERS[ack.irq as usize];
+    crate::inject::point(crate::inject::Point::IntrBeforeRunning);
+    slot.running.fetch_add(1, Ordering::SeqCst);
+    if slot.ipl.load(Ordering::SeqCst) != u32::from(ipl.as_u8()) {
+        // Disestablished (or re-established at another level) since it was acknowledged.
+        slot.running.fetch_sub(1, Ordering::Release);
+        STRAY.fetch_add(1, Ordering::Relaxed);
+        platform().irq_eoi(ack);
+        return;
+    }
     let saved_intr_ipl = ci.intr_ipl.load(Ordering::Relaxed);
     let depth = ci.intr_depth.fetch_add(1, Ordering::Relaxed);
     ci.intr_ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
@@ -374,15 +412,17 @@ fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl) {
         ci.ipending.fetch_or(PENDING_IN_INTR, Ordering::Relaxed);
     }
     ci.ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
-    slot.running.fetch_add(1, Ordering::Acquire);
     let active = &ACTIVE.get()[ipl.as_u8() as usize];
     active.store(ack.raw + 1, Ordering::Relaxed);
     let func = slot.func.load(Ordering::Relaxed);
     let arg = slot.arg.load(Ordering::Relaxed);
 
-    crate::arch::aarch64::irq_enable();
+    if unmask {
+        crate::arch::aarch64::irq_enable();
+    }
     // SAFETY: `func` was stored from an `IntrHandler` by `install` before `ipl` was published
-    // (release), and the caller saw a non-zero `ipl` (acquire).
+    // (release), and we saw that `ipl` after counting ourselves in `running`; it cannot change
+    // until `running` drops (disestablish waits for that, and establish needs a free slot).
     let handler: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(func) };
     handler(arg);
     crate::arch::aarch64::irq_disable();
@@ -399,8 +439,11 @@ fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl) {
     ci.intr_depth.store(depth, Ordering::Relaxed);
 }
 
-/// Called by the IRQ vector with IRQs masked: handles or defers every pending interrupt.
-pub fn irq_entry() {
+/// Called by the IRQ vector with IRQs masked: handles or defers every pending interrupt, then
+/// preempts the interrupted thread if a reschedule is wanted and allowed. `pc` is where the
+/// interrupted code resumes (ELR): inside a no-preemption window (`arch::aarch64::nopreempt`)
+/// the thread is not preempted.
+pub fn irq_entry(pc: u64) {
     let ci = curcpu();
     let p = platform();
     while let Some(ack) = p.irq_ack() {
@@ -420,15 +463,20 @@ pub fn irq_entry() {
             ci.ipending.fetch_or(1 << ipl.as_u8(), Ordering::Relaxed);
             continue;
         }
-        run_handler(ci, ack, ipl, cur);
+        run_handler(ci, ack, ipl, cur, true);
     }
     // Soft work a handler made runnable at a level the interrupted code does not block.
     let cur = Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8).unwrap_or(IPL_HIGH);
     if ci.ipending.load(Ordering::Relaxed) & cur.unblocked_mask() != 0 {
-        crate::spl::run_pending(ci, cur);
+        crate::spl::run_pending(ci, cur, false);
     }
-    // Preemption point: the outermost interrupt returning to a thread at IPL_NONE.
-    if cur == crate::spl::IPL_NONE && ci.intr_depth.load(Ordering::Relaxed) == 0 {
+    // Preemption point: the outermost interrupt returning to a thread at IPL_NONE, unless it
+    // was interrupted inside a per-CPU read-modify-write (which then sees PENDING_RESCHED).
+    if cur == crate::spl::IPL_NONE
+        && ci.intr_depth.load(Ordering::Relaxed) == 0
+        && ci.resched.load(Ordering::Relaxed) != 0
+        && !crate::arch::aarch64::nopreempt::in_window(pc)
+    {
         crate::sched::preempt_if_wanted();
     }
 }
@@ -436,7 +484,7 @@ pub fn irq_entry() {
 /// Runs the deferred interrupts above level `s` on this CPU, highest first (the reverse of
 /// the order they were acknowledged in, as the GIC's EOI requires). Called by `splx` with the
 /// IPL already at `s`.
-pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl) {
+pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl, masked: bool) {
     let saved = crate::arch::aarch64::irq_save();
     let deferred = DEFERRED.get();
     for level in (s.as_u8() as usize + 1..NIPL).rev() {
@@ -450,13 +498,9 @@ pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl) {
             raw: raw - 1,
         };
         let ipl = Ipl::from_u8(level as u8).unwrap_or(IPL_HIGH);
-        if HANDLERS[ack.irq as usize].ipl.load(Ordering::Acquire) == 0 {
-            // Disestablished while deferred.
-            STRAY.fetch_add(1, Ordering::Relaxed);
-            platform().irq_eoi(ack);
-            continue;
-        }
-        run_handler(ci, ack, ipl, s);
+        // (A handler disestablished while its interrupt was deferred is counted as stray
+        // there.)
+        run_handler(ci, ack, ipl, s, !masked);
     }
     crate::arch::aarch64::irq_restore(saved);
 }

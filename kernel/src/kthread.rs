@@ -202,8 +202,9 @@ pub fn kthread_start(l: LwpRef) {
 }
 
 /// `kthread_exit`: ends the calling kernel thread with exit code `ecode`. A KTHREAD_MUSTJOIN
-/// thread stays a zombie until joined; others are freed once switched away. Context: the
-/// thread itself, at IPL_NONE.
+/// thread stays a zombie until joined; others are freed once switched away. The kernel lock is
+/// released if held. Context: the thread itself, at IPL_NONE, no spin mutex held, preemption
+/// enabled (each asserted: the next thread on this CPU would inherit them).
 pub fn kthread_exit(ecode: i32) -> ! {
     let l = sched::curlwp();
     assert!(
@@ -211,6 +212,7 @@ pub fn kthread_exit(ecode: i32) -> ! {
         "kthread_exit: called by {}, which is not a kernel thread",
         l.name()
     );
+    sched::assert_may_switch("kthread_exit");
     if l.fpu_on.load(Ordering::Relaxed) {
         // Leaving inside an FPU section: leave no state behind.
         let daif = arch::irq_save();
@@ -221,17 +223,17 @@ pub fn kthread_exit(ecode: i32) -> ! {
     }
     l.exit_code.store(ecode, Ordering::Relaxed);
     arch::irq_disable();
-    if crate::sync::kernel_lock::kernel_lock_held() {
-        crate::sync::kernel_lock::release_all();
-    }
+    crate::sync::kernel_lock::release_for_switch(l);
     l.set_state(LwpState::Zombie);
     sched::switch_away(false);
     unreachable!("a zombie thread was switched back to");
 }
 
-/// Called by the scheduler once a MUSTJOIN thread has exited and switched away for good.
-pub(crate) fn exited(l: &Lwp) {
-    l.join_sq.wake_all();
+/// Called by the scheduler once a MUSTJOIN thread has exited and switched away for good:
+/// runs `release` (which clears `on_cpu`) under the join queue's lock and wakes the joiner.
+/// After it returns the scheduler does not touch `l` again (see [`kthread_join`]).
+pub(crate) fn exited(l: &Lwp, release: impl FnOnce()) {
+    l.join_sq.wake_all_after(release);
 }
 
 /// `kthread_join`: waits for thread `l` (created with KTHREAD_MUSTJOIN) to exit, frees it and
@@ -259,6 +261,9 @@ pub fn kthread_join(l: LwpRef) -> i32 {
     while !done() {
         lwp.join_sq.sleep(None, || !done());
     }
+    // `on_cpu` was cleared under the join queue's lock by the CPU that switched the thread out
+    // (`exited`); once that CPU has dropped the lock it no longer touches the thread.
+    lwp.join_sq.barrier();
     let code = lwp.exit_code.load(Ordering::Relaxed);
     // SAFETY: the thread exited, no CPU runs it (on_cpu clear), and this was its one join.
     unsafe { sched::lwp_free(l.ptr) };

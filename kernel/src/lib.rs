@@ -34,6 +34,8 @@ pub mod fault;
 #[cfg(target_arch = "aarch64")]
 pub mod heap;
 #[cfg(target_arch = "aarch64")]
+pub mod inject;
+#[cfg(target_arch = "aarch64")]
 pub mod intr;
 #[cfg(target_arch = "aarch64")]
 pub mod kthread;

@@ -149,55 +149,66 @@ mod imp {
     use core::sync::atomic::{Ordering, compiler_fence};
 
     /// Raises this CPU's IPL to `ipl` if it is below, and returns the previous level for
-    /// [`splx`]. Never lowers. Context: any; O(1), touches no hardware.
+    /// [`splx`]. Never lowers. Context: any; O(1), touches no hardware. Safe at IPL_NONE with
+    /// preemption enabled: the read-modify-write is one window that the interrupt return path
+    /// does not preempt in (`arch::aarch64::nopreempt`).
     #[inline(always)]
     pub fn splraise(ipl: Ipl) -> Ipl {
-        let ci = curcpu();
-        let old = ci.ipl.load(Ordering::Relaxed);
-        if ipl.0 > old {
-            ci.ipl.store(ipl.0, Ordering::Relaxed);
-        }
+        let old = crate::arch::aarch64::nopreempt::cpl_raise(ipl.0);
         compiler_fence(Ordering::SeqCst);
         Ipl(old)
     }
 
     /// Restores the IPL `s` returned by an earlier raise, running whatever interrupts (and,
-    /// with the softint issue, soft interrupts) the lower level unblocks before returning.
-    /// Context: any; at interrupt level it may not go below the interrupt's own level.
+    /// with the softint issue, soft interrupts) the lower level unblocks, and a preemption
+    /// that was asked for meanwhile, before returning. Context: any; at interrupt level it may
+    /// not go below the interrupt's own level.
     ///
     /// Panics if `s` is above the current level (splx restores; it never raises), if called
     /// in a hard interrupt handler with `s` below the handler's level, or on a CPU that is not
     /// online.
     #[inline(always)]
     pub fn splx(s: Ipl) {
+        lower(s, "splx");
+    }
+
+    /// The way down shared by `splx`, `spl0` and `spllowersoftclock`: one store and one load in
+    /// a no-preemption window, then the slow path only if something is pending.
+    #[inline(always)]
+    fn lower(s: Ipl, call: &'static str) {
         compiler_fence(Ordering::SeqCst);
-        let ci = curcpu();
-        let cur = ci.ipl.load(Ordering::Relaxed);
+        let (cur, pending) = crate::arch::aarch64::nopreempt::cpl_lower(s.0);
+        compiler_fence(Ordering::SeqCst);
         if s.0 > cur {
-            splx_raises(s, cur);
+            splx_raises(s, cur, call);
         }
-        ci.ipl.store(s.0, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        if ci.ipending.load(Ordering::Relaxed) != 0 {
-            spl_lower_slow(ci, s, "splx");
+        if pending != 0 {
+            spl_lower_slow(s, call);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn splx_raises(s: Ipl, cur: u32) -> ! {
+    fn splx_raises(s: Ipl, cur: u32, call: &str) -> ! {
+        // Put the level back before reporting (the store above already happened).
+        crate::arch::aarch64::nopreempt::cpl_lower(cur);
         panic!(
-            "splx({s}) would raise the IPL from {}: splx only restores a level returned by an \
+            "{call}({s}) would raise the IPL from {}: splx only restores a level returned by an \
              earlier raise, innermost first",
             Ipl(cur)
         )
     }
 
     /// The way down when `ipending` is non-zero: checks the rules carried by the flags, then
-    /// runs deferred interrupts (highest level first) and the lower hook.
+    /// runs deferred interrupts (highest level first) and the lower hook, then preempts if a
+    /// reschedule was asked for and the level is now IPL_NONE. Runs with IRQs masked (the
+    /// deferred handlers themselves run with IRQs as the caller had them), so it cannot
+    /// migrate: `curcpu()` is read afresh here, not taken from the window.
     #[cold]
     #[inline(never)]
-    fn spl_lower_slow(ci: &'static CpuInfo, s: Ipl, call: &str) {
+    fn spl_lower_slow(s: Ipl, call: &str) {
+        let daif = crate::arch::aarch64::irq_save();
+        let ci = curcpu();
         let pending = ci.ipending.load(Ordering::Relaxed);
         if pending & PENDING_NOT_ONLINE != 0 {
             panic!(
@@ -215,24 +226,26 @@ mod imp {
                 );
             }
         }
-        run_pending(ci, s);
+        run_pending(ci, s, crate::arch::aarch64::daif_irqs_masked(daif));
+        // Read again: a deferred Sched IPI that just ran asks for the preemption now.
         if s == IPL_NONE
-            && pending & crate::sched::PENDING_RESCHED != 0
-            && !crate::arch::aarch64::irqs_masked()
+            && ci.ipending.load(Ordering::Relaxed) & crate::sched::PENDING_RESCHED != 0
+            && !crate::arch::aarch64::daif_irqs_masked(daif)
         {
-            let daif = crate::arch::aarch64::irq_save();
             crate::sched::preempt_if_wanted();
-            crate::arch::aarch64::irq_restore(daif);
         }
+        crate::arch::aarch64::irq_restore(daif);
     }
 
     /// Runs the work pending above level `s` on this CPU (deferred hardware interrupts, then
-    /// the lower hook for soft levels). Called with the IPL already at `s`.
-    pub(crate) fn run_pending(ci: &'static CpuInfo, s: Ipl) {
+    /// the lower hook for soft levels). Called with the IPL already at `s` and IRQs masked;
+    /// `masked` says whether the code that lowered the level had IRQs masked, in which case the
+    /// deferred handlers run masked too.
+    pub(crate) fn run_pending(ci: &'static CpuInfo, s: Ipl, masked: bool) {
         if ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() & PENDING_LEVELS == 0 {
             return;
         }
-        crate::intr::run_deferred(ci, s);
+        crate::intr::run_deferred(ci, s, masked);
         if ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() != 0
             && let Some(hook) = LOWER_HOOK.get()
         {
@@ -243,35 +256,34 @@ mod imp {
     /// Lowers the IPL to IPL_NONE, running everything pending. Context: thread.
     #[inline]
     pub fn spl0() {
-        compiler_fence(Ordering::SeqCst);
-        let ci = curcpu();
-        ci.ipl.store(0, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        if ci.ipending.load(Ordering::Relaxed) != 0 {
-            spl_lower_slow(ci, IPL_NONE, "spl0");
-        }
+        lower(IPL_NONE, "spl0");
     }
 
     /// Lowers the IPL to IPL_SOFTCLOCK if it is above (unblocking everything but soft clock
     /// interrupts); never raises. Context: thread or soft interrupt.
     #[inline]
     pub fn spllowersoftclock() {
-        let ci = curcpu();
-        if ci.ipl.load(Ordering::Relaxed) <= IPL_SOFTCLOCK.0 {
+        if curipl() <= IPL_SOFTCLOCK {
             return;
         }
-        compiler_fence(Ordering::SeqCst);
-        ci.ipl.store(IPL_SOFTCLOCK.0, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        if ci.ipending.load(Ordering::Relaxed) != 0 {
-            spl_lower_slow(ci, IPL_SOFTCLOCK, "spllowersoftclock");
-        }
+        lower(IPL_SOFTCLOCK, "spllowersoftclock");
     }
 
-    /// This CPU's current IPL.
+    /// This CPU's current IPL. Context: any.
+    ///
+    /// A thread at IPL_NONE may be preempted between finding its CPU and reading the level and
+    /// then read another CPU's level; a thread above IPL_NONE cannot be preempted. So a zero
+    /// read is the truth, and a non-zero one is read again with IRQs masked (no migration).
     #[inline]
     pub fn curipl() -> Ipl {
-        Ipl(curcpu().ipl.load(Ordering::Relaxed))
+        let v = curcpu().ipl.load(Ordering::Relaxed);
+        if v == 0 {
+            return IPL_NONE;
+        }
+        let daif = crate::arch::aarch64::irq_save();
+        let v = curcpu().ipl.load(Ordering::Relaxed);
+        crate::arch::aarch64::irq_restore(daif);
+        Ipl(v)
     }
 
     /// `splhigh()`: raises to IPL_HIGH (blocks everything).

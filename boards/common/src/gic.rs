@@ -226,11 +226,15 @@ impl Gic {
                     self.v2()?
                         .get_and_acknowledge_interrupt(InterruptGroup::Group0)?,
                 );
+                // The acknowledge before anything the handler reads (an IPI's message).
+                kernel::arch::aarch64::dmb_ish();
                 let irq = raw & 0x3ff;
                 (irq < 1020).then_some(IrqAck { irq, raw })
             }
             GicConfig::V3 { .. } => {
                 let id = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1)?;
+                // A system-register read: only a DSB orders it before the handler's loads.
+                kernel::arch::aarch64::dsb_sy();
                 let raw = u32::from(id);
                 (raw < 1020).then_some(IrqAck { irq: raw, raw })
             }
@@ -276,6 +280,8 @@ impl Gic {
                     }
                 };
                 if let Some(mut gic) = self.v2() {
+                    // The sender's stores (the message) before the SGI register write.
+                    kernel::arch::aarch64::dmb_ishst();
                     gic.send_sgi(intid, target);
                 }
             }
@@ -293,6 +299,8 @@ impl Gic {
                         }
                     }
                 };
+                // A system-register write is not ordered by DMB: complete the stores first.
+                kernel::arch::aarch64::dsb_ishst();
                 let _ = GicCpuInterface::send_sgi(intid, target, SgiTargetGroup::CurrentGroup1);
             }
         }

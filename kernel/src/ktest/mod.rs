@@ -245,10 +245,12 @@ fn run_here(test: &'static KTest) -> bool {
         unsafe { call_with_recovery(slot.point.get(), trampoline, test as *const KTest as usize) };
     slot.active.store(false, Ordering::Release);
     if !returned {
-        // The test was abandoned, possibly inside an interrupt handler, at a raised IPL or
-        // holding spin mutexes (which stay locked: they belonged to the test).
+        // The test was abandoned, possibly inside an interrupt handler, at a raised IPL,
+        // holding spin mutexes (which stay locked: they belonged to the test), the kernel lock
+        // or with preemption disabled.
         curcpu().mtx_count.store(0, Ordering::Relaxed);
         crate::intr::reset_after_abandon(ipl);
+        reset_thread_after_abandon();
         return false;
     }
     let after = crate::spl::curipl();
@@ -320,7 +322,16 @@ fn end_helper(m: Message) {
     *HELPER_FAILURE.lock() = Some(m);
     ci.mtx_count.store(0, Ordering::Relaxed);
     crate::intr::reset_after_abandon(crate::spl::IPL_NONE);
+    reset_thread_after_abandon();
     crate::kthread::kthread_exit(-1)
+}
+
+/// The running thread's part of recovering from an abandoned test: preemption enabled again,
+/// and the kernel lock released if the thread held it (or was taking it).
+fn reset_thread_after_abandon() {
+    let l = crate::sched::curlwp();
+    l.nopreempt.store(0, Ordering::Relaxed);
+    crate::sync::kernel_lock::release_abandoned(l);
 }
 
 /// Called by the synchronous-exception handler. If a test is running on this CPU, prints the
@@ -589,6 +600,7 @@ pub fn run_all() -> ! {
         let started = arch::counter();
         let ok = run_one(test, &mut failure);
         DEADLINE.store(0, Ordering::Release);
+        crate::inject::disarm_all();
         // Elapsed time is printed for people reading the log; no test judges it.
         let ms = clock::counter_to_ns(arch::counter() - started) / 1_000_000;
         if ok {

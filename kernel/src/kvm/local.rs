@@ -55,7 +55,7 @@ impl Source for LocalSource {
     }
 
     fn symbol(&mut self, name: &str) -> Result<Option<u64>, KvmError> {
-        symtab::lookup(&symbols::symtab_bytes(), name).map_err(|e| KvmError::Source(e.to_string()))
+        symtab::lookup(symbols::symtab_bytes(), name).map_err(|e| KvmError::Source(e.to_string()))
     }
 
     fn symbol_origin(&self) -> &str {

@@ -126,6 +126,14 @@ impl<T: Copy> Patched<T> {
         unsafe { core::ptr::read_volatile(self.0.get()) }
     }
 
+    /// The value as stored in memory, by reference (for large values such as the symbol
+    /// table, which would not fit a thread stack several times over). The cell is an exported,
+    /// interior-mutable static, so the compiler cannot assume its initial value.
+    pub fn get_ref(&self) -> &T {
+        // SAFETY: as in `get`: valid for reads forever, never written at run time.
+        unsafe { &*self.0.get() }
+    }
+
     /// Address of the value.
     pub fn addr(&self) -> u64 {
         self.0.get() as u64
@@ -153,8 +161,8 @@ pub fn build_id() -> [u8; BUILD_ID_LEN] {
 }
 
 /// The embedded symbol table's bytes, as patched into the image.
-pub fn symtab_bytes() -> [u8; SYMTAB_BYTES] {
-    kern_kvm_symtab.get().0
+pub fn symtab_bytes() -> &'static [u8; SYMTAB_BYTES] {
+    &kern_kvm_symtab.get_ref().0
 }
 
 #[cfg(test)]

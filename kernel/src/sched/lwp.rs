@@ -11,6 +11,9 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+/// `Lwp::magic` of a live thread; a freed one reads 0.
+pub const LWP_MAGIC: u64 = 0x6c77_705f_6c69_7665;
+
 /// Longest thread name kept (NetBSD's MAXCOMLEN is 16; we keep a little more).
 pub const MAXCOMLEN: usize = 24;
 
@@ -87,6 +90,9 @@ pub enum WakeReason {
 
 /// A thread.
 pub struct Lwp {
+    /// [`LWP_MAGIC`] while the thread exists; cleared when it is freed, so code that may touch
+    /// a thread after its end can check.
+    pub(crate) magic: u64,
     pub(crate) ctx: UnsafeCell<Context>,
     pub(crate) fp: UnsafeCell<FpState>,
     name: [u8; MAXCOMLEN],
@@ -125,8 +131,12 @@ pub struct Lwp {
     pub(crate) join_claimed: AtomicBool,
     /// Its sleep timeout fired before it was linked on the sleep queue (see `sleepq`).
     pub(crate) tmo_fired: AtomicBool,
-    /// Kernel-lock recursion count saved while switched out.
+    /// Holds of the kernel lock by this thread (0 = none). Written only by the thread itself;
+    /// kept as a local across a switch, during which the lock is released.
     pub(crate) biglocks: AtomicU32,
+    /// The thread is spinning for the kernel lock: not preemptible, and not "running" for an
+    /// adaptive mutex's waiters (it may be waiting for one of them).
+    pub(crate) kl_wanted: AtomicBool,
     /// Inside a kthread_fpu_enter section (FP/SIMD enabled for this thread).
     pub(crate) fpu_on: AtomicBool,
     /// Preemption disabled while non-zero (`kpreempt_disable`).
@@ -169,6 +179,7 @@ impl Lwp {
         };
         let _ = fmt::write(&mut buf, name);
         Self {
+            magic: 0,
             ctx: UnsafeCell::new(Context::default()),
             fp: UnsafeCell::new(FpState::zero()),
             name: buf.bytes,
@@ -195,6 +206,7 @@ impl Lwp {
             join_claimed: AtomicBool::new(false),
             tmo_fired: AtomicBool::new(false),
             biglocks: AtomicU32::new(0),
+            kl_wanted: AtomicBool::new(false),
             fpu_on: AtomicBool::new(false),
             nopreempt: AtomicU32::new(0),
             ncsw: AtomicU64::new(0),

@@ -60,24 +60,44 @@ static RUNQUEUES: [SpinLock<RunQueue>; MAXCPUS] =
 static ALL_LWPS: SpinLock<Vec<usize>> = SpinLock::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// The running thread of this CPU.
+/// The running thread (`curlwp`), from the per-thread register the switch sets
+/// (`arch::read_curlwp`): never another thread's, even across a preemption and migration.
+/// Context: any (in an interrupt handler, the interrupted thread).
 #[inline]
 pub fn curlwp_ptr() -> *mut Lwp {
-    curcpu().curlwp.load(Ordering::Relaxed) as *mut Lwp
+    arch::read_curlwp() as *mut Lwp
 }
 
-/// The running thread of this CPU.
+/// The running thread. Context: any, once the scheduler runs on this CPU.
 #[inline]
 pub fn curlwp() -> &'static Lwp {
-    // SAFETY: a CPU's curlwp is set before it first runs thread code and always points at a
-    // live LWP (the running one cannot be reaped).
+    // SAFETY: the register is set before a CPU first runs thread code and always points at
+    // the live running LWP (the running one cannot be reaped).
     unsafe { &*curlwp_ptr() }
 }
 
 /// Whether the scheduler runs on this CPU yet.
 pub fn started() -> bool {
-    arch::read_tpidr() != 0 && curcpu().curlwp.load(Ordering::Relaxed) != 0
+    arch::read_tpidr() != 0 && arch::read_curlwp() != 0
 }
+
+/// Makes `l` the running thread of this CPU in both places that name it: the per-thread
+/// register and `CpuInfo::curlwp` (which other CPUs and the kvm reader read), with its
+/// priority in `CpuInfo::curpri`. IRQs masked.
+fn set_curlwp(ci: &CpuInfo, l: *mut Lwp) {
+    let pri = if l == idle_of(ci) {
+        IDLE_PRI
+    } else {
+        // SAFETY: callers pass the live LWP about to run here.
+        unsafe { (*l).pri() }
+    };
+    ci.curpri.store(pri, Ordering::Relaxed);
+    ci.curlwp.store(l as u64, Ordering::Release);
+    arch::write_curlwp(l as u64);
+}
+
+/// `CpuInfo::curpri` while the idle thread runs: below every thread priority.
+pub const IDLE_PRI: u32 = u32::MAX;
 
 fn idle_of(ci: &CpuInfo) -> *mut Lwp {
     ci.idlelwp.load(Ordering::Relaxed) as *mut Lwp
@@ -94,6 +114,7 @@ pub(crate) fn lwp_alloc(mut l: Lwp) -> *mut Lwp {
         }
         return p;
     }
+    l.magic = lwp::LWP_MAGIC;
     // SAFETY: fresh allocation of the right layout.
     unsafe { p.write(l) };
     ALL_LWPS.lock().push(p as usize);
@@ -118,6 +139,15 @@ pub(crate) unsafe fn lwp_free(l: *mut Lwp) {
         stack::free(slot);
         crate::kthread::thread_freed();
     }
+    // Poison: a use after free then reads a zero magic (checked where a thread is touched
+    // after it may have gone) and null links. The test image zeroes the whole structure.
+    // SAFETY: `l` is ours until the deallocation below; the field write needs no drop.
+    unsafe { core::ptr::addr_of_mut!((*l).magic).write(0) };
+    #[cfg(feature = "ktest")]
+    // SAFETY: as above; all-zero bytes, written before the memory goes back to the heap.
+    unsafe {
+        core::ptr::write_bytes(l as *mut u8, 0, core::mem::size_of::<Lwp>())
+    };
     // SAFETY: as above; the value was moved out with `read`.
     unsafe { alloc::alloc::dealloc(l as *mut u8, core::alloc::Layout::new::<Lwp>()) };
 }
@@ -142,12 +172,15 @@ pub struct LwpInfo {
 }
 
 /// Snapshots every thread. Context: thread.
+///
+/// Each thread is read while the list lock is held: a thread is unregistered (under that
+/// lock) before it is freed, so none can go away while it is being read.
 pub fn lwp_list() -> Vec<LwpInfo> {
-    let all = ALL_LWPS.lock().clone();
-    all.into_iter()
-        .map(|p| {
-            // SAFETY: registered LWPs are alive (unregistered before they are freed); the
-            // fields read are atomics or immutable.
+    let all = ALL_LWPS.lock();
+    all.iter()
+        .map(|&p| {
+            // SAFETY: registered LWPs are alive while the list lock is held; the fields read
+            // are atomics or immutable.
             let l = unsafe { &*(p as *const Lwp) };
             LwpInfo {
                 id: l.id,
@@ -205,6 +238,10 @@ fn choose_cpu(l: &Lwp) -> usize {
 pub(crate) fn setrunnable(l: *mut Lwp) {
     // SAFETY: callers pass live LWPs that are on no queue and not running.
     let ll = unsafe { &*l };
+    assert!(
+        ll.magic == lwp::LWP_MAGIC,
+        "setrunnable: {l:p} is not a live thread (freed, or never created)"
+    );
     if ll.class == SchedClass::Other {
         ts_recover(ll);
     }
@@ -218,13 +255,11 @@ pub(crate) fn setrunnable(l: *mut Lwp) {
     let Some(tci) = cpu_lookup(target) else {
         return;
     };
-    let running = tci.curlwp.load(Ordering::Relaxed) as *const Lwp;
-    let running_pri = if running.is_null() || running as u64 == tci.idlelwp.load(Ordering::Relaxed)
-    {
-        -1
-    } else {
-        // SAFETY: a CPU's curlwp is live.
-        i64::from(unsafe { (*running).pri() })
+    // The running thread's priority as its CPU published it: the thread itself may exit and be
+    // freed at any moment, so it is not dereferenced here.
+    let running_pri = match tci.curpri.load(Ordering::Relaxed) {
+        IDLE_PRI => -1,
+        p => i64::from(p),
     };
     if i64::from(ll.pri()) > running_pri {
         request_resched(tci);
@@ -232,8 +267,8 @@ pub(crate) fn setrunnable(l: *mut Lwp) {
 }
 
 /// Asks CPU `ci` to reschedule: locally through `ipending`, remotely with a Sched IPI (which
-/// also wakes an idle CPU).
-fn request_resched(ci: &CpuInfo) {
+/// also wakes an idle CPU, and sets the flag in that CPU's `ipending`). Context: any.
+pub(crate) fn request_resched(ci: &CpuInfo) {
     ci.resched.store(1, Ordering::Release);
     if core::ptr::eq(ci, curcpu()) {
         ci.ipending.fetch_or(PENDING_RESCHED, Ordering::Relaxed);
@@ -308,15 +343,17 @@ pub(crate) fn switch_away(requeue: bool) {
     nl.on_cpu.store(true, Ordering::Relaxed);
     nl.ncsw.fetch_add(1, Ordering::Relaxed);
     ci.ctxsw_count.fetch_add(1, Ordering::Relaxed);
-    ci.curlwp.store(next as u64, Ordering::Relaxed);
+    assert!(
+        !kernel_lock::held_by(cur),
+        "sched: thread {} switches away holding the kernel lock (it is released by the \
+         voluntary switch paths and never preempted while held)",
+        curl.name()
+    );
+    set_curlwp(ci, next);
     if curl.fpu_on.load(Ordering::Relaxed) {
         // SAFETY: `fp` belongs to the running thread.
         context::fpu_save_to(unsafe { &mut *curl.fp.get() });
         context::fpu_disable();
-    }
-    if kernel_lock::held_by(cur) {
-        curl.biglocks
-            .store(kernel_lock::release_all(), Ordering::Relaxed);
     }
     // SAFETY: IRQs masked; `cur` is running here and `next` runs nowhere (on_cpu was clear);
     // both contexts belong to live LWPs.
@@ -324,19 +361,30 @@ pub(crate) fn switch_away(requeue: bool) {
     switch_finish(prev as *mut Lwp);
 }
 
-/// Runs on the new thread right after a switch: releases the previous thread to other CPUs,
-/// disposes of it if it exited, and restores the new thread's FP state and kernel lock.
+/// Runs on the new thread right after a switch (IRQs masked): releases the previous thread to
+/// other CPUs, disposes of it if it exited, and restores the new thread's FP state. (A thread
+/// that gave up the kernel lock to switch takes it back itself, after IRQs are unmasked.)
 fn switch_finish(prev: *mut Lwp) {
     // SAFETY: `prev` is the LWP this CPU just switched away from; it cannot be freed before
     // `on_cpu` is cleared below.
     let pl = unsafe { &*prev };
     let zombie = pl.state() == LwpState::Zombie;
     let mustjoin = pl.flags & crate::kthread::KTHREAD_MUSTJOIN != 0;
-    pl.on_cpu.store(false, Ordering::Release);
-    if zombie {
-        if mustjoin {
-            crate::kthread::exited(pl);
-        } else {
+    if zombie && mustjoin {
+        // The joiner frees the thread as soon as it sees `on_cpu` clear, so the flag is
+        // cleared under the join queue's lock and the joiner waits for that lock before
+        // freeing (`kthread_join`): after the unlock this CPU never touches `pl` again.
+        assert!(
+            pl.magic == lwp::LWP_MAGIC,
+            "sched: exited thread {prev:p} was freed before it finished switching out"
+        );
+        crate::kthread::exited(pl, || {
+            pl.on_cpu.store(false, Ordering::Release);
+            crate::inject::point(crate::inject::Point::ZombieSwitchedOut);
+        });
+    } else {
+        pl.on_cpu.store(false, Ordering::Release);
+        if zombie {
             // SAFETY: an exited, non-joinable thread that no CPU runs any more.
             unsafe { lwp_free(prev) };
         }
@@ -346,10 +394,6 @@ fn switch_finish(prev: *mut Lwp) {
         context::fpu_enable();
         // SAFETY: `fp` belongs to the running thread.
         context::fpu_restore_from(unsafe { &*l.fp.get() });
-    }
-    let n = l.biglocks.swap(0, Ordering::Relaxed);
-    if n > 0 {
-        kernel_lock::acquire_count(n);
     }
 }
 
@@ -379,10 +423,11 @@ fn work_available(me: usize) -> bool {
 extern "C" fn lwp_trampoline(prev: usize) -> ! {
     switch_finish(prev as *mut Lwp);
     let l = curlwp();
+    arch::irq_enable();
     if l.flags & crate::kthread::KTHREAD_MPSAFE == 0 {
+        // With IRQs unmasked: a thread waiting for the kernel lock still takes IPIs.
         kernel_lock::kernel_lock();
     }
-    arch::irq_enable();
     (l.func)(l.arg);
     crate::kthread::kthread_exit(0)
 }
@@ -400,6 +445,11 @@ pub(crate) fn lwp_prepare(l: &Lwp) {
 
 /// Preemption point: switches if a reschedule is wanted and allowed here. Called on the way
 /// out of the outermost interrupt and when the IPL drops to IPL_NONE, with IRQs masked.
+///
+/// Not allowed: with preemption disabled, in an interrupt handler, at a raised IPL, in the
+/// idle thread, and (as NetBSD's `kpreempt`) while the thread holds or is waiting for the
+/// kernel lock: code under the kernel lock is switched only where it sleeps or yields, and the
+/// last `kernel_unlock` takes the preemption that was put off.
 pub(crate) fn preempt_if_wanted() {
     if !started() {
         return;
@@ -410,6 +460,8 @@ pub(crate) fn preempt_if_wanted() {
     }
     let l = curlwp();
     if l.nopreempt.load(Ordering::Relaxed) != 0
+        || l.biglocks.load(Ordering::Relaxed) != 0
+        || l.kl_wanted.load(Ordering::Relaxed)
         || ci.intr_depth.load(Ordering::Relaxed) != 0
         || ci.ipl.load(Ordering::Relaxed) != 0
         || core::ptr::eq(l, idle_of(ci))
@@ -430,12 +482,67 @@ pub(crate) fn maybe_preempt() {
     arch::irq_restore(daif);
 }
 
-/// Gives the CPU to another runnable thread of equal or higher priority, if any. Context:
-/// thread, IPL_NONE.
-pub fn yield_now() {
+/// Test support: does what an interrupt asking this CPU to reschedule would do if it arrived
+/// right here (a preemption, where one is allowed). Context: thread.
+#[cfg(feature = "ktest")]
+pub(crate) fn inject_preemption() {
     let daif = arch::irq_save();
+    if !arch::daif_irqs_masked(daif) {
+        request_resched(curcpu());
+        preempt_if_wanted();
+    }
+    arch::irq_restore(daif);
+}
+
+/// Gives the CPU to another runnable thread of equal or higher priority, if any. A thread
+/// holding the kernel lock gives it up while switched out and takes it back after. Context:
+/// thread, IPL_NONE, no spin mutex held, preemption enabled (each asserted).
+pub fn yield_now() {
+    assert_may_switch("yield_now");
+    let l = curlwp();
+    let daif = arch::irq_save();
+    let held = kernel_lock::release_for_switch(l);
     switch_away(true);
     arch::irq_restore(daif);
+    kernel_lock::reacquire_after_switch(held);
+}
+
+/// Asserts that the calling thread may give up the CPU: not in a hard interrupt handler,
+/// IPL_NONE, no spin mutex held, preemption enabled, not the idle thread. Anything else would
+/// leak a raised IPL, a held spin lock or a disabled preemption to the next thread on this CPU.
+/// `call` names the API in the message. Context: thread.
+pub fn assert_may_switch(call: &str) {
+    let daif = arch::irq_save();
+    let ci = curcpu();
+    let depth = ci.intr_depth.load(Ordering::Relaxed);
+    let ipl = ci.ipl.load(Ordering::Relaxed);
+    let held = ci.mtx_count.load(Ordering::Relaxed);
+    arch::irq_restore(daif);
+    let l = curlwp();
+    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    assert!(
+        depth == 0,
+        "{call}: called from a hard interrupt handler; it switches threads and needs thread context"
+    );
+    assert!(
+        held == 0,
+        "{call}: called with {held} spin mutex(es) held; release them before switching threads"
+    );
+    assert!(
+        ipl == 0,
+        "{call}: called at {:?}; switching threads needs IPL_NONE",
+        crate::spl::Ipl::from_u8(ipl as u8).unwrap_or(crate::spl::IPL_HIGH)
+    );
+    assert!(
+        nopreempt == 0,
+        "{call}: called with preemption disabled ({nopreempt} kpreempt_disable without \
+         kpreempt_enable)"
+    );
+    assert!(
+        l.class != SchedClass::IdleLoop,
+        "{call}: called by the idle thread {}",
+        l.name()
+    );
 }
 
 /// Disables preemption of the current thread (nests). Context: thread.
@@ -448,9 +555,12 @@ pub fn kpreempt_enable() {
     let l = curlwp();
     let before = l.nopreempt.fetch_sub(1, Ordering::Relaxed);
     assert!(before > 0, "kpreempt_enable: preemption was not disabled");
-    if before == 1 && curcpu().resched.load(Ordering::Relaxed) != 0 {
+    if before == 1 {
+        // Masked, so that the CPU whose request is checked is the one we run on.
         let daif = arch::irq_save();
-        preempt_if_wanted();
+        if !arch::daif_irqs_masked(daif) {
+            preempt_if_wanted();
+        }
         arch::irq_restore(daif);
     }
 }
@@ -484,6 +594,7 @@ pub(crate) fn tick() {
                     l.estcpu.store(e + 1, Ordering::Relaxed);
                 }
                 ts_update_pri(l);
+                ci.curpri.store(l.pri(), Ordering::Relaxed);
                 if top.is_some_and(|p| p >= l.pri()) && l.slice.fetch_sub(1, Ordering::Relaxed) <= 1
                 {
                     l.slice.store(RR_SLICE_TICKS, Ordering::Relaxed);
@@ -543,9 +654,9 @@ pub fn init_boot_cpu() {
         (*lwp0).set_state(LwpState::Onproc);
         (*lwp0).on_cpu.store(true, Ordering::Relaxed);
     }
-    ci.curlwp.store(lwp0 as u64, Ordering::Release);
     ci.idlelwp
         .store(make_idle(0, true) as u64, Ordering::Release);
+    set_curlwp(ci, lwp0);
 }
 
 /// An idle thread for `cpu`: with its own stack slot, starting in the idle loop, or (for a
@@ -583,7 +694,7 @@ pub fn start_secondary() -> ! {
         (*l).on_cpu.store(true, Ordering::Relaxed);
     }
     ci.idlelwp.store(l as u64, Ordering::Release);
-    ci.curlwp.store(l as u64, Ordering::Release);
+    set_curlwp(ci, l);
     arch::irq_enable();
     idle_loop()
 }

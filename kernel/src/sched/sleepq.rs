@@ -12,7 +12,11 @@
 //! lock while it locks a sleeper's queue, and a sleeper removes its own entry (taking the same
 //! lock) before it returns, so the tick never touches a queue that has gone away. A timeout that
 //! fires before its sleeper is linked in leaves `tmo_fired` set, and the sleeper then does not
-//! sleep at all.
+//! sleep at all; its `check` still runs (it may have released something, as `cv_timedwait`
+//! releases the mutex), and the sleep returns `TimedOut`.
+//!
+//! A sleeper holding the kernel lock gives it up while switched out and takes it back once it
+//! runs again with IRQs unmasked (`sync::kernel_lock`).
 
 use super::lwp::Lwp;
 use super::{curlwp_ptr, setrunnable, switch_away};
@@ -93,9 +97,10 @@ impl SleepQueue {
     }
 
     /// Puts the current thread to sleep on this queue until a wakeup, or until the counter
-    /// reaches `deadline`. `check` runs under the queue lock just before sleeping; if it
-    /// returns false the thread does not sleep (the condition it waits for already holds) and
-    /// `Woken` is returned.
+    /// reaches `deadline`. `check` runs under the queue lock just before sleeping, always once;
+    /// if it returns false the thread does not sleep (the condition it waits for already holds)
+    /// and `Woken` is returned. If the timeout fired before the thread got onto the queue, it
+    /// does not sleep either and `TimedOut` is returned.
     ///
     /// Context: thread, IPL_NONE, no spin mutex held (asserted by the caller's API).
     pub fn sleep(&self, deadline: Option<u64>, check: impl FnOnce() -> bool) -> Wake {
@@ -110,10 +115,14 @@ impl SleepQueue {
                 lwp: me,
                 sq: self,
             });
+            crate::inject::point(crate::inject::Point::SleepTimeoutArmed);
         }
         let daif = arch::irq_save();
         let mut w = self.waiters.lock();
-        let sleeping = !tmo_fired(l).load(Ordering::Relaxed) && check();
+        // `check` first, always: it is the caller's commitment to sleep (cv_wait releases its
+        // mutex in it), which must happen whether or not the timeout already fired.
+        let proceed = check();
+        let sleeping = proceed && !tmo_fired(l).load(Ordering::Relaxed);
         if sleeping {
             // SAFETY: `link` is owned by the queue lock we hold; the thread is on no other queue.
             unsafe { *l.link.get() = core::ptr::null_mut() };
@@ -131,10 +140,13 @@ impl SleepQueue {
             l.set_state(super::lwp::LwpState::Sleep);
         }
         drop(w);
+        let mut biglocks = 0;
         if sleeping {
+            biglocks = crate::sync::kernel_lock::release_for_switch(l);
             switch_away(false);
         }
         arch::irq_restore(daif);
+        crate::sync::kernel_lock::reacquire_after_switch(biglocks);
         if deadline.is_some() {
             TIMEOUTS.lock().retain(|t| t.lwp != me);
         }
@@ -210,8 +222,23 @@ impl SleepQueue {
 
     /// Wakes every sleeper. Returns how many. Context: any.
     pub fn wake_all(&self) -> usize {
+        self.wake_all_after(|| {})
+    }
+
+    /// Waits until no CPU is inside this queue's lock (takes and drops it). A thread that saw
+    /// a condition which [`wake_all_after`](Self::wake_all_after) set under the lock calls it
+    /// before freeing the queue's owner. Context: any.
+    pub fn barrier(&self) {
+        drop(self.waiters.lock());
+    }
+
+    /// Runs `f` under the queue's lock, then wakes every sleeper; returns how many. After the
+    /// lock is dropped the queue is not touched again, so a thread that sees what `f` did and
+    /// then passes [`barrier`](Self::barrier) may free it. Context: any.
+    pub fn wake_all_after(&self, f: impl FnOnce()) -> usize {
         let mut list = {
             let mut w = self.waiters.lock();
+            f();
             let head = w.head;
             w.head = core::ptr::null_mut();
             w.tail = core::ptr::null_mut();

@@ -13,26 +13,38 @@ mod spinlock;
 pub use spinlock::{SpinLock, SpinLockGuard};
 
 /// Asserts that the calling thread may sleep: not in a hard interrupt handler, no spin mutex
-/// held, IPL_NONE, and not an idle thread. `call` names the API in the message.
+/// held, IPL_NONE, preemption enabled, and not an idle thread. `call` names the API in the
+/// message. Context: thread (the check itself is what says so).
 #[cfg(target_arch = "aarch64")]
 pub fn assert_sleepable(call: &str) {
     use core::sync::atomic::Ordering;
+    // Masked, so that every per-CPU value is read on the CPU we run on.
+    let daif = crate::arch::aarch64::irq_save();
     let ci = crate::cpu::curcpu();
+    let depth = ci.intr_depth.load(Ordering::Relaxed);
+    let held = ci.mtx_count.load(Ordering::Relaxed);
+    let ipl = crate::spl::Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8)
+        .unwrap_or(crate::spl::IPL_HIGH);
+    crate::arch::aarch64::irq_restore(daif);
     assert!(
-        ci.intr_depth.load(Ordering::Relaxed) == 0,
+        depth == 0,
         "{call}: would sleep in a hard interrupt handler"
     );
-    let held = ci.mtx_count.load(Ordering::Relaxed);
     assert!(
         held == 0,
         "{call}: would sleep with {held} spin mutex(es) held"
     );
-    let ipl = crate::spl::curipl();
     assert!(
         ipl == crate::spl::IPL_NONE,
         "{call}: would sleep at {ipl}; sleeping needs IPL_NONE"
     );
     let l = crate::sched::curlwp();
+    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    assert!(
+        nopreempt == 0,
+        "{call}: would sleep with preemption disabled ({nopreempt} kpreempt_disable without \
+         kpreempt_enable)"
+    );
     assert!(
         l.class() != crate::sched::lwp::SchedClass::IdleLoop,
         "{call}: the idle thread {} may not sleep",

@@ -166,6 +166,13 @@ impl KMutex {
 
     #[cold]
     fn adaptive_enter_slow(&self, me: usize) {
+        // Before any spinning: a handler that spins for a thread it interrupted, or for one
+        // that waits for this CPU, would never get the mutex.
+        assert!(
+            !crate::intr::cpu_intr_p(),
+            "mutex_enter: an adaptive mutex may not be taken in a hard interrupt handler (use \
+             a spin mutex at the handler's IPL)"
+        );
         loop {
             let o = self.owner.load(Ordering::Relaxed);
             if o == 0 {
@@ -183,22 +190,21 @@ impl KMutex {
                 "mutex_enter: locking against myself: {} already holds this adaptive mutex",
                 sched::curlwp().name()
             );
-            // Spin while the owner runs on a CPU: it will probably release soon. (The owner is
-            // read without a reference count; a stale read only makes us spin or sleep once
+            // Spin while the owner runs on a CPU: it will probably release soon. An owner that
+            // is spinning for the kernel lock does not count: we may hold that lock. (The owner
+            // is read without a reference count; a stale read only makes us spin or sleep once
             // more, and LWP memory stays mapped.)
             // SAFETY: see above; only atomics are read.
             let owner_running = unsafe {
                 let ol = (o & !WAITERS) as *const crate::sched::lwp::Lwp;
-                (*ol).on_cpu.load(Ordering::Relaxed) && (*ol).state() == LwpState::Onproc
+                (*ol).on_cpu.load(Ordering::Relaxed)
+                    && (*ol).state() == LwpState::Onproc
+                    && !(*ol).kl_wanted.load(Ordering::Relaxed)
             };
             if owner_running {
                 crate::arch::aarch64::cpu_relax();
                 continue;
             }
-            assert!(
-                !crate::intr::cpu_intr_p(),
-                "mutex_enter: an adaptive mutex would sleep in a hard interrupt handler"
-            );
             super::assert_sleepable("mutex_enter");
             self.sleepers.sleep(None, || {
                 let o = self.owner.load(Ordering::Relaxed);

@@ -5,6 +5,7 @@
 pub mod backtrace;
 pub mod context;
 pub mod mmu;
+pub mod nopreempt;
 pub mod recover;
 pub mod secondary;
 pub mod timer;
@@ -35,6 +36,42 @@ pub fn wait_for_event() {
 pub fn send_event() {
     // SAFETY: barrier plus event hint; no memory is modified.
     unsafe { asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+}
+
+/// `dsb ishst`: every store this CPU made so far is complete (visible in the inner shareable
+/// domain) before any later instruction, including a system-register write, takes effect.
+/// Needed before writing ICC_SGI1R_EL1: a system-register write is not a memory access, so a
+/// `dmb` would not order the earlier stores before the IPI it raises (Arm ARM, "Ordering of
+/// memory accesses" and the GICv3 architecture's note on SGI generation; Linux's GICv3 driver
+/// issues the same barrier in `gic_ipi_send_mask`).
+#[inline(always)]
+pub fn dsb_ishst() {
+    // SAFETY: a barrier; no other effect.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
+/// `dmb ishst`: earlier stores are observed before later stores, including a store to
+/// memory-mapped I/O (GICv2's GICD_SGIR), by every CPU of the inner shareable domain.
+#[inline(always)]
+pub fn dmb_ishst() {
+    // SAFETY: a barrier; no other effect.
+    unsafe { asm!("dmb ishst", options(nostack, preserves_flags)) };
+}
+
+/// `dsb sy`: completes the read of ICC_IAR1_EL1 (a system register) before any later load, so
+/// an IPI's handler sees the data its sender wrote before sending it (Linux: `gic_read_iar`).
+#[inline(always)]
+pub fn dsb_sy() {
+    // SAFETY: a barrier; no other effect.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// `dmb ish`: orders an earlier load (GICv2's read of GICC_IAR, a memory-mapped register)
+/// before later loads and stores (Linux: the `smp_rmb` after the IAR read in `gic_handle_irq`).
+#[inline(always)]
+pub fn dmb_ish() {
+    // SAFETY: a barrier; no other effect.
+    unsafe { asm!("dmb ish", options(nostack, preserves_flags)) };
 }
 
 /// Waits for an interrupt (`wfi`). Wakes even when interrupts are masked.
@@ -73,6 +110,12 @@ pub fn irq_disable() {
     unsafe { asm!("msr daifset, #2", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Whether a DAIF value returned by [`irq_save`] has IRQs masked.
+#[inline(always)]
+pub const fn daif_irqs_masked(daif: u64) -> bool {
+    daif & (1 << 7) != 0
+}
+
 /// Whether IRQs are masked on this CPU.
 #[inline(always)]
 pub fn irqs_masked() -> bool {
@@ -95,6 +138,26 @@ pub fn read_tpidr() -> u64 {
 #[inline(always)]
 pub fn write_tpidr(value: u64) {
     TPIDR_EL1.set(value);
+}
+
+/// Reads TPIDR_EL0, which holds the running thread (`curlwp`) once the scheduler runs on this
+/// CPU, 0 before. It is a per-thread value: the context switch writes it (with IRQs masked)
+/// together with the switch itself, so a thread reading it always reads itself, even if it was
+/// preempted and moved to another CPU a moment before. (There is no user space, so EL0's
+/// thread register is free; NetBSD/aarch64 keeps curlwp in a thread register the same way.)
+#[inline(always)]
+pub fn read_curlwp() -> u64 {
+    let value: u64;
+    // SAFETY: reading TPIDR_EL0 has no side effect.
+    unsafe { asm!("mrs {}, tpidr_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes TPIDR_EL0 (the running thread). Only the scheduler's switch path and CPU start-up.
+#[inline(always)]
+pub fn write_curlwp(value: u64) {
+    // SAFETY: TPIDR_EL0 is a software thread register with no hardware effect.
+    unsafe { asm!("msr tpidr_el0, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Reads the virtual counter (CNTVCT_EL0). Under `-icount` it advances with guest instructions.

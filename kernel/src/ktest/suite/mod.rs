@@ -13,6 +13,7 @@ mod kvm;
 mod mmu;
 mod mutex;
 mod percpu;
+mod races;
 mod sched;
 mod spl;
 
