@@ -498,9 +498,9 @@ pub(crate) fn inject_preemption() {
 /// holding the kernel lock gives it up while switched out and takes it back after. Context:
 /// thread, IPL_NONE, no spin mutex held, preemption enabled (each asserted).
 pub fn yield_now() {
-    assert_may_switch("yield_now");
     let l = curlwp();
     let daif = arch::irq_save();
+    check_may_switch("yield_now", l);
     let held = kernel_lock::release_for_switch(l);
     switch_away(true);
     arch::irq_restore(daif);
@@ -513,13 +513,27 @@ pub fn yield_now() {
 /// `call` names the API in the message. Context: thread.
 pub fn assert_may_switch(call: &str) {
     let daif = arch::irq_save();
+    check_may_switch(call, curlwp());
+    arch::irq_restore(daif);
+}
+
+/// [`assert_may_switch`] for the running thread `l`, with IRQs masked (so the per-CPU values
+/// read are this CPU's).
+#[inline(always)]
+fn check_may_switch(call: &str, l: &Lwp) {
     let ci = curcpu();
     let depth = ci.intr_depth.load(Ordering::Relaxed);
     let ipl = ci.ipl.load(Ordering::Relaxed);
     let held = ci.mtx_count.load(Ordering::Relaxed);
-    arch::irq_restore(daif);
-    let l = curlwp();
     let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    if (depth | ipl | held | nopreempt) != 0 || l.class == SchedClass::IdleLoop {
+        may_not_switch(call, l, depth, ipl, held, nopreempt);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn may_not_switch(call: &str, l: &Lwp, depth: u32, ipl: u32, held: u32, nopreempt: u32) -> ! {
     assert!(
         depth == 0,
         "{call}: called from a hard interrupt handler; it switches threads and needs thread context"
@@ -538,11 +552,7 @@ pub fn assert_may_switch(call: &str) {
         "{call}: called with preemption disabled ({nopreempt} kpreempt_disable without \
          kpreempt_enable)"
     );
-    assert!(
-        l.class != SchedClass::IdleLoop,
-        "{call}: called by the idle thread {}",
-        l.name()
-    );
+    panic!("{call}: called by the idle thread {}", l.name());
 }
 
 /// Disables preemption of the current thread (nests). Context: thread.

@@ -79,6 +79,7 @@ pub fn owner() -> *const Lwp {
 /// Before a voluntary switch (sleep, yield, exit), with IRQs masked: releases every hold of
 /// thread `l` (the running thread) and returns how many it had, for
 /// [`reacquire_after_switch`].
+#[inline]
 pub(crate) fn release_for_switch(l: &Lwp) -> u32 {
     let n = l.biglocks.load(Ordering::Relaxed);
     if n > 0 {
@@ -105,6 +106,7 @@ pub(crate) fn release_abandoned(l: &Lwp) {
 
 /// After a voluntary switch, with IRQs as the thread normally runs: takes back the `n` holds
 /// [`release_for_switch`] returned (none if 0).
+#[inline]
 pub(crate) fn reacquire_after_switch(n: u32) {
     if n > 0 {
         acquire(crate::sched::curlwp(), n);
