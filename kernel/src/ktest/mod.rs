@@ -654,6 +654,12 @@ pub fn all_cpus_barrier() {
     }
 }
 
+/// Whether a CPU's part of the running test failed: threads a test started (storms, helpers)
+/// stop when this turns true, so a failure does not spill into the next test.
+pub fn aborted() -> bool {
+    ABORT.load(Ordering::Acquire)
+}
+
 /// Spins (with `wfe`) until `cond` holds or `timeout_ms` of virtual time pass; returns whether
 /// it held. Tests use it to wait for another CPU without hanging forever.
 pub fn wait_until(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
