@@ -209,9 +209,6 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // and mapped read-write.
     let heap_bytes = unsafe { heap::init(info.memory(), &holes[..hole_count]) };
     sched::stack::init();
-    if let Some(max) = bootarg("kthread.max").and_then(|v| v.parse().ok()) {
-        crate::kthread::set_thread_limit(max);
-    }
     kprintln!(
         "memory: {} MiB RAM, heap {} MiB; {} CPUs in the device tree",
         info.memory_size() >> 20,
@@ -244,6 +241,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     ci0.set_state(CpuState::Online);
     ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
     sched::init_boot_cpu();
+    // The idle threads have their stack slots: what is left bounds the kernel threads.
+    crate::kthread::init(bootarg("kthread.max").and_then(|v| v.parse().ok()));
     arch::irq_enable();
 
     start_secondaries(board, mmu_config);

@@ -1,12 +1,20 @@
 //! `kthread(9)`: kernel threads, and kernel FP/SIMD sections.
 //!
 //! `kthread_create(pri, flags, ci, func, arg, newlp, name)` creates a thread that runs
-//! `func(arg)`; errors come back as [`KthreadError`] (EAGAIN past the thread limit, ENOMEM when no
-//! stack is left), misuse is an assertion naming the rule. A KTHREAD_IDLE thread is created
+//! `func(arg)`; errors come back as [`KthreadError`] (EAGAIN past the thread limit, ENOMEM when
+//! memory runs out), misuse is an assertion naming the rule. A KTHREAD_IDLE thread is created
 //! not runnable and started with [`kthread_start`]. Without KTHREAD_MPSAFE the kernel lock is
 //! held whenever the thread runs. A KTHREAD_MUSTJOIN thread's [`kthread_exit`] waits (as a
 //! zombie) for exactly one [`kthread_join`], which returns the exit code and frees it; other
 //! threads are freed by the scheduler as soon as they have switched away for the last time.
+//!
+//! The thread limit is honest: every kernel thread needs one of the fixed stack slots
+//! (`sched::stack`), so at boot, once the idle threads have taken theirs, [`init`] makes the
+//! limit the smaller of the configured one (`kthread.max=N`, default `stack::MAX_SLOTS`) and
+//! the slots left, and says so on the console when `kthread.max` asked for more. A thread is
+//! counted from before it takes its slot until after it has given it back, so a create that
+//! passes the limit check always finds a free slot: running out of threads is EAGAIN, as the
+//! manual says, and ENOMEM is left for running out of memory.
 //!
 //! `kthread_fpu_enter`/`kthread_fpu_exit` bracket FP/SIMD use (the kernel is otherwise
 //! soft-float and FP/SIMD traps): only in kernel threads, nesting, the outermost enter enables
@@ -41,7 +49,7 @@ pub const PRI_NONE: i32 = -1;
 pub enum KthreadError {
     /// EAGAIN: the limit on kernel threads would be exceeded.
     Again,
-    /// ENOMEM: no memory (or no stack slot) for the thread.
+    /// ENOMEM: no memory for the thread.
     NoMem,
 }
 
@@ -78,12 +86,44 @@ impl LwpRef {
     }
 }
 
+/// Kernel threads created and not yet freed (each holds, or is about to hold, a stack slot).
 static THREADS: AtomicUsize = AtomicUsize::new(0);
+/// The limit on `THREADS`; never more than `CAPACITY`.
 static LIMIT: AtomicUsize = AtomicUsize::new(stack::MAX_SLOTS);
+/// Stack slots kernel threads can have: all slots but those of the idle threads. Set by [`init`].
+static CAPACITY: AtomicUsize = AtomicUsize::new(stack::MAX_SLOTS);
 
-/// Sets the limit on kernel threads (`kthread.max=N` on the command line). Boot only.
-pub fn set_thread_limit(n: usize) {
-    LIMIT.store(n, Ordering::Relaxed);
+/// Fixes the thread limit once the idle threads have their stack slots: the smaller of
+/// `requested` (`kthread.max=N` from the command line; default `stack::MAX_SLOTS`) and the
+/// slots left for kernel threads. A `requested` limit above that is clamped, with a console
+/// message. Boot CPU, after `sched::init_boot_cpu`, before any other
+/// thread takes a stack slot.
+pub fn init(requested: Option<usize>) {
+    // Slots free now, plus any that kernel threads already hold (none at boot).
+    let capacity = stack::free_count() + thread_count();
+    CAPACITY.store(capacity, Ordering::Relaxed);
+    let wanted = requested.unwrap_or(stack::MAX_SLOTS);
+    if requested.is_some() && wanted > capacity {
+        crate::kprintln!(
+            "kthread: kthread.max={wanted} is more than the {capacity} stack slots left for \
+             kernel threads; the limit is {capacity}"
+        );
+    }
+    set_thread_limit(wanted);
+}
+
+/// Sets the limit on kernel threads to `n`, clamped to the stack slots kernel threads can have
+/// (see [`init`]); returns the limit now in force. A limit below [`thread_count`] refuses new
+/// threads until enough have exited.
+pub fn set_thread_limit(n: usize) -> usize {
+    let limit = n.min(CAPACITY.load(Ordering::Relaxed));
+    LIMIT.store(limit, Ordering::Relaxed);
+    limit
+}
+
+/// The limit on kernel threads: `kthread_create` past it fails with [`KthreadError::Again`].
+pub fn thread_limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
 }
 
 /// Kernel threads that exist now (created and not yet freed).
@@ -100,7 +140,8 @@ pub(crate) fn thread_freed() {
 ///
 /// `pri` is a priority 0..=223 or [`PRI_NONE`]; `ci` binds the thread to that CPU for life;
 /// `newlp` receives the thread (required with KTHREAD_MUSTJOIN). Context: thread (it may
-/// allocate). Errors: [`KthreadError::Again`] past the limit, [`KthreadError::NoMem`].
+/// allocate). Errors: [`KthreadError::Again`] past the limit ([`thread_limit`]),
+/// [`KthreadError::NoMem`] when there is no memory for the thread.
 #[allow(
     clippy::too_many_arguments,
     reason = "NetBSD's kthread_create signature"
@@ -156,6 +197,8 @@ pub fn kthread_create(
         THREADS.fetch_sub(1, Ordering::Relaxed);
         return Err(KthreadError::Again);
     }
+    // Cannot fail while the limit is at most CAPACITY (see the module documentation); kept as
+    // ENOMEM rather than a panic in case something else ever takes slots.
     let Some(slot) = stack::alloc() else {
         THREADS.fetch_sub(1, Ordering::Relaxed);
         return Err(KthreadError::NoMem);

@@ -8,6 +8,11 @@
 //!
 //! Fixed slots keep the page tables static (no map changes when threads come and go) and make
 //! allocation a pop from a free list.
+//!
+//! Who takes slots: CPU 0's idle thread at boot (the secondary CPUs' idle threads run on their
+//! boot stacks), then only `kthread_create`. `kthread::init` counts the slots left after the
+//! idle thread took its own and caps the thread limit there, so a create within the limit
+//! always finds a slot; anything new that takes slots must be accounted for there.
 
 use crate::platform::PhysRange;
 use crate::sync::SpinLock;
@@ -20,7 +25,8 @@ pub const SLOT_SIZE: u64 = 32 * 1024;
 pub const GUARD_SIZE: u64 = 4096;
 /// Usable stack bytes per thread.
 pub const STACK_SIZE: u64 = SLOT_SIZE - GUARD_SIZE;
-/// Slots set aside at boot (the upper bound on kernel threads).
+/// Slots set aside at boot, at most: fewer on a small machine ([`reserve`]). CPU 0's idle
+/// thread takes one; the rest bound the number of kernel threads.
 pub const MAX_SLOTS: usize = 1024;
 
 static REGION_START: AtomicU64 = AtomicU64::new(0);

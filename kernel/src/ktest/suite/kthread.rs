@@ -5,7 +5,7 @@ use crate::ktest;
 use crate::ktest::suite::spawn_joinable;
 use crate::kthread::*;
 use crate::sched::lwp::LwpState;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 fn empty(_: usize) {}
 
@@ -72,11 +72,70 @@ ktest! {
 ktest! {
     fn creating_past_the_thread_limit_returns_eagain() {
         let n = thread_count();
+        let old = thread_limit();
         set_thread_limit(n);
         let r = kthread_create(PRI_NONE, KTHREAD_MPSAFE, None, empty, 0, None, format_args!("over"));
-        set_thread_limit(crate::sched::stack::MAX_SLOTS);
+        set_thread_limit(old);
         assert_eq!(r, Err(KthreadError::Again));
         assert_eq!(thread_count(), n, "a refused create changed the count");
+    }
+}
+
+/// Where the threads of the next test wait until [`RELEASED`].
+static HOLD: crate::sched::sleepq::SleepQueue = crate::sched::sleepq::SleepQueue::new();
+static RELEASED: AtomicBool = AtomicBool::new(false);
+
+fn hold_until_released(_: usize) {
+    while !RELEASED.load(Ordering::Acquire) {
+        // The flag is re-checked under the queue's lock, which the releaser's wake_all takes.
+        let _ = HOLD.sleep(None, || !RELEASED.load(Ordering::Acquire));
+    }
+}
+
+ktest! {
+    #[timeout_ms(120_000)]
+    fn creating_until_refused_ends_in_eagain_at_the_default_limit() {
+        let before = thread_count();
+        let limit = thread_limit();
+        assert!(before < limit, "{before} kernel threads exist already, limit {limit}");
+        RELEASED.store(false, Ordering::Release);
+        let mut threads = alloc::vec::Vec::with_capacity(limit - before);
+        let refusal = loop {
+            let mut l = None;
+            match kthread_create(PRI_NONE, KTHREAD_MPSAFE | KTHREAD_MUSTJOIN, None,
+                hold_until_released, threads.len(), Some(&mut l),
+                format_args!("hold/{}", threads.len()))
+            {
+                Ok(()) => threads.push(l.expect("kthread_create fills newlp")),
+                Err(e) => break e,
+            }
+            // More than every stack slot: the limit is not enforced at all; stop before the
+            // machine runs out of something else.
+            if threads.len() > crate::sched::stack::MAX_SLOTS {
+                break KthreadError::NoMem;
+            }
+        };
+        let count_at_refusal = thread_count();
+        let free_slots_at_refusal = crate::sched::stack::free_count();
+        let created = threads.len();
+        RELEASED.store(true, Ordering::Release);
+        HOLD.wake_all();
+        for l in threads {
+            assert_eq!(kthread_join(l), 0, "exit code of a held thread");
+        }
+        assert_eq!(refusal, KthreadError::Again,
+            "kthread_create refused with {refusal:?} after {created} threads ({before} existed, \
+             limit {limit}, {free_slots_at_refusal} stack slots free); kthread(9) promises EAGAIN");
+        assert_eq!(created, limit - before,
+            "created {created} threads before EAGAIN; the limit {limit} minus the {before} that \
+             existed is {}", limit - before);
+        assert_eq!(count_at_refusal, limit, "thread_count() when kthread_create refused");
+        if crate::boot::bootarg("kthread.max").is_none() {
+            // The default limit is every slot the kernel threads can have, not fewer.
+            assert_eq!(free_slots_at_refusal, 0,
+                "the default limit {limit} left {free_slots_at_refusal} stack slots unusable");
+        }
+        assert_eq!(thread_count(), before, "kernel threads after joining them all");
     }
 }
 
