@@ -2,6 +2,7 @@
 //! `ktest!`; nothing here needs to list them.
 
 mod clock;
+mod condvar;
 mod cpu;
 mod fault;
 mod fpu;
@@ -66,4 +67,20 @@ pub fn spawn_joinable(
     )
     .expect("kthread_create in a test");
     l.expect("kthread_create fills newlp")
+}
+
+/// Sleeps a clock tick at a time until `cond` holds or `timeout_ms` pass; returns whether it
+/// held. Unlike [`wait_until`](crate::ktest::wait_until), which spins, this lets threads of
+/// lower priority than the test run meanwhile, on a single CPU too.
+pub fn sleep_until(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = crate::arch::aarch64::counter() + crate::clock::ms_to_counter(timeout_ms);
+    loop {
+        if cond() {
+            return true;
+        }
+        if crate::arch::aarch64::counter() > deadline {
+            return cond();
+        }
+        crate::kthread::kpause(1);
+    }
 }
