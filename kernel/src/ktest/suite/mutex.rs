@@ -3,7 +3,7 @@
 
 use crate::cpu::ncpu_online;
 use crate::ktest;
-use crate::ktest::suite::spawn_joinable;
+use crate::ktest::suite::{sleep_until, spawn_joinable};
 
 fn spawn(func: fn(usize), arg: usize, flags: u32) -> LwpRef {
     spawn_joinable(func, arg, PRI_NONE, flags, None)
@@ -13,7 +13,7 @@ use crate::sync::condvar::KCondvar;
 use crate::sync::kernel_lock::{kernel_lock, kernel_lock_held, kernel_unlock};
 use crate::sync::mutex::KMutex;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A counter protected only by `LOCK` (a plain, non-atomic read-modify-write).
 struct Shared(UnsafeCell<u64>);
@@ -123,6 +123,39 @@ ktest! {
         // Items are 1..=2*ITEMS exactly once each.
         assert_eq!(CONSUMED_N.load(Ordering::Relaxed), n);
         assert_eq!(CONSUMED_SUM.load(Ordering::Relaxed), n * (n + 1) / 2, "an item was lost or doubled");
+    }
+}
+
+static HANDOFF: KMutex = KMutex::adaptive();
+static CONTENDER_GOT_IT: AtomicBool = AtomicBool::new(false);
+
+fn contend(_: usize) {
+    HANDOFF.mutex_enter();
+    CONTENDER_GOT_IT.store(true, Ordering::Release);
+    HANDOFF.mutex_exit();
+}
+
+ktest! {
+    fn mutex_exit_wakes_the_thread_sleeping_on_the_mutex() {
+        CONTENDER_GOT_IT.store(false, Ordering::Release);
+        HANDOFF.mutex_enter();
+        let b = spawn(contend, 0, KTHREAD_MPSAFE);
+        // The contender spins while we run and sleeps once we are off the CPU (we sleep a tick
+        // at a time here); its only sleep is on HANDOFF.
+        let asleep = sleep_until(5000, || {
+            b.lwp().is_some_and(|t| t.state() == crate::sched::lwp::LwpState::Sleep)
+        });
+        if !asleep {
+            HANDOFF.mutex_exit();
+            kthread_join(b);
+            panic!("the contender never went to sleep on the held mutex");
+        }
+        assert!(!CONTENDER_GOT_IT.load(Ordering::Acquire), "the contender entered a held mutex");
+        HANDOFF.mutex_exit();
+        // Not joined on failure: the contender would sleep forever.
+        assert!(sleep_until(2000, || CONTENDER_GOT_IT.load(Ordering::Acquire)),
+            "mutex_exit did not wake the thread sleeping on the mutex (not acquired after 2 s)");
+        kthread_join(b);
     }
 }
 
