@@ -3,9 +3,9 @@
 //!
 //! The boot CPU, entered from the board with the MMU off: registers the platform, makes itself
 //! CPU 0, installs the exception vectors, reads the device tree, turns the MMU on, starts the
-//! heap, attaches every CPU, gives each its DPCPU copy, sets up the interrupt controller and the
-//! clock tick, then starts the other CPUs through the platform (PSCI or spin table) and waits
-//! for them. What it runs next depends on the image: the normal kernel idles, the test image
+//! heap, attaches every CPU, gives each its DPCPU copy and checks the copies, sets up the
+//! interrupt controller and the clock tick, then starts the other CPUs through the platform
+//! (PSCI or spin table) and waits for them; each checks its DPCPU offset as it comes online. What it runs next depends on the image: the normal kernel idles, the test image
 //! runs the in-kernel tests, the bench image the benchmarks.
 //!
 //! The board's linker script must define the symbols declared in [`linker`].
@@ -220,6 +220,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         cpu::attach(index, node.mpidr);
     }
     percpu::init();
+    percpu::check_copies();
+    percpu::check_this_cpu(0);
     for ci in cpu::cpus() {
         let stack = alloc::vec![0u8; EXCEPTION_STACK_SIZE].into_boxed_slice();
         let base = Box::leak(stack).as_mut_ptr() as u64;
@@ -358,6 +360,7 @@ extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
     let ci = cpu_lookup(index).expect("secondary CPU was attached");
     cpu::set_curcpu(ci);
     vectors::install();
+    percpu::check_this_cpu(index);
     let board = platform();
     board.irq_init_cpu(index);
     intr::init_cpu();
