@@ -25,9 +25,12 @@ pub enum Point {
     /// `intr` dispatch: an interrupt was acknowledged and its level checked, its handler not yet
     /// marked running. Hard interrupt context (or `splx`), IRQs masked.
     IntrBeforeRunning = 4,
+    /// `splraise`, before it touches this CPU's IPL (in code that reads `curcpu()` first and
+    /// stores later, this is between the two). Any context.
+    SplRaise = 5,
 }
 
-const NPOINTS: usize = 5;
+const NPOINTS: usize = 6;
 
 #[cfg(feature = "ktest")]
 mod imp {

@@ -154,6 +154,7 @@ mod imp {
     /// does not preempt in (`arch::aarch64::nopreempt`).
     #[inline(always)]
     pub fn splraise(ipl: Ipl) -> Ipl {
+        crate::inject::point(crate::inject::Point::SplRaise);
         let old = crate::arch::aarch64::nopreempt::cpl_raise(ipl.0);
         compiler_fence(Ordering::SeqCst);
         Ipl(old)
