@@ -14,7 +14,7 @@ use crate::arch::aarch64::mmu::{self, ImageLayout, MmuConfig};
 use crate::arch::aarch64::secondary::{SecondaryBoot, kernel_secondary_entry};
 use crate::arch::aarch64::{self as arch, vectors};
 use crate::cpu::{self, CpuState, cpu_lookup, cpus, curcpu};
-use crate::devtree::{self, SystemInfo};
+use crate::devtree;
 use crate::platform::{PhysRange, Platform, platform, set_platform};
 use crate::{clock, heap, intr, kprintln, percpu, sched};
 use alloc::boxed::Box;
@@ -77,36 +77,12 @@ pub const MAX_BOARD_RESERVED: usize = 4;
 /// How long the boot CPU waits for a started CPU to report online.
 const CPU_START_TIMEOUT_MS: u64 = 2000;
 
-static SYSTEM_INFO: spin::Once<SystemInfo> = spin::Once::new();
-static DEVICE_TREE: spin::Once<&'static [u8]> = spin::Once::new();
 static MMU_CONFIG: spin::Once<MmuConfig> = spin::Once::new();
 
 /// Counter value at which each CPU reported online (for `boot_all_cpus_online`).
 static ONLINE_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
 
-/// What the device tree said, once the boot CPU has parsed it.
-pub fn system_info() -> &'static SystemInfo {
-    SYSTEM_INFO
-        .get()
-        .expect("system_info() before the device tree was parsed")
-}
-
-/// The device tree the kernel booted with.
-pub fn device_tree() -> &'static [u8] {
-    DEVICE_TREE.get().copied().unwrap_or(&[])
-}
-
-/// The value of `key=value` on the kernel command line (`/chosen/bootargs`), if present.
-pub fn bootarg(key: &str) -> Option<&'static str> {
-    SYSTEM_INFO
-        .get()?
-        .bootargs()
-        .split_whitespace()
-        .find_map(|word| {
-            let (k, v) = word.split_once('=')?;
-            (k == key).then_some(v)
-        })
-}
+pub use crate::bootinfo::{bootarg, device_tree, system_info};
 
 /// The counter value at which the last CPU came online.
 pub fn all_online_at() -> u64 {
@@ -148,7 +124,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
 
     // The MMU and caches are on: everything else may run.
     set_platform(board);
-    DEVICE_TREE.call_once(|| dtb);
+    crate::bootinfo::set_device_tree(dtb);
     let mmu_config = MMU_CONFIG.call_once(|| mmu_config);
     let ci0 = cpu::attach(0, mpidr);
     cpu::set_curcpu(ci0);
@@ -171,7 +147,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         mpidr
     );
 
-    let info = SYSTEM_INFO.call_once(|| info);
+    let info = crate::bootinfo::set_system_info(info);
     if info.boot_cpu_missing {
         kprintln!("warning: the boot CPU (MPIDR {mpidr:#x}) is not in the device tree");
     }

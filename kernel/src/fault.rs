@@ -180,7 +180,7 @@ fn stop_machine() -> ! {
         "other CPUs halted: {halted} of {}\n",
         others().count()
     ));
-    if crate::boot::bootarg("panic.hold") == Some("1") {
+    if crate::bootinfo::bootarg("panic.hold") == Some("1") {
         // `cargo xtask dump --dump-on-panic`: keep the machine as it is for a crash dump.
         emergency_write(format_args!("held for a crash dump (panic.hold=1)\n"));
         loop {
@@ -206,6 +206,23 @@ pub fn crash_on_request(kind: &str) {
     }
 }
 
+/// Where a panic or a synchronous fault may be recovered from instead of stopping the machine:
+/// the test harness installs these (each returns if it does not take the failure over).
+pub struct RecoveryHooks {
+    /// Called first by the panic handler (IRQs masked).
+    pub on_panic: fn(&core::panic::PanicInfo<'_>),
+    /// Called for a synchronous fault after thread faults were turned into panics.
+    pub on_fault: fn(&TrapFrame, &dyn fmt::Display),
+}
+
+static RECOVERY: spin::Once<RecoveryHooks> = spin::Once::new();
+
+/// Installs the recovery hooks (once). Keeps this module from naming the test harness, which
+/// sits above it. Context: thread, before the failures it should catch.
+pub fn set_recovery_hooks(hooks: RecoveryHooks) {
+    RECOVERY.call_once(|| hooks);
+}
+
 /// Entered from the vectors for every exception. Context: exception, IRQs masked.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
@@ -214,8 +231,9 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
         ExceptionKind::Sync => {
             thread_fault(frame);
             let what = Describe(frame.esr);
-            #[cfg(feature = "ktest")]
-            crate::ktest::on_fault(frame, &what);
+            if let Some(hooks) = RECOVERY.get() {
+                (hooks.on_fault)(frame, &what);
+            }
             fatal(frame, &what)
         }
         other => {
@@ -266,8 +284,9 @@ fn fatal(frame: &TrapFrame, what: &dyn fmt::Display) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     crate::arch::aarch64::irq_disable();
-    #[cfg(feature = "ktest")]
-    crate::ktest::on_panic(info);
+    if let Some(hooks) = RECOVERY.get() {
+        (hooks.on_panic)(info);
+    }
     if PANICKING.swap(true, Ordering::AcqRel) {
         crate::intr::halt_this_cpu();
     }

@@ -28,6 +28,8 @@ pub mod sync;
 #[cfg(target_arch = "aarch64")]
 pub mod boot;
 #[cfg(target_arch = "aarch64")]
+pub mod bootinfo;
+#[cfg(target_arch = "aarch64")]
 pub mod clock;
 #[cfg(target_arch = "aarch64")]
 pub mod fault;

@@ -575,6 +575,7 @@ pub fn run_all() -> ! {
         "ktest: running {selected} of {} tests on {online} CPUs",
         all.len()
     );
+    crate::fault::set_recovery_hooks(crate::fault::RecoveryHooks { on_panic, on_fault });
     start_workers();
     for test in all
         .iter()

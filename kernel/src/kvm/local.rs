@@ -26,7 +26,7 @@ impl LocalSource {
     }
 
     fn ram() -> &'static [PhysRange] {
-        crate::boot::system_info().memory()
+        crate::bootinfo::system_info().memory()
     }
 }
 
