@@ -43,6 +43,8 @@ pub mod intr;
 pub mod kthread;
 #[cfg(target_arch = "aarch64")]
 pub mod sched;
+#[cfg(target_arch = "aarch64")]
+pub mod softint;
 
 #[cfg(all(target_arch = "aarch64", feature = "bench"))]
 pub mod bench;

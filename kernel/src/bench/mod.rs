@@ -70,6 +70,8 @@ impl core::fmt::Display for Hundredths {
 const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
+mod softint;
+
 /// Measures `op` in batches of `batch` calls and returns per-call figures in hundredths of a
 /// virtual nanosecond, with the cost of an empty loop of the same shape subtracted. Under
 /// `-icount shift=0` a virtual nanosecond is one guest instruction.
@@ -229,5 +231,7 @@ pub fn run_all() -> ! {
     mutex_uncontended();
     kthread_create_join();
     ctx_switch();
+    softint::softint_local();
+    softint::softint_intr();
     crate::platform::platform().exit(0)
 }

@@ -137,6 +137,8 @@ pub struct Lwp {
     /// The thread is spinning for the kernel lock: not preemptible, and not "running" for an
     /// adaptive mutex's waiters (it may be waiting for one of them).
     pub(crate) kl_wanted: AtomicBool,
+    /// For a softint thread, the IPL of its level (1..=4); 0 for every other thread.
+    pub(crate) softint_ipl: AtomicU32,
     /// Inside a kthread_fpu_enter section (FP/SIMD enabled for this thread).
     pub(crate) fpu_on: AtomicBool,
     /// Preemption disabled while non-zero (`kpreempt_disable`).
@@ -207,6 +209,7 @@ impl Lwp {
             tmo_fired: AtomicBool::new(false),
             biglocks: AtomicU32::new(0),
             kl_wanted: AtomicBool::new(false),
+            softint_ipl: AtomicU32::new(0),
             fpu_on: AtomicBool::new(false),
             nopreempt: AtomicU32::new(0),
             ncsw: AtomicU64::new(0),
@@ -267,6 +270,19 @@ impl Lwp {
     /// The stack's bounds `[base, top)`, if it has its own stack slot.
     pub fn stack_bounds(&self) -> Option<(u64, u64)> {
         self.stack.as_ref().map(|s| (s.base(), s.top()))
+    }
+
+    /// For a softint thread, the IPL of its level (as a number, 1..=4).
+    pub fn softint_level(&self) -> Option<u8> {
+        match self.softint_ipl.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n as u8),
+        }
+    }
+
+    /// Marks the running thread as the softint thread of the level with IPL `ipl`.
+    pub(crate) fn set_softint_level(&self, ipl: u8) {
+        self.softint_ipl.store(u32::from(ipl), Ordering::Relaxed);
     }
 
     /// The stack slot index, if any.

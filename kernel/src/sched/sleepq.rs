@@ -143,7 +143,18 @@ impl SleepQueue {
         let mut biglocks = 0;
         if sleeping {
             biglocks = crate::sync::kernel_lock::release_for_switch(l);
+            // A softint thread blocking in a handler sleeps at its soft level: the CPU goes on
+            // at IPL_NONE, and the (bound) thread takes its level back when it resumes.
+            let ci = crate::cpu::curcpu();
+            let soft = if l.softint_level().is_some() {
+                ci.ipl.swap(0, Ordering::Relaxed)
+            } else {
+                0
+            };
             switch_away(false);
+            if soft != 0 {
+                crate::cpu::curcpu().ipl.store(soft, Ordering::Relaxed);
+            }
         }
         arch::irq_restore(daif);
         crate::sync::kernel_lock::reacquire_after_switch(biglocks);

@@ -16,6 +16,7 @@ mod mutex;
 mod percpu;
 mod races;
 mod sched;
+mod softint;
 mod spl;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
