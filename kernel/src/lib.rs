@@ -45,6 +45,8 @@ pub mod kthread;
 pub mod sched;
 #[cfg(target_arch = "aarch64")]
 pub mod softint;
+#[cfg(target_arch = "aarch64")]
+pub mod workqueue;
 
 #[cfg(all(target_arch = "aarch64", feature = "bench"))]
 pub mod bench;

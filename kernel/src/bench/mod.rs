@@ -71,6 +71,7 @@ const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
 mod softint;
+mod workqueue;
 
 /// Measures `op` in batches of `batch` calls and returns per-call figures in hundredths of a
 /// virtual nanosecond, with the cost of an empty loop of the same shape subtracted. Under
@@ -233,5 +234,7 @@ pub fn run_all() -> ! {
     ctx_switch();
     softint::softint_local();
     softint::softint_intr();
+    workqueue::latencies();
+    workqueue::throughput();
     crate::platform::platform().exit(0)
 }

@@ -18,6 +18,7 @@ mod races;
 mod sched;
 mod softint;
 mod spl;
+mod workqueue;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
 /// printed so a failing run can be replayed with `ktest.seed=`.
