@@ -273,16 +273,28 @@ fn queue_for(wq: &Workqueue, cpu: Option<usize>, call: &str, wk: &Work) -> &'sta
 /// blocks.
 pub fn workqueue_enqueue(wq: &Workqueue, wk: &'static Work, cpu: Option<usize>) {
     let q = queue_for(wq, cpu, "workqueue_enqueue", wk);
-    {
+    let already = {
         let _g = q.lock.lock();
         let prev = wk.state.swap(PENDING, Ordering::AcqRel);
-        if prev == PENDING {
-            panic!(
-                "workqueue_enqueue({}, {}): the work is already pending; a work may be enqueued \
-                 again only once its callback has started",
-                wq.inner.name, wk.name
-            );
+        if prev != PENDING {
+            link(q, wk);
         }
+        prev == PENDING
+    };
+    // Reported outside the queue lock, so that the queue stays usable.
+    if already {
+        panic!(
+            "workqueue_enqueue({}, {}): the work is already pending; a work may be enqueued \
+             again only once its callback has started",
+            wq.inner.name, wk.name
+        );
+    }
+    q.wake.wake_one();
+}
+
+/// Appends `wk` to `q`'s pending list. The queue lock is held.
+fn link(q: &'static Queue, wk: &'static Work) {
+    {
         wk.queue
             .store(q as *const Queue as *mut Queue, Ordering::Relaxed);
         wk.next.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -302,7 +314,6 @@ pub fn workqueue_enqueue(wq: &Workqueue, wk: &'static Work, cpu: Option<usize>) 
         list.tail = wk;
         q.npending.fetch_add(1, Ordering::Release);
     }
-    q.wake.wake_one();
 }
 
 /// `workqueue_wait(wq, wk)`: returns once `wk` is neither pending nor running on `wq` (at once

@@ -98,7 +98,14 @@ fn ran_in_thread(_: &'static WorkItem<()>) {
     IRQ_RAN.store(1 + u32::from(in_thread), Ordering::Release);
 }
 
+static IRQ_FIRED: AtomicBool = AtomicBool::new(false);
+
 fn enqueue_in_handler(_: usize) -> bool {
+    // Once: an SGI 7 left pending at the GIC by an earlier test may arrive too (on any CPU)
+    // when the SGI is enabled again.
+    if IRQ_FIRED.swap(true, Ordering::AcqRel) {
+        return true;
+    }
     // SAFETY: the test keeps the queue alive while the SGI is established.
     let wq = unsafe { &*IRQ_WQ.load(Ordering::Acquire) };
     wq.enqueue(&IRQ_ITEM, None);
@@ -108,15 +115,21 @@ fn enqueue_in_handler(_: usize) -> bool {
 ktest! {
     fn workqueue_enqueue_from_a_hard_interrupt_handler_runs_the_work_in_thread_context() {
         IRQ_RAN.store(0, Ordering::Relaxed);
+        IRQ_FIRED.store(false, Ordering::Relaxed);
         let wq = alloc::boxed::Box::new(
             TypedWorkqueue::create("wq-irq", ran_in_thread, 96, IPL_VM, WQ_MPSAFE).expect("create"),
         );
         IRQ_WQ.store(&*wq as *const _ as *mut _, Ordering::Release);
         let h = intr_establish(SGI_WQ, IPL_VM, 0, enqueue_in_handler, 0).expect("SGI 7");
         platform().send_ipi(IpiTarget::Cpu(curcpu().index()), SGI_WQ);
-        let ran = wait_until(5000, || IRQ_RAN.load(Ordering::Acquire) != 0);
-        intr_disestablish(h);
+        // Sleep (not spin) until it ran: on one CPU the worker runs only while this thread
+        // sleeps.
+        let queued = wait_until(5000, || {
+            IRQ_ITEM.work().is_pending() || IRQ_RAN.load(Ordering::Acquire) != 0
+        });
         wq.wait(&IRQ_ITEM);
+        let ran = queued && IRQ_RAN.load(Ordering::Acquire) != 0;
+        intr_disestablish(h);
         IRQ_WQ.store(core::ptr::null_mut(), Ordering::Release);
         wq.destroy();
         assert!(ran, "the work enqueued by the handler never ran");
@@ -273,9 +286,12 @@ ktest! {
 static SELF_WAIT: WorkItem<()> = WorkItem::new("self-wait", ());
 static SELF_WQ: AtomicPtr<TypedWorkqueue<()>> = AtomicPtr::new(core::ptr::null_mut());
 
+static SELF_WAITING: AtomicBool = AtomicBool::new(false);
+
 fn waits_on_itself(item: &'static WorkItem<()>) {
     // SAFETY: the test leaks the queue, so it outlives this call.
     let wq = unsafe { &*SELF_WQ.load(Ordering::Acquire) };
+    SELF_WAITING.store(true, Ordering::Release);
     wq.wait(item);
 }
 
@@ -286,8 +302,16 @@ ktest! {
             TypedWorkqueue::create("wq-self", waits_on_itself, 96, IPL_NONE, WQ_MPSAFE).expect("create"),
         ));
         SELF_WQ.store(wq as *mut _, Ordering::Release);
+        SELF_WAITING.store(false, Ordering::Relaxed);
         wq.enqueue(&SELF_WAIT, None);
-        // The worker panics (and is ended by the harness); give it the time to.
-        let _ = wait_until(2000, || false);
+        // Sleep so that the worker runs (on one CPU too); it panics, and the harness ends it
+        // and records the failure for this test.
+        for _ in 0..200 {
+            if SELF_WAITING.load(Ordering::Acquire) {
+                break;
+            }
+            crate::kthread::kpause(1);
+        }
+        crate::kthread::kpause(2);
     }
 }
