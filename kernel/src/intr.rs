@@ -117,6 +117,10 @@ crate::dpcpu_define! {
     /// The private-interrupt generation this CPU has applied.
     static PRIVATE_SEEN: AtomicU64 = AtomicU64::new(0);
 }
+crate::dpcpu_define! {
+    /// The private interrupts (bit = identifier 0-31) this CPU has enabled.
+    static PRIVATE_ON: AtomicU32 = AtomicU32::new(0);
+}
 
 /// The kinds of IPI. The discriminant is the SGI number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,10 +242,23 @@ fn sync_private() {
     }
     let cpu = curcpu().index();
     let p = platform();
+    let on = PRIVATE_ON.get();
     for irq in 0..FIRST_SPI {
+        let bit = 1u32 << irq;
         match HANDLERS[irq as usize].ipl.load(Ordering::Acquire) {
-            0 => p.irq_disable(irq, Some(cpu)),
-            ipl => p.irq_enable(irq, Some(cpu), ipl as u8),
+            0 => {
+                p.irq_disable(irq, Some(cpu));
+                on.fetch_and(!bit, Ordering::Relaxed);
+            }
+            ipl => {
+                if on.load(Ordering::Relaxed) & bit == 0 {
+                    // Newly established here: one sent while it was off is not for this
+                    // handler.
+                    p.irq_clear_pending(irq, cpu);
+                    on.fetch_or(bit, Ordering::Relaxed);
+                }
+                p.irq_enable(irq, Some(cpu), ipl as u8);
+            }
         }
     }
     seen.store(generation, Ordering::Release);

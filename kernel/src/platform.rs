@@ -95,6 +95,13 @@ pub trait Platform: Sync {
     /// controller cannot disable (some SGIs) are left as they are.
     fn irq_disable(&self, irq: u32, cpu: Option<usize>);
 
+    /// Forgets a pending private interrupt `irq` (SGI/PPI) of CPU `cpu`, called on that CPU
+    /// before the interrupt is enabled for a new handler (one sent while it was disabled must
+    /// not reach that handler). Default: nothing to clear.
+    fn irq_clear_pending(&self, irq: u32, cpu: usize) {
+        let _ = (irq, cpu);
+    }
+
     /// Acknowledges the highest-priority pending interrupt (*this CPU*), or `None` when the
     /// controller has nothing (spurious).
     fn irq_ack(&self) -> Option<IrqAck>;

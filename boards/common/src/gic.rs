@@ -218,6 +218,47 @@ impl Gic {
         }
     }
 
+    /// Clears the pending state of private interrupt `irq` (an SGI or PPI) on this CPU, CPU
+    /// `cpu`, so that one sent while it was disabled is not delivered to the next handler
+    /// established on it. The arm-gic crate has no call for it; the registers are written
+    /// directly: GICv3 GICR_ICPENDR0 in the CPU's SGI frame, GICv2 GICD_CPENDSGIR (one byte per
+    /// SGI, a bit per source CPU) or GICD_ICPENDR0 for a PPI, both banked per CPU.
+    pub fn clear_pending_private(&self, irq: u32, cpu: usize) {
+        if irq >= 32 {
+            return;
+        }
+        match self.config {
+            GicConfig::V2 { gicd, .. } => {
+                let (offset, value) = if irq < 16 {
+                    (0xf10 + (irq as usize & !3), 0xffu32 << ((irq % 4) * 8))
+                } else {
+                    (0x280, 1u32 << irq)
+                };
+                // SAFETY: `new`'s caller promised `gicd` is the GICv2 distributor, mapped as
+                // device memory; GICD_CPENDSGIRn and GICD_ICPENDR0 are write-1-to-clear
+                // registers banked for the calling CPU, so the write touches only this CPU's
+                // pending bits of this interrupt.
+                unsafe { core::ptr::write_volatile((gicd + offset) as *mut u32, value) };
+            }
+            GicConfig::V3 { gicr, .. } => {
+                /// Bytes per redistributor (RD frame + SGI frame, GICv3 without VLPIs).
+                const GICR_STRIDE: usize = 0x2_0000;
+                /// GICR_ICPENDR0 in the SGI frame.
+                const ICPENDR0: usize = 0x1_0000 + 0x280;
+                let index = self.redistributor[cpu].load(Ordering::Relaxed);
+                // SAFETY: `new`'s caller promised `gicr` is the first of the redistributor
+                // frames, mapped as device memory, and `index` is this CPU's (matched by MPIDR
+                // in `init`); GICR_ICPENDR0 is write-1-to-clear for this interrupt only.
+                unsafe {
+                    core::ptr::write_volatile(
+                        (gicr + index * GICR_STRIDE + ICPENDR0) as *mut u32,
+                        1u32 << irq,
+                    )
+                };
+            }
+        }
+    }
+
     /// Acknowledges the highest-priority pending interrupt on this CPU.
     pub fn ack(&self) -> Option<IrqAck> {
         match self.config {
@@ -327,6 +368,10 @@ macro_rules! gic_platform_methods {
 
         fn irq_disable(&self, irq: u32, cpu: Option<usize>) {
             self.$gic.disable(irq, cpu);
+        }
+
+        fn irq_clear_pending(&self, irq: u32, cpu: usize) {
+            self.$gic.clear_pending_private(irq, cpu);
         }
 
         fn irq_ack(&self) -> Option<$crate::gic::IrqAck> {

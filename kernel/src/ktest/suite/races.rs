@@ -863,3 +863,36 @@ ktest! {
         kthread_join(t);
     }
 }
+
+// ---- a private interrupt sent while disestablished ----------------------------------------------
+
+static STALE_CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn stale_probe(_: usize) -> bool {
+    STALE_CALLS.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+fn ignore(_: usize) -> bool {
+    true
+}
+
+ktest! {
+    #[min_cpus(2)]
+    fn an_sgi_sent_while_disestablished_never_reaches_the_next_handler_established_on_it() {
+        let h = establish_test_sgi(ignore, 0);
+        intr_disestablish(h);
+        // Off on every CPU now (on GICv3; GICv2 SGIs cannot be disabled and arrive as stray).
+        crate::platform::platform().send_ipi(crate::platform::IpiTarget::Cpu(1), SGI_TEST);
+        spin_ms(5);
+        STALE_CALLS.store(0, Ordering::Release);
+        let h = establish_test_sgi(stale_probe, 0);
+        spin_ms(20);
+        intr_disestablish(h);
+        assert_eq!(
+            STALE_CALLS.load(Ordering::Acquire),
+            0,
+            "an SGI sent while nothing was established reached the handler established later"
+        );
+    }
+}

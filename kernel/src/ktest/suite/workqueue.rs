@@ -101,8 +101,7 @@ fn ran_in_thread(_: &'static WorkItem<()>) {
 static IRQ_FIRED: AtomicBool = AtomicBool::new(false);
 
 fn enqueue_in_handler(_: usize) -> bool {
-    // Once: an SGI 7 left pending at the GIC by an earlier test may arrive too (on any CPU)
-    // when the SGI is enabled again.
+    // Once per test run, whatever else sends SGI 7 meanwhile.
     if IRQ_FIRED.swap(true, Ordering::AcqRel) {
         return true;
     }
