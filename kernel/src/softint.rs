@@ -89,6 +89,22 @@ pub struct SoftintHandle {
     generation: u32,
 }
 
+impl SoftintHandle {
+    /// The handle as one word (to keep it in an atomic, as drivers keep NetBSD's cookie).
+    pub const fn to_raw(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    /// A handle from [`to_raw`](Self::to_raw). Any value is accepted here; one that names no
+    /// established soft interrupt is caught by name when it is used.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self {
+            index: raw as u32,
+            generation: (raw >> 32) as u32,
+        }
+    }
+}
+
 const FREE: u32 = 0;
 const ESTABLISHED: u32 = 1;
 const DYING: u32 = 2;

@@ -16,17 +16,12 @@ fn first_line(_: usize) {
 }
 
 fn handle() -> SoftintHandle {
-    // SAFETY: stored by `establish` from a `SoftintHandle`, which is two `u32`s.
-    unsafe { core::mem::transmute::<u64, SoftintHandle>(HANDLE.load(Ordering::Acquire)) }
+    SoftintHandle::from_raw(HANDLE.load(Ordering::Acquire))
 }
 
 fn establish() -> SoftintHandle {
     let h = softint_establish(SOFTINT_SERIAL | SOFTINT_MPSAFE, first_line, 0).expect("softint");
-    // SAFETY: as in `handle`.
-    HANDLE.store(
-        unsafe { core::mem::transmute::<SoftintHandle, u64>(h) },
-        Ordering::Release,
-    );
+    HANDLE.store(h.to_raw(), Ordering::Release);
     h
 }
 

@@ -40,6 +40,14 @@ impl Lcg {
     }
 }
 
+/// Spins for `ms` milliseconds of virtual time with IRQs as they are (a test holding a CPU).
+pub fn spin_ms(ms: u64) {
+    let end = crate::arch::aarch64::counter() + crate::clock::ms_to_counter(ms);
+    while crate::arch::aarch64::counter() < end {
+        crate::arch::aarch64::cpu_relax();
+    }
+}
+
 /// The seed for this run: `ktest.seed=` from the command line, else the counter.
 pub fn seed() -> u64 {
     crate::boot::bootarg("ktest.seed")

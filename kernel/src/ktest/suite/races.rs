@@ -8,7 +8,7 @@ use crate::cpu::{cpu_lookup, curcpu, ncpu_online};
 use crate::inject::{Armed, Point};
 use crate::intr::{Ipi, intr_disestablish, intr_establish, ipi_send};
 use crate::ktest;
-use crate::ktest::suite::{Lcg, seed, spawn_joinable};
+use crate::ktest::suite::{Lcg, seed, spawn_joinable, spin_ms};
 use crate::ktest::wait_until;
 use crate::kthread::*;
 use crate::sched::lwp::LwpState;
@@ -18,14 +18,6 @@ use crate::sync::condvar::KCondvar;
 use crate::sync::kernel_lock::{kernel_lock, kernel_unlock};
 use crate::sync::mutex::KMutex;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-
-/// Spins for `ms` milliseconds of virtual time with IRQs as they are.
-fn spin_ms(ms: u64) {
-    let end = counter() + crate::clock::ms_to_counter(ms);
-    while counter() < end {
-        arch::cpu_relax();
-    }
-}
 
 // ---- 1. cv_timedwait whose timeout fires before the thread is queued ----------------------
 

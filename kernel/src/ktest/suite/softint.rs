@@ -2,11 +2,11 @@
 //! counts under an interrupt storm, disestablish waiting for a running handler, the kernel
 //! lock, the livelock guard, blocking handlers, and misuse.
 
-use crate::arch::aarch64::{self as arch, counter};
+use crate::arch::aarch64 as arch;
 use crate::cpu::{MAXCPUS, curcpu, ncpu_online};
 use crate::intr::{intr_disestablish, intr_establish};
 use crate::ktest;
-use crate::ktest::suite::spawn_joinable;
+use crate::ktest::suite::{spawn_joinable, spin_ms};
 use crate::ktest::{all_cpus_barrier, wait_until};
 use crate::kthread::*;
 use crate::platform::{IpiTarget, platform};
@@ -15,13 +15,6 @@ use crate::softint::*;
 use crate::spl::*;
 use crate::sync::mutex::KMutex;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-
-fn spin_ms(ms: u64) {
-    let end = counter() + crate::clock::ms_to_counter(ms);
-    while counter() < end {
-        arch::cpu_relax();
-    }
-}
 
 static LOG: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
 static LOG_LEN: AtomicUsize = AtomicUsize::new(0);
@@ -139,19 +132,9 @@ static STORM_H: AtomicU64 = AtomicU64::new(0);
 static HARD: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
 static SOFT: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
 
-fn handle_from_raw(raw: u64) -> SoftintHandle {
-    // SAFETY: `SoftintHandle` is two `u32`s and `raw` was made from one by `handle_to_raw`.
-    unsafe { core::mem::transmute::<u64, SoftintHandle>(raw) }
-}
-
-fn handle_to_raw(h: SoftintHandle) -> u64 {
-    // SAFETY: as above.
-    unsafe { core::mem::transmute::<SoftintHandle, u64>(h) }
-}
-
 fn sgi_schedules(_: usize) -> bool {
     HARD[curcpu().index()].fetch_add(1, Ordering::Relaxed);
-    softint_schedule(handle_from_raw(STORM_H.load(Ordering::Acquire)));
+    softint_schedule(SoftintHandle::from_raw(STORM_H.load(Ordering::Acquire)));
     true
 }
 
@@ -164,7 +147,7 @@ static STORM_IRQ: crate::sync::SpinLock<Option<crate::intr::IntrHandle>> =
 
 fn setup_storm() {
     let h = est(SOFTINT_NET, soft_counts, 0);
-    STORM_H.store(handle_to_raw(h), Ordering::Release);
+    STORM_H.store(h.to_raw(), Ordering::Release);
     for (hard, soft) in HARD.iter().zip(&SOFT) {
         hard.store(0, Ordering::Relaxed);
         soft.store(0, Ordering::Relaxed);
@@ -176,7 +159,7 @@ fn teardown_storm() {
     if let Some(irq) = STORM_IRQ.lock().take() {
         intr_disestablish(irq);
     }
-    softint_disestablish(handle_from_raw(STORM_H.load(Ordering::Acquire)));
+    softint_disestablish(SoftintHandle::from_raw(STORM_H.load(Ordering::Acquire)));
 }
 
 ktest! {
@@ -279,7 +262,7 @@ static PROGRESS: AtomicU64 = AtomicU64::new(0);
 fn reschedules_itself(_: usize) {
     AGAIN_RUNS.fetch_add(1, Ordering::Relaxed);
     if !AGAIN_STOP.load(Ordering::Acquire) {
-        softint_schedule(handle_from_raw(AGAIN_H.load(Ordering::Acquire)));
+        softint_schedule(SoftintHandle::from_raw(AGAIN_H.load(Ordering::Acquire)));
     }
 }
 
@@ -298,7 +281,7 @@ ktest! {
         AGAIN_RUNS.store(0, Ordering::Relaxed);
         PROGRESS.store(0, Ordering::Relaxed);
         let h = est(SOFTINT_SERIAL, reschedules_itself, 0);
-        AGAIN_H.store(handle_to_raw(h), Ordering::Release);
+        AGAIN_H.store(h.to_raw(), Ordering::Release);
         let t = spawn_joinable(makes_progress, 0, PRI_NONE, KTHREAD_MPSAFE, Some(1));
         kpreempt_disable();
         softint_schedule_cpu(h, 1);
@@ -381,7 +364,7 @@ ktest! {
     #[should_panic("softint_schedule: called from a thread with preemption enabled")]
     fn softint_schedule_from_a_preemptible_thread_is_caught() {
         // The context is checked before the handle, so no slot is needed (none is leaked).
-        softint_schedule(handle_from_raw(u64::MAX));
+        softint_schedule(SoftintHandle::from_raw(u64::MAX));
     }
 }
 

@@ -2,23 +2,17 @@
 //! `workqueue_wait` against a slow callback, the kernel lock, WQ_FPU, create/destroy leaving
 //! nothing behind, and misuse (double enqueue, destroy with pending work, wait from the worker).
 
-use crate::arch::aarch64::{self as arch, counter};
+use crate::arch::aarch64::counter;
 use crate::cpu::{MAXCPUS, curcpu, ncpu_online};
 use crate::intr::{intr_disestablish, intr_establish};
 use crate::ktest;
+use crate::ktest::suite::spin_ms;
 use crate::ktest::{all_cpus_barrier, wait_until};
 use crate::platform::{IpiTarget, platform};
 use crate::sched::{kpreempt_disable, kpreempt_enable};
 use crate::spl::*;
 use crate::workqueue::*;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-
-fn spin_ms(ms: u64) {
-    let end = counter() + crate::clock::ms_to_counter(ms);
-    while counter() < end {
-        arch::cpu_relax();
-    }
-}
 
 // ---- 100,000 works on every CPU of a WQ_PERCPU queue ------------------------------------------
 
