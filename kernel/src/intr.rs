@@ -406,12 +406,19 @@ pub fn cpu_intr_p() -> bool {
 /// Runs the handler of an acknowledged interrupt at level `ipl` and ends it; the IPL is
 /// `prev` before and after. IRQs are masked on entry and exit; with `unmask` they are unmasked
 /// while the handler runs (so higher levels can nest), otherwise (a deferred interrupt run by
-/// an `splx` called with IRQs masked) they stay masked.
+/// an `splx` called with IRQs masked) they stay masked. `AT_EXIT`: called by `irq_entry`, so
+/// the end of an outermost handler is the interrupt's exit, where soft interrupts run.
 ///
 /// The handler's function and argument are read only after this CPU has counted itself in
 /// `running` and seen the level still set, so `intr_disestablish` either waits for this call
 /// or this call sees the interrupt gone (then it is counted as stray).
-fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl, unmask: bool) {
+fn run_handler<const AT_EXIT: bool>(
+    ci: &'static CpuInfo,
+    ack: IrqAck,
+    ipl: Ipl,
+    prev: Ipl,
+    unmask: bool,
+) {
     let slot = &HANDLERS[ack.irq as usize];
     crate::inject::point(crate::inject::Point::IntrBeforeRunning);
     slot.running.fetch_add(1, Ordering::SeqCst);
@@ -445,7 +452,9 @@ fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl, unmask: b
     crate::arch::aarch64::irq_disable();
 
     slot.running.fetch_sub(1, Ordering::Release);
-    INTR_COUNT.get()[ack.irq as usize].fetch_add(1, Ordering::Relaxed);
+    // Only this CPU writes its own counts (IRQs masked here).
+    let count = &INTR_COUNT.get()[ack.irq as usize];
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     active.store(0, Ordering::Relaxed);
     platform().irq_eoi(ack);
     ci.ipl.store(u32::from(prev.as_u8()), Ordering::Relaxed);
@@ -454,6 +463,12 @@ fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl, unmask: b
         ci.ipending.fetch_and(!PENDING_IN_INTR, Ordering::Relaxed);
     }
     ci.intr_depth.store(depth, Ordering::Relaxed);
+    if AT_EXIT && depth == 0 {
+        // The interrupt exit's soft interrupts, run here rather than after this function and
+        // `irq_entry` have unwound (the same point of the exit: ended, IPL back at `prev`,
+        // outside every handler), which keeps `softint_intr` short.
+        crate::spl::run_soft_pending(ci, prev);
+    }
 }
 
 /// Called by the IRQ vector with IRQs masked: handles or defers every pending interrupt, then
@@ -463,27 +478,29 @@ fn run_handler(ci: &'static CpuInfo, ack: IrqAck, ipl: Ipl, prev: Ipl, unmask: b
 pub fn irq_entry(pc: u64) {
     let ci = curcpu();
     let p = platform();
-    while let Some(ack) = p.irq_ack() {
+    // One interrupt per exception, as Linux's GIC drivers do: another pending one is taken
+    // again as soon as this exception returns, and the common case reads IAR once.
+    if let Some(ack) = p.irq_ack() {
         ci.intr_count.fetch_add(1, Ordering::Relaxed);
         let raw_ipl = HANDLERS
             .get(ack.irq as usize)
             .map_or(0, |s| s.ipl.load(Ordering::Acquire));
-        let Some(ipl) = Ipl::from_u8(raw_ipl as u8).filter(|_| raw_ipl != 0) else {
-            STRAY.fetch_add(1, Ordering::Relaxed);
-            p.irq_eoi(ack);
-            continue;
-        };
         let cur = Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8).unwrap_or(IPL_HIGH);
-        if ipl <= cur {
-            // Blocked: leave it active so the GIC holds back its priority and below.
-            DEFERRED.get()[ipl.as_u8() as usize].store(ack.raw + 1, Ordering::Relaxed);
-            ci.ipending.fetch_or(1 << ipl.as_u8(), Ordering::Relaxed);
-            continue;
+        match Ipl::from_u8(raw_ipl as u8).filter(|_| raw_ipl != 0) {
+            None => {
+                STRAY.fetch_add(1, Ordering::Relaxed);
+                p.irq_eoi(ack);
+            }
+            Some(ipl) if ipl <= cur => {
+                // Blocked: leave it active so the GIC holds back its priority and below.
+                DEFERRED.get()[ipl.as_u8() as usize].store(ack.raw + 1, Ordering::Relaxed);
+                ci.ipending.fetch_or(1 << ipl.as_u8(), Ordering::Relaxed);
+            }
+            Some(ipl) => run_handler::<true>(ci, ack, ipl, cur, true),
         }
-        run_handler(ci, ack, ipl, cur, true);
     }
     // Soft work a handler made runnable at a level the interrupted code does not block.
-    let cur = Ipl::from_u8(ci.ipl.load(Ordering::Relaxed) as u8).unwrap_or(IPL_HIGH);
+    let cur = Ipl::from_word(ci.ipl.load(Ordering::Relaxed));
     if ci.ipending.load(Ordering::Relaxed) & cur.unblocked_mask() != 0 {
         crate::spl::run_pending(ci, cur, false);
     }
@@ -517,7 +534,7 @@ pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl, masked: bool) {
         let ipl = Ipl::from_u8(level as u8).unwrap_or(IPL_HIGH);
         // (A handler disestablished while its interrupt was deferred is counted as stray
         // there.)
-        run_handler(ci, ack, ipl, s, !masked);
+        run_handler::<false>(ci, ack, ipl, s, !masked);
     }
     crate::arch::aarch64::irq_restore(saved);
 }
@@ -548,8 +565,9 @@ pub fn reset_after_abandon(ipl: Ipl) -> usize {
             ended += 1;
         }
     }
+    // Soft levels stay flagged: their pending handlers belong to nobody's abandoned work.
     ci.ipending.fetch_and(
-        !(crate::spl::PENDING_LEVELS | PENDING_IN_INTR),
+        !(crate::spl::HARD_LEVELS | PENDING_IN_INTR),
         Ordering::Relaxed,
     );
     crate::spl::set_online(ci, ci.is_online());

@@ -3,41 +3,40 @@
 //!
 //! # Where handlers run
 //!
-//! Each CPU has one kernel thread per soft level (`softint/LEVEL/CPU`, bound to the CPU, at
-//! the top of the kernel real-time range: SERIAL 223, NET 222, BIO 221, CLOCK 220), NetBSD's
-//! softint LWPs. A handler therefore runs with its own `curlwp` (an adaptive mutex it takes is
-//! owned by the softint thread, never by the thread it interrupted) and may block briefly.
-//! NetBSD/aarch64's "fast softints" borrow the interrupted thread's context instead, which is
-//! cheaper (no run-queue round trip) but needs a pinned-thread switch path; this kernel chose
-//! the plain threads and pays for them: `softint_local` in `cargo xtask bench` is a wakeup plus
-//! a context switch.
+//! Each CPU has one softint LWP per soft level (`softint/LEVEL/CPU`, bound to the CPU, SERIAL
+//! 223, NET 222, BIO 221, CLOCK 220), NetBSD's softint LWPs: a handler runs with its own
+//! `curlwp` (an adaptive mutex it takes is owned by the softint LWP, never by the thread it
+//! interrupted) and may block briefly.
+//!
+//! Dispatch is NetBSD/aarch64's "fast softints": the softint LWP borrows the CPU from the
+//! running thread without a run-queue pass (`dispatch`): the running thread's context is
+//! saved (`arch::context::lend_cpu`), the softint LWP starts afresh at the top of its stack at
+//! the level's IPL, and when it is done the borrowed-from thread, which never left the CPU, goes
+//! on where it was. If a handler blocks, the scheduler gives the CPU straight back to the
+//! borrowed-from thread (`sched::give_back`) and the softint LWP finishes later as an ordinary
+//! bound thread, then parks. The cost is one callee-saved context save per dispatch and a
+//! stack per CPU and level; what it saves is a wakeup and a scheduler switch each way.
 //!
 //! # Scheduling and dispatch
 //!
-//! [`softint_schedule`] sets the handle's bit in this CPU's pending mask for its level and, if
-//! the mask was empty, wakes that level's thread. The thread outranks every other thread, so it
-//! runs at the next preemption point: the end of the hard interrupt that scheduled it, the
-//! `splx` that drops the IPL to IPL_NONE, or `kpreempt_enable`. A softint scheduled at or
-//! below the current IPL therefore waits for the level to drop; pending levels run highest
-//! first because their threads' priorities are ordered. The thread takes the whole mask at
-//! once; a handle's bit is cleared just before its handler runs, so a handler may schedule
-//! itself again. Each handler runs at its level's IPL (raised by the thread, IPL_NONE in
-//! between, so a higher level may preempt between two handlers), with the kernel lock held
-//! unless SOFTINT_MPSAFE; afterwards the thread asserts, naming the handler, that it left the
-//! IPL as it found it, no spin mutex held, preemption enabled and the kernel lock released.
-//!
-//! A softint thread that blocks in a handler (an adaptive mutex, a short sleep) goes to sleep
-//! at its soft level: the sleep path lowers the CPU's IPL to IPL_NONE for the threads that run
-//! meanwhile and the softint thread raises it back to its level when it resumes (it is bound,
-//! so it resumes on the same CPU).
+//! [`softint_schedule`] sets the handle's bit in this CPU's pending mask for its level. Outside
+//! a hard interrupt handler, below the level, with IRQs unmasked, it dispatches at once, as an
+//! interrupt there would. Otherwise it flags the level in `CpuInfo::ipending`, so the `splx`
+//! that drops below the level (the `spl` lower hook) or the end of the outermost hard interrupt
+//! dispatches it, highest level first. A dispatch takes the level's whole mask; a handle's bit
+//! is cleared before its handler runs, so a handler may schedule itself again. Each handler
+//! runs at its level's IPL with the kernel lock held unless SOFTINT_MPSAFE; afterwards the LWP
+//! asserts, naming the handler, that it left the IPL as it found it, no spin mutex held,
+//! preemption enabled and the kernel lock released.
 //!
 //! # Livelock
 //!
-//! A handler that always schedules itself would keep its thread runnable forever and starve
-//! every thread below it. A thread that has found work waiting every time it looked for
-//! [`BUSY_LIMIT_MS`] sleeps until the next clock tick (as Linux hands excess softirq work to
-//! ksoftirqd after 2 ms), so the other threads of the CPU get the rest of the tick. A thread
-//! that catches up (nothing pending) starts a new period, so bursts are not throttled.
+//! A handler that always schedules itself would keep its level running forever and starve
+//! every thread on the CPU. A dispatch that has found work waiting for [`BUSY_LIMIT_MS`] since
+//! its second batch sleeps until the next clock tick (as Linux hands excess softirq work to
+//! ksoftirqd after 2 ms): the borrowed-from thread resumes and the other threads of the CPU get
+//! the rest of the tick. A dispatch that catches up (nothing pending) ends, so bursts are not
+//! throttled.
 //!
 //! # Disestablish
 //!
@@ -45,13 +44,13 @@
 //! until no CPU has it pending or running and frees the slot. Handles carry a generation, so a
 //! stale handle is caught by name. Counters per CPU and level (scheduled, run) live in DPCPU.
 
-use crate::arch::aarch64 as arch;
+use crate::arch::aarch64::{self as arch, context};
 use crate::cpu::{CpuInfo, MAXCPUS, cpu_lookup, curcpu};
-use crate::kthread::{KTHREAD_MPSAFE, kthread_create};
-use crate::sched::sleepq::SleepQueue;
+use crate::kthread::{KTHREAD_IDLE, KTHREAD_MPSAFE, kthread_create};
+use crate::sched::lwp::{Lwp, LwpState};
 use crate::spl::{IPL_SOFTBIO, IPL_SOFTCLOCK, IPL_SOFTNET, IPL_SOFTSERIAL, Ipl};
 use crate::sync::SpinLock;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Level: soft clock (callouts), IPL_SOFTCLOCK.
 pub const SOFTINT_CLOCK: u32 = 0x0000;
@@ -105,13 +104,18 @@ impl SoftintHandle {
     }
 }
 
-const FREE: u32 = 0;
-const ESTABLISHED: u32 = 1;
-const DYING: u32 = 2;
+const FREE: u64 = 0;
+const ESTABLISHED: u64 = 1;
+const DYING: u64 = 2;
+
+/// A slot's generation (high half) and state (low half) in one word, so a schedule checks a
+/// handle with one load.
+const fn stamp(generation: u32, state: u64) -> u64 {
+    (generation as u64) << 32 | state
+}
 
 struct Slot {
-    state: AtomicU32,
-    generation: AtomicU32,
+    stamp: AtomicU64,
     flags: AtomicU32,
     func: AtomicUsize,
     arg: AtomicUsize,
@@ -119,8 +123,7 @@ struct Slot {
 
 static SLOTS: [Slot; MAX_SOFTINTS] = [const {
     Slot {
-        state: AtomicU32::new(FREE),
-        generation: AtomicU32::new(0),
+        stamp: AtomicU64::new(FREE),
         flags: AtomicU32::new(0),
         func: AtomicUsize::new(0),
         arg: AtomicUsize::new(0),
@@ -136,14 +139,19 @@ pub struct SoftintCpu {
     pending: [AtomicU64; NLEVELS],
     /// Per level: slot index + 1 of the handler running now, 0 = none.
     running: [AtomicU32; NLEVELS],
-    /// Per level: the thread of that level sleeps here while nothing is pending.
-    wake: [SleepQueue; NLEVELS],
-    /// Per level: schedules that set a pending bit on this CPU.
+    /// Per level: the level's thread is in use (running a dispatch, or blocked or runnable
+    /// after blocking in one); while it is, that thread itself runs what becomes pending.
+    busy: [AtomicBool; NLEVELS],
+    /// Per level: schedules on this CPU by this CPU that set a pending bit (written only here).
     scheduled: [AtomicU64; NLEVELS],
+    /// Per level: the same, by other CPUs (`softint_schedule_cpu`).
+    scheduled_remote: [AtomicU64; NLEVELS],
     /// Per level: handler calls on this CPU.
     run: [AtomicU64; NLEVELS],
     /// Per level: the softint thread (address), 0 before `init`.
     thread: [AtomicU64; NLEVELS],
+    /// Per level: the top of that thread's stack, where every dispatch starts afresh.
+    stack_top: [AtomicU64; NLEVELS],
 }
 
 crate::dpcpu_define! {
@@ -151,12 +159,17 @@ crate::dpcpu_define! {
     pub static SOFTINT: SoftintCpu = SoftintCpu {
         pending: [const { AtomicU64::new(0) }; NLEVELS],
         running: [const { AtomicU32::new(0) }; NLEVELS],
-        wake: [const { SleepQueue::new() }; NLEVELS],
+        busy: [const { AtomicBool::new(false) }; NLEVELS],
         scheduled: [const { AtomicU64::new(0) }; NLEVELS],
+        scheduled_remote: [const { AtomicU64::new(0) }; NLEVELS],
         run: [const { AtomicU64::new(0) }; NLEVELS],
         thread: [const { AtomicU64::new(0) }; NLEVELS],
+        stack_top: [const { AtomicU64::new(0) }; NLEVELS],
     };
 }
+
+/// Slots established without SOFTINT_MPSAFE (bit = slot index).
+static NOT_MPSAFE: AtomicU64 = AtomicU64::new(0);
 
 /// The IPL of level `level` (0 = CLOCK .. 3 = SERIAL).
 pub const fn level_ipl(level: usize) -> Ipl {
@@ -181,7 +194,8 @@ pub fn counters(cpu: usize, level: usize) -> (u64, u64) {
     }
     let s = SOFTINT.on_cpu(cpu);
     (
-        s.scheduled[level].load(Ordering::Relaxed),
+        s.scheduled[level].load(Ordering::Relaxed)
+            + s.scheduled_remote[level].load(Ordering::Relaxed),
         s.run[level].load(Ordering::Relaxed),
     )
 }
@@ -200,12 +214,18 @@ pub fn softint_establish(flags: u32, func: SoftintFunc, arg: usize) -> Option<So
     let (index, slot) = SLOTS
         .iter()
         .enumerate()
-        .find(|(_, s)| s.state.load(Ordering::Acquire) == FREE)?;
+        .find(|(_, s)| s.stamp.load(Ordering::Acquire) as u32 as u64 == FREE)?;
     slot.flags.store(flags, Ordering::Relaxed);
     slot.func.store(func as usize, Ordering::Relaxed);
     slot.arg.store(arg, Ordering::Relaxed);
-    let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
-    slot.state.store(ESTABLISHED, Ordering::Release);
+    let generation = (slot.stamp.load(Ordering::Relaxed) >> 32) as u32 + 1;
+    if flags & SOFTINT_MPSAFE == 0 {
+        NOT_MPSAFE.fetch_or(1 << index, Ordering::Relaxed);
+    } else {
+        NOT_MPSAFE.fetch_and(!(1 << index), Ordering::Relaxed);
+    }
+    slot.stamp
+        .store(stamp(generation, ESTABLISHED), Ordering::Release);
     Some(SoftintHandle {
         index: index as u32,
         generation,
@@ -217,8 +237,8 @@ fn slot_of(h: SoftintHandle, call: &str) -> &'static Slot {
     let slot = SLOTS.get(h.index as usize);
     match slot {
         Some(s)
-            if s.generation.load(Ordering::Acquire) == h.generation
-                && s.state.load(Ordering::Acquire) != FREE =>
+            if s.stamp.load(Ordering::Acquire) == stamp(h.generation, ESTABLISHED)
+                || s.stamp.load(Ordering::Acquire) == stamp(h.generation, DYING) =>
         {
             s
         }
@@ -233,68 +253,153 @@ fn slot_of(h: SoftintHandle, call: &str) -> &'static Slot {
 /// `softint_schedule(h)`: makes `h`'s handler run soon on this CPU. Idempotent while it is
 /// pending here. Context: a hard interrupt handler, a softint handler, or thread context with
 /// preemption disabled or the IPL raised (so that "this CPU" stays this CPU). Never blocks.
+///
+/// Called at an IPL below the handler's level outside a hard interrupt handler, it runs the
+/// handler before it returns, as an interrupt arriving there would; otherwise the handler runs
+/// when the IPL drops below its level (`splx`, the end of the hard interrupt).
 pub fn softint_schedule(h: SoftintHandle) {
     let daif = arch::irq_save();
-    let pinned = !arch::daif_irqs_masked(daif);
-    if pinned {
-        assert_pinned("softint_schedule");
+    let ci = curcpu();
+    if ci.intr_depth.load(Ordering::Relaxed) != 0 {
+        // In a hard interrupt handler: its interrupt exit runs what the IPL allows.
+        if let Some(level) = mark_pending(SOFTINT.get(), h, "softint_schedule", false) {
+            flag(ci, level);
+        }
+        arch::irq_restore(daif);
+        return;
     }
-    post(curcpu(), h, "softint_schedule");
+    schedule_here(ci, h, daif);
+}
+
+/// `softint_schedule` outside hard interrupt handlers, IRQs masked (`daif` as the caller had
+/// them): runs the handler at once if the IPL allows it and IRQs were unmasked.
+#[inline(never)]
+fn schedule_here(ci: &CpuInfo, h: SoftintHandle, daif: u64) {
+    let unmasked = !arch::daif_irqs_masked(daif);
+    if unmasked && !pinned(ci) {
+        not_pinned("softint_schedule");
+    }
+    let mut direct = false;
+    if let Some(level) = mark_pending(SOFTINT.get(), h, "softint_schedule", false) {
+        direct = unmasked && ci.ipl.load(Ordering::Relaxed) < u32::from(level_ipl(level).as_u8());
+        if !(direct && dispatch(ci, level)) {
+            flag(ci, level);
+        }
+        if direct && ci.ipending.load(Ordering::Relaxed) & crate::spl::SOFT_LEVELS != 0 {
+            // What the handler scheduled at other levels and the level now allows.
+            run_pending_soft(ci, Ipl::from_word(ci.ipl.load(Ordering::Relaxed)));
+        }
+    }
     arch::irq_restore(daif);
-    if pinned {
+    if direct {
+        // A thread the handler woke may preempt this one (in a hard interrupt, the interrupt
+        // exit looks; at a raised IPL, `splx`).
         crate::sched::maybe_preempt();
     }
 }
 
 /// `softint_schedule_cpu(h, ci)` (NetBSD 9): as [`softint_schedule`], on CPU `cpu` (an IPI
-/// wakes its softint thread if it is another CPU). Context: as `softint_schedule`.
+/// makes that CPU look at its pending soft interrupts if it is another CPU). Context: as
+/// `softint_schedule`.
 pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
-    let ci = cpu_lookup(cpu).filter(|ci| ci.is_online());
-    let Some(ci) = ci else {
+    let target = cpu_lookup(cpu).filter(|ci| ci.is_online());
+    let Some(target) = target else {
         panic!("softint_schedule_cpu: cpu{cpu} is not online");
     };
     let daif = arch::irq_save();
-    if !arch::daif_irqs_masked(daif) {
-        assert_pinned("softint_schedule_cpu");
+    let unmasked = !arch::daif_irqs_masked(daif);
+    let ci = curcpu();
+    if unmasked && !pinned(ci) {
+        not_pinned("softint_schedule_cpu");
     }
-    post(ci, h, "softint_schedule_cpu");
+    if core::ptr::eq(target, ci) {
+        // The caller stays on this CPU (checked above).
+        arch::irq_restore(daif);
+        return softint_schedule(h);
+    }
+    if let Some(level) = mark_pending(SOFTINT.on_cpu(cpu), h, "softint_schedule_cpu", true)
+        && flag(target, level)
+    {
+        // The Nop IPI's interrupt exit runs what is pending at levels the CPU does not block.
+        crate::intr::ipi_send(cpu, crate::intr::Ipi::Nop);
+    }
     arch::irq_restore(daif);
-    crate::sched::maybe_preempt();
+    if unmasked {
+        crate::sched::maybe_preempt();
+    }
 }
 
-/// The caller may not move to another CPU: in an interrupt handler, in a softint thread, at a
+/// Whether the caller stays on this CPU: in an interrupt handler, in a softint thread, at a
 /// raised IPL or with preemption disabled. IRQs masked.
-fn assert_pinned(call: &str) {
-    let ci = curcpu();
+#[inline(always)]
+fn pinned(ci: &CpuInfo) -> bool {
     let l = crate::sched::curlwp();
-    let ok = ci.intr_depth.load(Ordering::Relaxed) != 0
+    ci.intr_depth.load(Ordering::Relaxed) != 0
         || ci.ipl.load(Ordering::Relaxed) != 0
         || l.nopreempt.load(Ordering::Relaxed) != 0
-        || l.softint_level().is_some();
-    assert!(
-        ok,
-        "{call}: called from a thread with preemption enabled; disable it (kpreempt_disable) \
-         or raise the IPL so that the CPU it schedules on is the one it runs on"
-    );
+        || l.softint_level().is_some()
 }
 
-/// Marks `h` pending on `ci` and wakes that CPU's thread for the level if it was idle.
-fn post(ci: &CpuInfo, h: SoftintHandle, call: &str) {
-    let slot = slot_of(h, call);
-    if slot.state.load(Ordering::Acquire) == DYING {
-        return;
+#[cold]
+#[inline(never)]
+fn not_pinned(call: &str) -> ! {
+    panic!(
+        "{call}: called from a thread with preemption enabled; disable it (kpreempt_disable) \
+         or raise the IPL so that the CPU it schedules on is the one it runs on"
+    )
+}
+
+/// Sets `h`'s pending bit in `s` (some CPU's state). Returns its level if the bit was newly
+/// set, `None` if it was pending already or `h` is being disestablished.
+#[inline(always)]
+fn mark_pending(
+    s: &SoftintCpu,
+    h: SoftintHandle,
+    call: &'static str,
+    remote: bool,
+) -> Option<usize> {
+    let index = h.index as usize;
+    let Some(slot) = SLOTS.get(index) else {
+        bad_handle(h, call)
+    };
+    let now = slot.stamp.load(Ordering::Acquire);
+    if now != stamp(h.generation, ESTABLISHED) {
+        if now == stamp(h.generation, DYING) {
+            return None;
+        }
+        bad_handle(h, call);
     }
-    let level = level_of(slot.flags.load(Ordering::Relaxed));
-    let s = SOFTINT.on_cpu(ci.index());
-    let bit = 1u64 << h.index;
-    let before = s.pending[level].fetch_or(bit, Ordering::AcqRel);
-    if before & bit != 0 {
-        return;
+    let level = level_of(slot.flags.load(Ordering::Relaxed)) & (NLEVELS - 1);
+    let bit = 1u64 << index;
+    if s.pending[level].fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+        return None;
     }
-    s.scheduled[level].fetch_add(1, Ordering::Relaxed);
-    if before == 0 {
-        s.wake[level].wake_one();
+    if remote {
+        s.scheduled_remote[level].fetch_add(1, Ordering::Relaxed);
+    } else {
+        // IRQs masked and only this CPU writes it.
+        let n = &s.scheduled[level];
+        n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+    Some(level)
+}
+
+/// Flags `level` in `ci`'s `ipending`, so its next `splx` or interrupt exit below the level
+/// runs it. Returns whether the flag was newly set (the CPU may need telling).
+#[inline(always)]
+fn flag(ci: &CpuInfo, level: usize) -> bool {
+    let soft = 1u32 << level_ipl(level).as_u8();
+    ci.ipending.fetch_or(soft, Ordering::AcqRel) & soft == 0
+}
+
+#[cold]
+#[inline(never)]
+fn bad_handle(h: SoftintHandle, call: &str) -> ! {
+    panic!(
+        "{call}: soft interrupt handle #{}.{} is not established (disestablished already, or \
+         never made)",
+        h.index, h.generation
+    )
 }
 
 /// `softint_disestablish(h)`: stops `h` from being scheduled, waits until its handler is
@@ -303,8 +408,8 @@ fn post(ci: &CpuInfo, h: SoftintHandle, call: &str) {
 pub fn softint_disestablish(h: SoftintHandle) {
     let slot = slot_of(h, "softint_disestablish");
     let level = level_of(slot.flags.load(Ordering::Relaxed));
-    if let Some(l) = crate::sched::curlwp().softint_level()
-        && l as usize == level
+    if let Some(ipl) = crate::sched::curlwp().softint_level()
+        && ipl == level_ipl(level).as_u8()
         && SOFTINT.get().running[level].load(Ordering::Acquire) == h.index + 1
     {
         panic!(
@@ -315,8 +420,13 @@ pub fn softint_disestablish(h: SoftintHandle) {
     }
     crate::sync::assert_sleepable("softint_disestablish");
     assert!(
-        slot.state
-            .compare_exchange(ESTABLISHED, DYING, Ordering::AcqRel, Ordering::Acquire)
+        slot.stamp
+            .compare_exchange(
+                stamp(h.generation, ESTABLISHED),
+                stamp(h.generation, DYING),
+                Ordering::AcqRel,
+                Ordering::Acquire
+            )
             .is_ok(),
         "softint_disestablish: soft interrupt #{} is already being disestablished",
         h.index
@@ -335,59 +445,282 @@ pub fn softint_disestablish(h: SoftintHandle) {
     let _g = TABLE_LOCK.lock();
     slot.func.store(0, Ordering::Relaxed);
     slot.arg.store(0, Ordering::Relaxed);
-    slot.state.store(FREE, Ordering::Release);
+    slot.stamp
+        .store(stamp(h.generation, FREE), Ordering::Release);
 }
 
-/// The body of a softint thread: `arg` = CPU * NLEVELS + level.
-fn softint_thread(arg: usize) {
-    let (cpu, level) = (arg / NLEVELS, arg % NLEVELS);
-    let l = crate::sched::curlwp();
-    l.set_softint_level(level_ipl(level).as_u8());
-    let s = SOFTINT.on_cpu(cpu);
-    let ipl = level_ipl(level);
-    let budget = crate::clock::ms_to_counter(BUSY_LIMIT_MS);
-    let mut busy_since = arch::counter();
+/// Runs the soft interrupts pending on this CPU at levels above `s`, highest first. IRQs
+/// masked, outside hard interrupt handlers, with the IPL at `s` and the caller able to take
+/// an interrupt here (IRQs were unmasked where it came from).
+#[inline(always)]
+fn run_pending_soft(ci: &CpuInfo, s: Ipl) {
     loop {
-        let caught_up = s.pending[level].load(Ordering::Acquire) == 0;
-        let _ = s.wake[level].sleep(None, || s.pending[level].load(Ordering::Acquire) == 0);
-        if caught_up {
-            // Nothing was waiting when it looked: a new busy period starts now.
-            busy_since = arch::counter();
-        } else if arch::counter() - busy_since > budget {
-            // Livelock guard: work kept coming for too long; let the rest of the CPU run
-            // until the next tick.
-            crate::kthread::kpause(1);
-            busy_since = arch::counter();
-            continue;
+        let p = ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() & crate::spl::SOFT_LEVELS;
+        if p == 0 {
+            return;
         }
-        let mut batch = s.pending[level].swap(0, Ordering::AcqRel);
-        while batch != 0 {
-            let index = batch.trailing_zeros() as usize;
-            batch &= batch - 1;
-            run_one(s, level, ipl, index);
+        let ipl = 31 - p.leading_zeros();
+        ci.ipending.fetch_and(!(1 << ipl), Ordering::AcqRel);
+        if !dispatch(ci, ipl as usize - 1) {
+            ci.ipending.fetch_or(1 << ipl, Ordering::AcqRel);
+            return;
         }
     }
 }
 
-/// Runs the handler of slot `index` at `ipl` and checks what it left behind.
-fn run_one(s: &SoftintCpu, level: usize, ipl: Ipl, index: usize) {
-    let slot = &SLOTS[index];
-    if slot.state.load(Ordering::Acquire) == FREE {
-        return;
+/// The `spl` lower hook (also what an interrupt exit calls): runs pending soft interrupts
+/// unblocked by the drop to `s`, unless the code that lowered the IPL had IRQs masked (then
+/// the next interrupt exit or `splx` does).
+fn lower_hook(s: Ipl, masked: bool) {
+    // (In a hard interrupt handler `s` is at least the handler's level, a hardware one, so
+    // no soft level is unblocked and nothing runs. `spl` calls it unmasked only.)
+    debug_assert!(!masked, "softint: lower hook called for a masked lowering");
+    run_pending_soft(curcpu(), s);
+}
+
+/// Runs level `level`'s pending handlers in its softint thread, which borrows the CPU from
+/// the running thread (NetBSD's fast softints): no run-queue pass, no scheduler decision, the
+/// running thread's context saved and the softint thread entered at the top of its stack.
+/// Returns false (the caller flags the level) if the running thread cannot lend the CPU now.
+/// IRQs masked; the IPL is below the level.
+#[inline(always)]
+fn dispatch(ci: &CpuInfo, level: usize) -> bool {
+    let level = level & (NLEVELS - 1);
+    let s = SOFTINT.get();
+    let sl = s.thread[level].load(Ordering::Relaxed) as *mut Lwp;
+    if sl.is_null() || s.busy[level].load(Ordering::Relaxed) {
+        // Not made yet (`init` looks at what is pending), or busy: the busy thread runs what
+        // is pending before it parks.
+        return true;
     }
-    let flags = slot.flags.load(Ordering::Relaxed);
-    let func = slot.func.load(Ordering::Relaxed);
-    let arg = slot.arg.load(Ordering::Relaxed);
+    let pinned = crate::sched::curlwp_ptr();
+    // SAFETY: the running thread is live while it runs.
+    let pl = unsafe { &*pinned };
+    // Callers come from code that had IRQs unmasked, and a thread changes its own state only
+    // with IRQs masked (sleep, exit, switch): it is running, not half-way through a switch.
+    debug_assert!(
+        pl.state() == LwpState::Onproc,
+        "softint: dispatch over thread {} in state {:?}",
+        pl.name(),
+        pl.state()
+    );
+    // SAFETY: softint threads are never freed.
+    let l = unsafe { &*sl };
+    s.busy[level].store(true, Ordering::Relaxed);
+    l.switchto.store(pinned, Ordering::Relaxed);
+    l.switchto_ipl
+        .store(ci.ipl.load(Ordering::Relaxed), Ordering::Relaxed);
+    if ci.mtx_count.load(Ordering::Relaxed) != 0 {
+        lend_spin_mutexes(ci, l);
+    }
+    ci.ipl
+        .store(u32::from(level_ipl(level).as_u8()), Ordering::Relaxed);
+    l.on_cpu.store(true, Ordering::Relaxed);
+    l.set_state(LwpState::Onproc);
+    crate::sched::set_curlwp_borrowed(ci, sl);
+    let top = s.stack_top[level].load(Ordering::Relaxed);
+    // The argument: this CPU's state (aligned) with the level in its low bits.
+    let arg = s as *const SoftintCpu as usize | level;
+    // SAFETY: IRQs masked; the context is the running thread's; the softint thread's stack is
+    // unused while it is not busy (its top is aligned by `init`), and `softint_main` returns
+    // or blocks with IRQs masked.
+    let prev = unsafe { context::lend_cpu(pl.ctx.get(), top, arg, softint_main) };
+    if prev != 0 {
+        // The softint thread blocked and the scheduler handed the CPU back (`give_back`).
+        crate::sched::finish_borrowed_switch(prev as *mut Lwp);
+    }
+    true
+}
+
+/// The borrowed-from thread holds spin mutexes (at an IPL below the softint's level): keep its
+/// count and saved IPL in the softint thread (`switchto_mtx`, put back when it resumes) and
+/// let the softint count its own from zero. IRQs masked.
+#[cold]
+#[inline(never)]
+fn lend_spin_mutexes(ci: &CpuInfo, l: &Lwp) {
+    let held = ci.mtx_count.swap(0, Ordering::Relaxed);
+    let oldspl = ci.mtx_oldspl.load(Ordering::Relaxed);
+    l.switchto_mtx
+        .store(u64::from(held) | u64::from(oldspl) << 32, Ordering::Relaxed);
+}
+
+/// The softint thread of level `level` (this CPU's): runs batches of pending handlers until
+/// none is pending, then parks. Entered with IRQs masked, at the level's IPL, from
+/// [`dispatch`] (borrowing the CPU) each time afresh at the top of its stack.
+extern "C" fn softint_main(arg: usize) -> usize {
+    let level = arg & (NLEVELS - 1);
+    // SAFETY: `dispatch` passes this CPU's `SOFTINT` (a static per-CPU copy) with the level in
+    // the low bits, which its alignment leaves free.
+    let s = unsafe { &*((arg & !(NLEVELS - 1)) as *const SoftintCpu) };
+    let batch = s.pending[level].swap(0, Ordering::AcqRel);
+    if batch != 0 && batch & ((batch - 1) | NOT_MPSAFE.load(Ordering::Relaxed)) == 0 {
+        // The common case, kept short: one MPSAFE handler.
+        arch::irq_enable();
+        run_one::<false>(s, level, batch.trailing_zeros() as usize);
+        arch::irq_disable();
+        return softint_loop(s, level, 0, true);
+    }
+    softint_loop(s, level, batch, false)
+}
+
+/// The rest of a dispatch: runs `batch`, then whatever became pending meanwhile, until
+/// nothing is, then parks. IRQs masked. `ran` says a first batch already ran.
+#[inline(never)]
+fn softint_loop(s: &SoftintCpu, level: usize, mut batch: u64, ran: bool) -> usize {
+    let mut since = 0;
+    if ran {
+        since = livelock_guard(since);
+        batch = take_pending(s, level);
+    }
+    while batch != 0 {
+        if batch & NOT_MPSAFE.load(Ordering::Relaxed) != 0 && borrowed_kernel_lock() {
+            step_aside(s, level, batch);
+        } else {
+            arch::irq_enable();
+            while batch != 0 {
+                let index = batch.trailing_zeros() as usize;
+                batch &= batch - 1;
+                run_one::<true>(s, level, index);
+            }
+            since = livelock_guard(since);
+            arch::irq_disable();
+        }
+        batch = take_pending(s, level);
+    }
+    park(s, level)
+}
+
+/// Clears the level's flag in `ipending` and takes what is pending at it. IRQs masked.
+#[inline(always)]
+fn take_pending(s: &SoftintCpu, level: usize) -> u64 {
+    curcpu()
+        .ipending
+        .fetch_and(!(1 << level_ipl(level).as_u8()), Ordering::Relaxed);
+    s.pending[level].swap(0, Ordering::AcqRel)
+}
+
+/// A handler that needs the kernel lock, over a thread that holds or is taking it on this
+/// CPU: the softint thread gives the CPU back and runs as an ordinary (bound, highest
+/// priority) thread instead, once that thread lets go of the lock. IRQs masked; returns, so
+/// masked, in the thread.
+#[cold]
+#[inline(never)]
+fn step_aside(s: &SoftintCpu, level: usize, batch: u64) {
+    s.pending[level].fetch_or(batch, Ordering::AcqRel);
+    crate::sched::switch_away(true);
+    curcpu()
+        .ipl
+        .store(u32::from(level_ipl(level).as_u8()), Ordering::Relaxed);
+}
+
+/// Livelock guard, after each batch: a dispatch that has found work waiting for
+/// [`BUSY_LIMIT_MS`] since its second batch lets the rest of the CPU run until the next tick
+/// (the thread it borrowed from resumes meanwhile). `since` is 0 after the first batch.
+#[inline(never)]
+fn livelock_guard(since: u64) -> u64 {
+    let now = arch::counter();
+    if since == 0 {
+        return now;
+    }
+    if now.wrapping_sub(since) > crate::clock::ms_to_counter(BUSY_LIMIT_MS) {
+        crate::kthread::kpause(1);
+        return arch::counter();
+    }
+    since
+}
+
+/// Whether the thread the running softint thread borrowed from (or one below it) holds or is
+/// taking the kernel lock: a non-MPSAFE handler would spin for it on this CPU for ever.
+#[cold]
+fn borrowed_kernel_lock() -> bool {
+    let mut p = crate::sched::curlwp().switchto.load(Ordering::Relaxed);
+    while !p.is_null() {
+        // SAFETY: a borrowed-from thread cannot go away while it is borrowed.
+        let l = unsafe { &*p };
+        if l.biglocks.load(Ordering::Relaxed) != 0 || l.kl_wanted.load(Ordering::Relaxed) {
+            return true;
+        }
+        p = l.switchto.load(Ordering::Relaxed);
+    }
+    false
+}
+
+/// The end of a dispatch, nothing pending, IRQs masked. A softint thread that still borrows
+/// the CPU gives it back to the thread it borrowed it from: returns 0, and `lend_cpu` loads
+/// that thread's context. One that blocked meanwhile (now an ordinary thread) switches away
+/// for good: its next dispatch starts afresh at the top of its stack.
+fn park(s: &SoftintCpu, level: usize) -> usize {
+    let ci = curcpu();
+    let me = crate::sched::curlwp();
+    let borrowed = me.switchto.swap(core::ptr::null_mut(), Ordering::Relaxed);
+    me.set_state(LwpState::Idle);
+    if borrowed.is_null() {
+        ci.ipl.store(0, Ordering::Relaxed);
+        s.busy[level].store(false, Ordering::Relaxed);
+        crate::sched::switch_away(false);
+        unreachable!("softint: a parked softint thread was switched back to");
+    }
+    let mtx = me.switchto_mtx.swap(0, Ordering::Relaxed);
+    if mtx != 0 {
+        ci.mtx_count.store(mtx as u32, Ordering::Relaxed);
+        ci.mtx_oldspl.store((mtx >> 32) as u32, Ordering::Relaxed);
+    }
+    ci.ipl
+        .store(me.switchto_ipl.load(Ordering::Relaxed), Ordering::Relaxed);
+    crate::sched::set_curlwp_borrowed(ci, borrowed);
+    // Nothing touches this thread's stack or context until the next dispatch on this CPU,
+    // which cannot come before IRQs are unmasked in the resumed thread.
+    me.on_cpu.store(false, Ordering::Release);
+    s.busy[level].store(false, Ordering::Relaxed);
+    0
+}
+
+/// Test-harness recovery: the handler running in the current softint thread panicked or
+/// faulted. Ends the dispatch as if the handler had returned (the rest of the level stays
+/// pending for the next one) and gives the CPU back. Never returns.
+pub fn abandon_handler() -> ! {
+    arch::irq_disable();
+    let me = crate::sched::curlwp();
+    let level = match me.softint_level() {
+        Some(ipl) => ipl as usize - 1,
+        None => panic!("softint: abandon_handler called outside a softint thread"),
+    };
+    let s = SOFTINT.get();
+    let ci = curcpu();
+    s.running[level].store(0, Ordering::Release);
+    ci.mtx_count.store(0, Ordering::Relaxed);
+    me.nopreempt.store(0, Ordering::Relaxed);
+    if s.pending[level].load(Ordering::Acquire) != 0 {
+        ci.ipending
+            .fetch_or(1 << level_ipl(level).as_u8(), Ordering::Relaxed);
+    }
+    let borrowed = me.switchto.load(Ordering::Relaxed);
+    park(s, level);
+    // SAFETY: IRQs masked; `park` gave the CPU back to `borrowed`, whose context `lend_cpu`
+    // saved; this stack is abandoned (the next dispatch starts at its top).
+    unsafe { context::resume((*borrowed).ctx.get(), 0) }
+}
+
+/// Runs the handler of slot `index` (at the level's IPL, where the softint thread runs) and
+/// checks what it left behind.
+#[inline(always)]
+fn run_one<const MAY_LOCK: bool>(s: &SoftintCpu, level: usize, index: usize) {
+    let slot = &SLOTS[index];
+    // A pending bit always names an established slot (disestablish waits for it to clear);
+    // func is 0 only while a slot is free.
+    let func = slot.func.load(Ordering::Acquire);
     if func == 0 {
         return;
     }
+    let arg = slot.arg.load(Ordering::Relaxed);
     // SAFETY: `func` was stored from a `SoftintFunc` by `softint_establish` and the slot cannot
     // be freed while this CPU has it pending or running (disestablish waits for both).
     let f: SoftintFunc = unsafe { core::mem::transmute::<usize, SoftintFunc>(func) };
     s.running[level].store(index as u32 + 1, Ordering::Release);
-    s.run[level].fetch_add(1, Ordering::Relaxed);
-    let mpsafe = flags & SOFTINT_MPSAFE != 0;
-    let saved = crate::spl::splraise(ipl);
+    // Only this CPU's softint thread of this level writes it.
+    s.run[level].store(s.run[level].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    // Without MAY_LOCK the caller knows the handler is MPSAFE.
+    let mpsafe = !MAY_LOCK || slot.flags.load(Ordering::Relaxed) & SOFTINT_MPSAFE != 0;
     if !mpsafe {
         crate::sync::kernel_lock::kernel_lock();
     }
@@ -395,8 +728,7 @@ fn run_one(s: &SoftintCpu, level: usize, ipl: Ipl, index: usize) {
     if !mpsafe {
         crate::sync::kernel_lock::kernel_unlock();
     }
-    check_after(index, func, ipl);
-    crate::spl::splx(saved);
+    check_after(index, func, level_ipl(level));
     s.running[level].store(0, Ordering::Release);
 }
 
@@ -432,35 +764,54 @@ fn check_after(index: usize, func: usize, ipl: Ipl) {
     );
 }
 
-/// Creates the softint threads of every online CPU. Boot CPU, once all CPUs are up.
+/// Creates the softint threads of every online CPU and installs the `spl` lower hook. Boot
+/// CPU, once all CPUs are up. Soft interrupts scheduled before this run at the first
+/// interrupt exit or `splx` after it.
 pub fn init() {
     for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
         let cpu = ci.index();
         for level in 0..NLEVELS {
             let mut lp = None;
+            // Created KTHREAD_IDLE and never started: the thread only ever runs from
+            // `dispatch`, on the stack and with the Lwp made here.
             kthread_create(
                 (PRI_SOFTSERIAL as usize - (NLEVELS - 1 - level)) as i32,
-                KTHREAD_MPSAFE,
+                KTHREAD_MPSAFE | KTHREAD_IDLE,
                 Some(cpu),
-                softint_thread,
-                cpu * NLEVELS + level,
+                never_started,
+                level,
                 Some(&mut lp),
                 format_args!("softint/{}/{cpu}", ["clk", "bio", "net", "ser"][level]),
             )
             .expect("softint: cannot create the softint threads");
-            if let Some(lwp) = lp.and_then(|r| r.lwp()) {
-                SOFTINT.on_cpu(cpu).thread[level].store(lwp as *const _ as u64, Ordering::Release);
+            let lwp = lp
+                .and_then(|r| r.lwp())
+                .expect("softint: a new thread has an Lwp");
+            lwp.set_softint_level(level_ipl(level).as_u8());
+            let top = lwp.stack_bounds().expect("softint: a thread has a stack").1;
+            let s = SOFTINT.on_cpu(cpu);
+            s.stack_top[level].store(top & !0xf, Ordering::Relaxed);
+            s.thread[level].store(lwp as *const _ as u64, Ordering::Release);
+            if s.pending[level].load(Ordering::Acquire) != 0 {
+                ci.ipending
+                    .fetch_or(1 << level_ipl(level).as_u8(), Ordering::Relaxed);
             }
         }
     }
+    crate::spl::set_lower_hook(lower_hook);
+}
+
+fn never_started(_: usize) {
+    unreachable!("softint: a softint thread was started as an ordinary thread");
 }
 
 /// The established handles now (for the monitor and tests). Context: any.
 pub fn established_count() -> usize {
     SLOTS
         .iter()
-        .filter(|s| s.state.load(Ordering::Acquire) != FREE)
+        .filter(|s| s.stamp.load(Ordering::Acquire) as u32 as u64 != FREE)
         .count()
 }
 
 const _: () = assert!(MAX_SOFTINTS <= 64 && MAXCPUS <= 64);
+const _: () = assert!(core::mem::align_of::<SoftintCpu>() >= NLEVELS);

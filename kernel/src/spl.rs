@@ -80,6 +80,10 @@ pub const PENDING_NOT_ONLINE: u32 = 1 << 31;
 pub const PENDING_IN_INTR: u32 = 1 << 30;
 /// `ipending` bits that mean deferred work at a level (bit L = level L).
 pub const PENDING_LEVELS: u32 = (1 << NIPL) - 1;
+/// `ipending` bits of the soft levels (pending soft interrupts, flagged by `softint`).
+pub const SOFT_LEVELS: u32 = 0b1_1110;
+/// `ipending` bits of the hardware levels (deferred device interrupts).
+pub const HARD_LEVELS: u32 = PENDING_LEVELS & !SOFT_LEVELS & !1;
 
 impl Ipl {
     /// The level with number `n` (0..=7), if it is one.
@@ -89,6 +93,12 @@ impl Ipl {
         } else {
             None
         }
+    }
+
+    /// The level of a raw `CpuInfo::ipl` word (anything above IPL_HIGH reads as IPL_HIGH).
+    #[inline(always)]
+    pub const fn from_word(w: u32) -> Ipl {
+        if w < NIPL as u32 { Ipl(w) } else { IPL_HIGH }
     }
 
     /// The level's number, 0 (IPL_NONE) to 7 (IPL_HIGH).
@@ -243,14 +253,29 @@ mod imp {
     /// `masked` says whether the code that lowered the level had IRQs masked, in which case the
     /// deferred handlers run masked too.
     pub(crate) fn run_pending(ci: &'static CpuInfo, s: Ipl, masked: bool) {
-        if ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() & PENDING_LEVELS == 0 {
-            return;
+        let mut pending = ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask();
+        if pending & HARD_LEVELS != 0 {
+            crate::intr::run_deferred(ci, s, masked);
+            // The handlers may have scheduled soft interrupts.
+            pending = ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask();
         }
-        crate::intr::run_deferred(ci, s, masked);
-        if ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() != 0
-            && let Some(hook) = LOWER_HOOK.get()
-        {
-            hook(s);
+        if pending & SOFT_LEVELS != 0 && !masked {
+            run_soft_pending(ci, s);
+        }
+    }
+
+    /// At an interrupt's exit (IRQs masked, outside every handler, IPL back at the
+    /// interrupted code's `s`): runs the soft interrupts pending above `s` through the lower
+    /// hook, if any are.
+    #[inline(always)]
+    pub(crate) fn run_soft_pending(ci: &'static CpuInfo, s: Ipl) {
+        if ci.ipending.load(Ordering::Relaxed) & s.unblocked_mask() & SOFT_LEVELS != 0 {
+            let hook = LOWER_HOOK.load(Ordering::Relaxed);
+            if hook != 0 {
+                // SAFETY: only `set_lower_hook` stores here, from a `fn(Ipl, bool)`.
+                let hook = unsafe { core::mem::transmute::<usize, fn(Ipl, bool)>(hook) };
+                hook(s, false);
+            }
         }
     }
 
@@ -392,12 +417,16 @@ mod imp {
         }
     }
 
-    static LOWER_HOOK: spin::Once<fn(Ipl)> = spin::Once::new();
+    /// The lower hook as a plain word (a `fn(Ipl, bool)`, 0 = none): read on every interrupt
+    /// exit with soft work, where a `spin::Once`'s state check would cost more than the call.
+    static LOWER_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-    /// Installs the function that runs pending soft work on the way down (once; the softint
-    /// issue installs softint dispatch). It is called with the IPL at the new level.
-    pub fn set_lower_hook(hook: fn(Ipl)) {
-        LOWER_HOOK.call_once(|| hook);
+    /// Installs the function that runs pending soft work on the way down (once; `softint`
+    /// installs its dispatch). It is called with IRQs masked, the IPL at the new level `s`,
+    /// some soft level above `s` flagged in `ipending`, and whether the code that lowered the
+    /// IPL had IRQs masked (soft interrupts then wait for a lowering that had not).
+    pub fn set_lower_hook(hook: fn(Ipl, bool)) {
+        let _ = LOWER_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Marks this CPU online or not for the spl rules. Boot code only.

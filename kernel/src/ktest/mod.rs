@@ -320,6 +320,12 @@ fn end_helper(m: Message) {
     }
     emergency_write(format_args!("      {}\n", m.as_str()));
     *HELPER_FAILURE.lock() = Some(m);
+    if l.softint_level().is_some() {
+        // A soft interrupt handler: end that handler only; the thread it interrupted (whose
+        // IPL and spin mutexes are its own) resumes.
+        crate::sync::kernel_lock::release_abandoned(l);
+        crate::softint::abandon_handler();
+    }
     ci.mtx_count.store(0, Ordering::Relaxed);
     crate::intr::reset_after_abandon(crate::spl::IPL_NONE);
     reset_thread_after_abandon();

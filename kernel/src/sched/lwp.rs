@@ -139,6 +139,14 @@ pub struct Lwp {
     pub(crate) kl_wanted: AtomicBool,
     /// For a softint thread, the IPL of its level (1..=4); 0 for every other thread.
     pub(crate) softint_ipl: AtomicU32,
+    /// For a softint thread running a fast dispatch: the thread it borrowed the CPU from
+    /// (NetBSD's `l_switchto`), resumed as soon as the softint thread blocks; null otherwise.
+    pub(crate) switchto: AtomicPtr<Lwp>,
+    /// The IPL the borrowed-from thread ran at, restored when it resumes.
+    pub(crate) switchto_ipl: AtomicU32,
+    /// The CPU's spin-mutex count and saved IPL (`mtx_count`, `mtx_oldspl`) of the
+    /// borrowed-from thread, put back when it resumes; the softint counts its own from zero.
+    pub(crate) switchto_mtx: AtomicU64,
     /// Inside a kthread_fpu_enter section (FP/SIMD enabled for this thread).
     pub(crate) fpu_on: AtomicBool,
     /// Preemption disabled while non-zero (`kpreempt_disable`).
@@ -210,6 +218,9 @@ impl Lwp {
             biglocks: AtomicU32::new(0),
             kl_wanted: AtomicBool::new(false),
             softint_ipl: AtomicU32::new(0),
+            switchto: AtomicPtr::new(core::ptr::null_mut()),
+            switchto_ipl: AtomicU32::new(0),
+            switchto_mtx: AtomicU64::new(0),
             fpu_on: AtomicBool::new(false),
             nopreempt: AtomicU32::new(0),
             ncsw: AtomicU64::new(0),

@@ -306,6 +306,11 @@ pub(crate) fn switch_away(requeue: bool) {
     let cur = curlwp_ptr();
     // SAFETY: the running LWP is live.
     let curl = unsafe { &*cur };
+    let borrowed = curl.switchto.load(Ordering::Relaxed);
+    if !borrowed.is_null() {
+        give_back(ci, cur, borrowed, requeue);
+        return;
+    }
     let idle = idle_of(ci);
     if curl.class == SchedClass::Other && curl.state() == LwpState::Sleep {
         curl.slept_at.store(arch::counter(), Ordering::Relaxed);
@@ -359,6 +364,59 @@ pub(crate) fn switch_away(requeue: bool) {
     // both contexts belong to live LWPs.
     let prev = unsafe { context::switch(curl.ctx.get(), nl.ctx.get(), cur as usize) };
     switch_finish(prev as *mut Lwp);
+}
+
+/// A softint thread running in a borrowed context (`switchto`) blocks or steps aside: the
+/// thread it borrowed the CPU from resumes at once, at its own IPL and with its spin-mutex
+/// count, without a run-queue pass
+/// (NetBSD's `l_switchto`). From then on the softint thread is an ordinary bound thread: with
+/// `requeue` it goes on this CPU's run queue and asks for a reschedule, so it preempts the
+/// resumed thread as soon as that thread allows it. IRQs masked.
+fn give_back(ci: &CpuInfo, cur: *mut Lwp, borrowed: *mut Lwp, requeue: bool) {
+    // SAFETY: the running LWP is live.
+    let curl = unsafe { &*cur };
+    curl.switchto
+        .store(core::ptr::null_mut(), Ordering::Relaxed);
+    let mtx = curl.switchto_mtx.swap(0, Ordering::Relaxed);
+    if mtx != 0 {
+        ci.mtx_count.store(mtx as u32, Ordering::Relaxed);
+        ci.mtx_oldspl.store((mtx >> 32) as u32, Ordering::Relaxed);
+    }
+    if requeue {
+        curl.set_state(LwpState::Run);
+        RUNQUEUES[ci.index()].lock().push_back(cur);
+        request_resched(ci);
+    }
+    curl.ncsw.fetch_add(1, Ordering::Relaxed);
+    ci.ipl
+        .store(curl.switchto_ipl.load(Ordering::Relaxed), Ordering::Relaxed);
+    // The borrowed-from thread never stopped being on this CPU (`on_cpu` stayed set): it only
+    // gets its CPU back. `curpri` was never changed.
+    set_curlwp_borrowed(ci, borrowed);
+    // SAFETY: IRQs masked; the borrowed-from thread's context was saved by `lend_cpu` on this
+    // CPU and no other CPU runs that thread; the softint thread's context is its own. (Its FP
+    // registers were never saved: a softint does not use FP, so they are still live.)
+    let prev = unsafe { context::switch(curl.ctx.get(), (*borrowed).ctx.get(), cur as usize) };
+    // Resumed later as an ordinary thread, by an ordinary switch.
+    switch_finish(prev as *mut Lwp);
+}
+
+/// The fast-softint switch's half of [`set_curlwp`]: names `l` as this CPU's running thread
+/// without touching `curpri`, which keeps the borrowed-from thread's priority (so a wakeup
+/// compares against the thread that resumes when the softint is done). IRQs masked.
+#[inline(always)]
+pub(crate) fn set_curlwp_borrowed(ci: &CpuInfo, l: *mut Lwp) {
+    ci.curlwp.store(l as u64, Ordering::Release);
+    arch::write_curlwp(l as u64);
+}
+
+/// The resumed half of a [`give_back`], run by the borrowed-from thread where its
+/// `arch::context::lend_cpu` returned: lets the softint thread go. (Unlike `switch_finish` it
+/// restores no FP state: the resumed thread's FP registers were never saved.) IRQs masked.
+pub(crate) fn finish_borrowed_switch(prev: *mut Lwp) {
+    // SAFETY: `prev` is the softint thread that just gave this CPU back; it is live (softint
+    // threads never exit). Its context is saved, so another switch may now pick it.
+    unsafe { (*prev).on_cpu.store(false, Ordering::Release) };
 }
 
 /// Runs on the new thread right after a switch (IRQs masked): releases the previous thread to

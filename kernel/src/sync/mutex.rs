@@ -191,15 +191,19 @@ impl KMutex {
                 sched::curlwp().name()
             );
             // Spin while the owner runs on a CPU: it will probably release soon. An owner that
-            // is spinning for the kernel lock does not count: we may hold that lock. (The owner
-            // is read without a reference count; a stale read only makes us spin or sleep once
-            // more, and LWP memory stays mapped.)
+            // is spinning for the kernel lock does not count: we may hold that lock. Nor does
+            // one whose CPU a soft interrupt has borrowed (it is not that CPU's curlwp): it
+            // cannot run before the softint returns or blocks, and the softint may be us.
+            // (The owner is read without a reference count; a stale read only makes us spin or
+            // sleep once more, and LWP memory stays mapped.)
             // SAFETY: see above; only atomics are read.
             let owner_running = unsafe {
                 let ol = (o & !WAITERS) as *const crate::sched::lwp::Lwp;
                 (*ol).on_cpu.load(Ordering::Relaxed)
                     && (*ol).state() == LwpState::Onproc
                     && !(*ol).kl_wanted.load(Ordering::Relaxed)
+                    && crate::cpu::cpu_lookup((*ol).cpu())
+                        .is_some_and(|ci| ci.curlwp.load(Ordering::Relaxed) == ol as u64)
             };
             if owner_running {
                 crate::arch::aarch64::cpu_relax();

@@ -93,6 +93,55 @@ cpu_switchto:
     mov     x0, x2
     ret
 
+// Fast soft interrupts (softint.rs): the running thread lends the CPU to a softint thread
+// without a run-queue round trip. x0 = &mut Context of the running thread (saved exactly as
+// cpu_switchto saves it, so the scheduler can resume it with cpu_switchto), x1 = top of the
+// softint thread's stack, x2 = argument, x3 = entry function (x0 = argument, returns a word).
+// If the entry returns, the saved context is loaded back and its result returned (0 by
+// convention); if the softint thread blocks instead, the scheduler resumes the saved context
+// with cpu_switchto, which "returns" from here with the softint thread's Lwp in x0.
+    .global softint_switchto
+softint_switchto:
+    stp     x19, x20, [x0, #0]
+    stp     x21, x22, [x0, #16]
+    stp     x23, x24, [x0, #32]
+    stp     x25, x26, [x0, #48]
+    stp     x27, x28, [x0, #64]
+    stp     x29, x30, [x0, #80]
+    mov     x9, sp
+    str     x9, [x0, #96]
+    mov     x19, x0
+    mov     sp, x1
+    mov     x29, #0
+    mov     x0, x2
+    blr     x3
+    mov     x1, x19
+    ldp     x19, x20, [x1, #0]
+    ldp     x21, x22, [x1, #16]
+    ldp     x23, x24, [x1, #32]
+    ldp     x25, x26, [x1, #48]
+    ldp     x27, x28, [x1, #64]
+    ldp     x29, x30, [x1, #80]
+    ldr     x9, [x1, #96]
+    mov     sp, x9
+    ret
+
+// x0 = &Context saved by softint_switchto or cpu_switchto, x1 = value to return there.
+// Abandons the current stack and resumes that context (the test harness ending a handler that
+// panicked).
+    .global context_resume
+context_resume:
+    ldp     x19, x20, [x0, #0]
+    ldp     x21, x22, [x0, #16]
+    ldp     x23, x24, [x0, #32]
+    ldp     x25, x26, [x0, #48]
+    ldp     x27, x28, [x0, #64]
+    ldp     x29, x30, [x0, #80]
+    ldr     x9, [x0, #96]
+    mov     sp, x9
+    mov     x0, x1
+    ret
+
 // x0 = &mut FpState. FP must be enabled. Clobbers x1, x2.
     .global fpu_save
 fpu_save:
@@ -186,6 +235,13 @@ fpu_zero:
 
 unsafe extern "C" {
     fn cpu_switchto(from: *mut Context, to: *const Context, prev: usize) -> usize;
+    fn softint_switchto(
+        from: *mut Context,
+        stack_top: u64,
+        arg: usize,
+        entry: extern "C" fn(usize) -> usize,
+    ) -> usize;
+    fn context_resume(to: *const Context, ret: usize) -> !;
     fn fpu_save(state: *mut FpState);
     fn fpu_restore(state: *const FpState);
     fn fpu_zero();
@@ -202,6 +258,38 @@ unsafe extern "C" {
 pub unsafe fn switch(from: *mut Context, to: *const Context, prev: usize) -> usize {
     // SAFETY: forwarded to the caller.
     unsafe { cpu_switchto(from, to, prev) }
+}
+
+/// Lends the CPU from the running thread (context `from`) to `entry(arg)` on the stack whose
+/// top is `stack_top`, without a scheduler pass: the fast soft interrupt switch. Returns
+/// `entry`'s result if it returns, or, if the borrowing thread blocked and the scheduler
+/// resumed `from` with [`switch`], the `prev` value that switch passed (the borrower).
+///
+/// # Safety
+///
+/// IRQs masked; `from` is the running thread's context; `stack_top` is 16-byte aligned and
+/// the stack below it valid, unused and owned by the borrowing thread, which returns or
+/// blocks (never exits) with IRQs masked.
+pub unsafe fn lend_cpu(
+    from: *mut Context,
+    stack_top: u64,
+    arg: usize,
+    entry: extern "C" fn(usize) -> usize,
+) -> usize {
+    // SAFETY: forwarded to the caller.
+    unsafe { softint_switchto(from, stack_top, arg, entry) }
+}
+
+/// Abandons the current stack and resumes the context `to` (saved by [`lend_cpu`] or
+/// [`switch`]) as if its call returned `ret`.
+///
+/// # Safety
+///
+/// IRQs masked; `to` is a saved context of a thread that no CPU runs and whose stack is
+/// intact, and nothing on the current stack is needed again.
+pub unsafe fn resume(to: *const Context, ret: usize) -> ! {
+    // SAFETY: forwarded to the caller.
+    unsafe { context_resume(to, ret) }
 }
 
 /// Enables FP/SIMD at EL1 (CPACR_EL1.FPEN = 0b11).

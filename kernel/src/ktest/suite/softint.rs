@@ -82,10 +82,10 @@ ktest! {
     fn softint_scheduled_twice_while_pending_runs_once() {
         RUNS.store(0, Ordering::Relaxed);
         let h = est(SOFTINT_BIO, count, 0);
-        kpreempt_disable();
+        let s = splsoftbio();
         softint_schedule(h);
         softint_schedule(h);
-        kpreempt_enable();
+        splx(s);
         assert!(wait_until(2000, || RUNS.load(Ordering::Acquire) >= 1), "never ran");
         spin_ms(20);
         assert_eq!(RUNS.load(Ordering::Acquire), 1, "two schedules while pending ran twice");
@@ -369,17 +369,113 @@ ktest! {
 }
 
 ktest! {
-    fn softint_scheduled_with_preemption_disabled_runs_at_kpreempt_enable() {
+    fn softint_scheduled_from_a_thread_below_its_level_runs_before_softint_schedule_returns() {
         RUNS.store(0, Ordering::Relaxed);
         let h = est(SOFTINT_SERIAL, count, 0);
+        for (raise, ran) in [(IPL_NONE, 1), (IPL_SOFTNET, 2), (IPL_SOFTSERIAL, 2)] {
+            let s = splraise(raise);
+            kpreempt_disable();
+            softint_schedule(h);
+            let now = RUNS.load(Ordering::Acquire);
+            kpreempt_enable();
+            splx(s);
+            let after = RUNS.load(Ordering::Acquire);
+            if raise < IPL_SOFTSERIAL {
+                assert_eq!(now, ran, "at {raise}: not run inside softint_schedule");
+            } else {
+                assert_eq!((now, after), (ran, ran + 1), "at {raise}: ran while blocked, or not at splx");
+            }
+        }
+        assert_eq!(curipl(), IPL_NONE);
+        softint_disestablish(h);
+    }
+}
+
+static SELF_H: AtomicU64 = AtomicU64::new(0);
+static SELF_ENTERED: AtomicBool = AtomicBool::new(false);
+
+fn disestablishes_itself(_: usize) {
+    SELF_ENTERED.store(true, Ordering::Release);
+    softint_disestablish(SoftintHandle::from_raw(SELF_H.load(Ordering::Acquire)));
+}
+
+ktest! {
+    #[should_panic("softint_disestablish: called from the handler of #")]
+    fn softint_disestablish_from_its_own_handler_is_caught() {
+        SELF_ENTERED.store(false, Ordering::Relaxed);
+        let h = est(SOFTINT_NET, disestablishes_itself, 0);
+        SELF_H.store(h.to_raw(), Ordering::Release);
         kpreempt_disable();
         softint_schedule(h);
-        let before = RUNS.load(Ordering::Acquire);
-        let resched = curcpu().resched.load(Ordering::Relaxed);
-        let pending = curcpu().ipending.load(Ordering::Relaxed);
         kpreempt_enable();
-        let after = RUNS.load(Ordering::Acquire);
+        assert!(wait_until(2000, || SELF_ENTERED.load(Ordering::Acquire)), "never ran");
+        // The handler was ended by the harness; the handle is still established.
         softint_disestablish(h);
-        assert_eq!((before, after), (0, 1), "resched {resched} ipending {pending:#x}");
+    }
+}
+
+// ---- what the interrupted thread holds ---------------------------------------------------------
+
+static KL_HELD_IN_HANDLER: AtomicU32 = AtomicU32::new(0);
+
+fn needs_kernel_lock(_: usize) {
+    KL_HELD_IN_HANDLER.store(
+        1 + u32::from(crate::sync::kernel_lock::kernel_lock_held()),
+        Ordering::Release,
+    );
+}
+
+ktest! {
+    fn a_handler_without_mpsafe_over_a_thread_holding_the_kernel_lock_runs_once_it_lets_go() {
+        // Without stepping aside, the handler would spin on this CPU for a lock that the
+        // thread it interrupted holds: a hang.
+        KL_HELD_IN_HANDLER.store(0, Ordering::Relaxed);
+        let h = softint_establish(SOFTINT_NET, needs_kernel_lock, 0).expect("table");
+        crate::sync::kernel_lock::kernel_lock();
+        kpreempt_disable();
+        softint_schedule(h);
+        kpreempt_enable();
+        spin_ms(5);
+        let during = KL_HELD_IN_HANDLER.load(Ordering::Acquire);
+        crate::sync::kernel_lock::kernel_unlock();
+        assert_eq!(during, 0, "the handler ran while this thread held the kernel lock");
+        assert!(wait_until(2000, || KL_HELD_IN_HANDLER.load(Ordering::Acquire) != 0), "never ran");
+        assert_eq!(KL_HELD_IN_HANDLER.load(Ordering::Acquire), 2, "ran without the kernel lock");
+        softint_disestablish(h);
+    }
+}
+
+static LOW_SPIN: KMutex = KMutex::spin(IPL_SOFTCLOCK);
+static VM_SPIN: KMutex = KMutex::spin(IPL_VM);
+static NESTED_DONE: AtomicU32 = AtomicU32::new(0);
+
+fn takes_a_spin_mutex_then_sleeps(sleep: usize) {
+    VM_SPIN.mutex_enter();
+    VM_SPIN.mutex_exit();
+    if sleep != 0 {
+        // Blocks at IPL_SOFTSERIAL over a thread holding a spin mutex at IPL_SOFTCLOCK: the
+        // thread gets its CPU back with its count and level.
+        crate::kthread::kpause(1);
+    }
+    NESTED_DONE.store(curipl().as_u8() as u32 + 1, Ordering::Release);
+}
+
+ktest! {
+    fn a_handler_over_a_thread_holding_a_spin_mutex_counts_its_own_and_may_block() {
+        for sleep in [0usize, 1] {
+            NESTED_DONE.store(0, Ordering::Relaxed);
+            let h = est(SOFTINT_SERIAL, takes_a_spin_mutex_then_sleeps, sleep);
+            LOW_SPIN.mutex_enter();
+            let held = curcpu().mtx_count.load(Ordering::Relaxed);
+            softint_schedule(h);
+            // Back here: the handler returned (sleep = 0) or blocked (sleep = 1).
+            assert_eq!(curipl(), IPL_SOFTCLOCK, "sleep {sleep}: the IPL of the interrupted thread");
+            assert_eq!(curcpu().mtx_count.load(Ordering::Relaxed), held, "sleep {sleep}: its spin-mutex count");
+            LOW_SPIN.mutex_exit();
+            assert_eq!(curipl(), IPL_NONE, "sleep {sleep}: mutex_exit restored the level");
+            assert!(wait_until(2000, || NESTED_DONE.load(Ordering::Acquire) != 0), "sleep {sleep}: never finished");
+            assert_eq!(NESTED_DONE.load(Ordering::Acquire), u32::from(IPL_SOFTSERIAL.as_u8()) + 1);
+            softint_disestablish(h);
+        }
     }
 }
