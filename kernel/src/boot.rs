@@ -82,6 +82,98 @@ static MMU_CONFIG: spin::Once<MmuConfig> = spin::Once::new();
 /// Counter value at which each CPU reported online (for `boot_all_cpus_online`).
 static ONLINE_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
 
+/// Counter value at which the boot CPU asked the platform to start each CPU.
+static START_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
+
+/// The steps of the boot CPU's part of the boot, in order. [`mark`] records the counter at the
+/// end of each; the bench image prints the differences (`boot_phase_*`), so a change in
+/// `boot_all_cpus_online` can be traced to a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootPhase {
+    /// QEMU's start to the board's `board_main`: QEMU's boot stub, the data-cache invalidation
+    /// by set/way, EL2 to EL1 and zeroing `.bss` (the board marks it).
+    Entry,
+    /// `board_main` up to `kernel_main`: the board reads the device tree for its devices.
+    Board,
+    /// The kernel's parse of the device tree (memory, CPUs, reserved ranges, bootargs).
+    DeviceTree,
+    /// The thread-stack region, the page tables and turning the MMU on.
+    PageTables,
+    /// Platform registered, CPU 0 attached, the banner.
+    Console,
+    /// The heap given the rest of RAM, the thread-stack free list.
+    Heap,
+    /// The other CPUs attached, the DPCPU copies and their checks, the exception stacks.
+    PerCpu,
+    /// Interrupt controller, IPIs and clock tick on CPU 0, the scheduler and kthread(9) set up.
+    Interrupts,
+}
+
+impl BootPhase {
+    /// Every phase, in boot order.
+    pub const ALL: [BootPhase; 8] = [
+        BootPhase::Entry,
+        BootPhase::Board,
+        BootPhase::DeviceTree,
+        BootPhase::PageTables,
+        BootPhase::Console,
+        BootPhase::Heap,
+        BootPhase::PerCpu,
+        BootPhase::Interrupts,
+    ];
+
+    /// The phase's name in `boot_phase_<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootPhase::Entry => "entry",
+            BootPhase::Board => "board",
+            BootPhase::DeviceTree => "devtree",
+            BootPhase::PageTables => "page_tables",
+            BootPhase::Console => "console",
+            BootPhase::Heap => "heap",
+            BootPhase::PerCpu => "percpu",
+            BootPhase::Interrupts => "interrupts",
+        }
+    }
+}
+
+/// Counter value at the end of each [`BootPhase`] (0 if it was not marked).
+static PHASE_END: [AtomicU64; BootPhase::ALL.len()] =
+    [const { AtomicU64::new(0) }; BootPhase::ALL.len()];
+
+/// Records that `phase` ends now. Boot CPU; a plain store, so it may run with the MMU off.
+pub fn mark(phase: BootPhase) {
+    PHASE_END[phase as usize].store(arch::counter(), Ordering::Relaxed);
+}
+
+/// The counter ticks each marked [`BootPhase`] took, from the end of the previous marked one
+/// (or from 0, QEMU's start), in boot order; unmarked phases are left out.
+pub fn phase_ticks() -> impl Iterator<Item = (BootPhase, u64)> {
+    let mut previous = 0;
+    BootPhase::ALL.into_iter().filter_map(move |phase| {
+        let end = PHASE_END[phase as usize].load(Ordering::Relaxed);
+        if end == 0 {
+            return None;
+        }
+        let ticks = end.saturating_sub(previous);
+        previous = end;
+        Some((phase, ticks))
+    })
+}
+
+/// For each CPU the boot CPU started: its index, the counter when its start was requested
+/// and the counter when it came online (0 if it never did).
+pub fn secondary_ticks() -> impl Iterator<Item = (usize, u64, u64)> {
+    cpus().skip(1).map(|ci| {
+        let i = ci.index();
+        (
+            i,
+            START_AT[i].load(Ordering::Relaxed),
+            ONLINE_AT[i].load(Ordering::Relaxed),
+        )
+    })
+}
+
 pub use crate::bootinfo::{bootarg, device_tree, system_info};
 
 /// The counter value at which the last CPU came online.
@@ -99,12 +191,14 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // `kprintln!`: with the MMU off every data access is Device memory, where exclusives need a
     // global monitor that the Raspberry Pi's interconnect does not have (they would never
     // succeed). Only the device tree parse and the map come first.
+    mark(BootPhase::Board);
     let mpidr = crate::cpu_affinity(arch::read_mpidr());
     vectors::install();
     let info = match devtree::parse(dtb, mpidr) {
         Ok(info) => info,
         Err(e) => early_fail(board, format_args!("cannot boot: {e}")),
     };
+    mark(BootPhase::DeviceTree);
     let image = image_layout();
     // Plain stores only (no read-modify-write): fine with the MMU off.
     let stacks = sched::stack::reserve(info.memory()).unwrap_or_default();
@@ -121,6 +215,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
             format_args!("cannot map {what} {:#x}..{:#x}", range.start, range.end()),
         ),
     };
+
+    mark(BootPhase::PageTables);
 
     // The MMU and caches are on: everything else may run.
     set_platform(board);
@@ -148,6 +244,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     );
 
     let info = crate::bootinfo::set_system_info(info);
+    mark(BootPhase::Console);
     if info.boot_cpu_missing {
         kprintln!("warning: the boot CPU (MPIDR {mpidr:#x}) is not in the device tree");
     }
@@ -185,6 +282,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // and mapped read-write.
     let heap_bytes = unsafe { heap::init(info.memory(), &holes[..hole_count]) };
     sched::stack::init();
+    mark(BootPhase::Heap);
     kprintln!(
         "memory: {} MiB RAM, heap {} MiB; {} CPUs in the device tree",
         info.memory_size() >> 20,
@@ -205,6 +303,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
             .store(base + EXCEPTION_STACK_SIZE as u64, Ordering::Relaxed);
     }
 
+    mark(BootPhase::PerCpu);
+
     board.irq_init();
     board.irq_init_cpu(0);
     intr::init();
@@ -222,6 +322,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // The idle threads have their stack slots: what is left bounds the kernel threads.
     crate::kthread::init(bootarg("kthread.max").and_then(|v| v.parse().ok()));
     arch::irq_enable();
+    mark(BootPhase::Interrupts);
 
     start_secondaries(board, mmu_config);
     report_cpus();
@@ -286,6 +387,7 @@ fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
         arch::clean_dcache_range(boot_addr, core::mem::size_of::<SecondaryBoot>() as u64);
         ci.set_state(CpuState::Starting);
         arch::clean_dcache_range(ci as *const _ as u64, core::mem::size_of_val(ci) as u64);
+        START_AT[ci.index()].store(arch::counter(), Ordering::Relaxed);
         if let Err(e) = board.start_cpu(ci.index(), ci.mpidr(), boot_addr) {
             kprintln!(
                 "cpu{} (MPIDR {:#x}): start failed: {e:?}",

@@ -126,6 +126,7 @@ mod board {
     /// Called by the entry assembly on the boot CPU with the MMU off.
     #[unsafe(no_mangle)]
     extern "C" fn board_main(x0: u64) -> ! {
+        kernel::boot::mark(kernel::boot::BootPhase::Entry);
         let dtb = match locate_dtb(x0) {
             Ok(dtb) => dtb,
             Err(e) => fail("no usable device tree", &e),

@@ -223,6 +223,7 @@ mod board {
     /// Called by the entry assembly on the boot CPU, at EL1 with the MMU off.
     #[unsafe(no_mangle)]
     extern "C" fn board_main(x0: u64) -> ! {
+        kernel::boot::mark(kernel::boot::BootPhase::Entry);
         let mut uart = console_on_header_pins();
         let tree = match firmware_tree(x0) {
             Ok(tree) => {

@@ -70,6 +70,7 @@ impl core::fmt::Display for Hundredths {
 const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
+mod boot;
 mod softint;
 mod workqueue;
 
@@ -217,17 +218,7 @@ fn ctx_switch() {
 pub fn run_all() -> ! {
     // Boot is measured once per boot: QEMU starts the counter at 0, so the time at which the
     // last CPU came online is the figure. Under icount it is identical on every run.
-    let online = counter_to_ns(crate::boot::all_online_at());
-    report(
-        "boot_all_cpus_online",
-        "ns",
-        Figures {
-            median: online,
-            min: online,
-            max: online,
-            n: 1,
-        },
-    );
+    boot::boot();
     spl_raise_restore();
     mutex_uncontended();
     kthread_create_join();
