@@ -205,9 +205,16 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
     // covers the image and boot stack, and the board lists its devices.
     let mmu_config = match unsafe {
-        mmu::enable(info.memory(), &image, board.device_ranges(), |f| {
-            sched::stack::guard_pages(f)
-        })
+        mmu::enable(
+            info.memory(),
+            &image,
+            board.device_ranges(),
+            mmu::GuardedSlots {
+                range: stacks,
+                slot: sched::stack::SLOT_SIZE,
+                guard: sched::stack::GUARD_SIZE,
+            },
+        )
     } {
         Ok(config) => config,
         Err(mmu::MapFailed(what, range)) => early_fail(

@@ -53,8 +53,8 @@ impl StackSlot {
 
 /// Chooses the stack region: `MAX_SLOTS` slots (fewer on a small machine) at the top of the
 /// largest RAM range, slot aligned. Boot CPU, before the MMU and the heap are set up; the
-/// caller keeps the heap out of the returned range and has the MMU leave the guard pages
-/// unmapped ([`guard_pages`]).
+/// caller keeps the heap out of the returned range and has the MMU leave the lowest
+/// [`GUARD_SIZE`] bytes of every [`SLOT_SIZE`] unmapped.
 pub fn reserve(ram: &[PhysRange]) -> Option<PhysRange> {
     let largest = ram.iter().max_by_key(|r| r.size)?;
     let slots = MAX_SLOTS.min((largest.size / 8 / SLOT_SIZE) as usize);
@@ -71,15 +71,14 @@ pub fn reserve(ram: &[PhysRange]) -> Option<PhysRange> {
     Some(PhysRange { start, size })
 }
 
-/// Calls `f` with each guard page of the reserved region.
-pub fn guard_pages(mut f: impl FnMut(PhysRange)) {
-    let start = REGION_START.load(Ordering::Relaxed);
-    for i in 0..SLOTS.load(Ordering::Relaxed) as u64 {
-        f(PhysRange {
-            start: start + i * SLOT_SIZE,
-            size: GUARD_SIZE,
-        });
-    }
+/// How many slots the region holds (0 before [`reserve`] or on a machine too small for one).
+pub fn slot_count() -> usize {
+    SLOTS.load(Ordering::Relaxed)
+}
+
+/// The lowest address of slot `index` (its guard page).
+pub fn slot_start(index: usize) -> u64 {
+    REGION_START.load(Ordering::Relaxed) + index as u64 * SLOT_SIZE
 }
 
 /// Fills the free list. Boot CPU, once the heap exists.

@@ -12,6 +12,18 @@
 //!
 //! Secondary CPUs reuse the same tables: [`MmuConfig`] carries MAIR/TCR/TTBR0/SCTLR to the
 //! trampoline in `secondary.rs`, which turns the MMU on before touching the stack.
+//!
+//! The thread-stack region ([`GuardedSlots`]: one unmapped guard page at the bottom of every
+//! 32 KiB slot, 1024 slots) is the one part not built through `aarch64-paging`'s `map_range`:
+//! a call per guard page cost about 775 guest instructions each (a walk from the root, block
+//! splits through the generic path), 0.8 M at every boot. Instead, for each 2 MiB of the region
+//! the crate has mapped as a level-2 block (RAM is mapped first, so it has), a pool page is
+//! filled with the 512 level-3 entries in one loop (guard pages invalid, the rest mapped as RAM
+//! is) and the block entry is replaced by a table entry pointing to it, with a plain store: the
+//! crate's `walk_range` says where that entry is, and it lies in [`POOL`], which only this
+//! module writes. This is the last change to the map before it is forgotten, so the crate never
+//! sees the table it did not make. Any 2 MiB not mapped that way (the region's ends when they
+//! are not 2 MiB aligned, RAM mapped with a 1 GiB block) takes the generic path, page by page.
 
 use crate::platform::PhysRange;
 use aarch64_paging::Mapping;
@@ -127,14 +139,14 @@ const VALID: El1Attributes = El1Attributes::VALID;
 /// # Safety
 ///
 /// Call once, on the boot CPU, with the MMU off, before anything else uses [`POOL`]. The
-/// pages `guard_pages` reports are left unmapped. `ram`
-/// must cover the kernel image and the stack in use, and `devices` every MMIO range the kernel
-/// touches afterwards, or the next access faults.
+/// guard pages of `stacks` are left unmapped (the rest of it is mapped as RAM; it must lie in
+/// `ram`). `ram` must cover the kernel image and the stack in use, and `devices` every MMIO
+/// range the kernel touches afterwards, or the next access faults.
 pub unsafe fn enable(
     ram: &[PhysRange],
     image: &ImageLayout,
     devices: &[PhysRange],
-    guard_pages: impl FnOnce(&mut dyn FnMut(PhysRange)),
+    stacks: GuardedSlots,
 ) -> Result<MmuConfig, MapFailed> {
     let mut mapping =
         Mapping::with_asid_and_va_range(PoolTranslation, 0, 1, El1And0, VaRange::Lower);
@@ -158,14 +170,8 @@ pub unsafe fn enable(
         VALID | NORMAL | El1Attributes::READ_ONLY | XN,
     )?;
     map(&mut mapping, "data", image.data, VALID | NORMAL | XN)?;
-    // Guard pages: entries written invalid, so any access faults.
-    let mut result = Ok(());
-    guard_pages(&mut |page| {
-        if result.is_ok() {
-            result = map(&mut mapping, "guard page", page, NORMAL | XN);
-        }
-    });
-    result?;
+    // Guard pages: entries written invalid, so any access faults. Last: see the module doc.
+    map_guarded_slots(&mut mapping, stacks)?;
 
     let config = MmuConfig {
         mair: MAIR,
@@ -179,6 +185,132 @@ pub unsafe fn enable(
     // execution continues at the same addresses once translation is on.
     unsafe { turn_on(&config) };
     Ok(config)
+}
+
+/// A range of RAM cut into equal slots whose lowest bytes stay unmapped: the thread stacks and
+/// their guard pages (`sched::stack`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuardedSlots {
+    /// The whole range: page aligned, a whole number of slots (empty: nothing to do).
+    pub range: PhysRange,
+    /// Bytes per slot, a multiple of 4 KiB.
+    pub slot: u64,
+    /// Bytes at the bottom of each slot left unmapped, a multiple of 4 KiB below `slot`.
+    pub guard: u64,
+}
+
+impl GuardedSlots {
+    /// Whether the page at `addr` (inside the range) is a guard page.
+    fn is_guard(&self, addr: u64) -> bool {
+        (addr - self.range.start) % self.slot < self.guard
+    }
+}
+
+const PAGE: u64 = 4096;
+/// Bytes one level-2 entry maps.
+const BLOCK_2M: u64 = 2 << 20;
+/// Entries per table.
+const ENTRIES: usize = 512;
+
+/// Maps `slots`' guard pages invalid over the RAM mapping already in `mapping` (see the module
+/// doc for the fast path). Boot CPU, MMU off, last change before the map is forgotten.
+fn map_guarded_slots(
+    mapping: &mut Mapping<PoolTranslation, El1And0>,
+    slots: GuardedSlots,
+) -> Result<(), MapFailed> {
+    let range = slots.range;
+    if range.size == 0 {
+        return Ok(());
+    }
+    let mut chunk = range.start & !(BLOCK_2M - 1);
+    while chunk < range.end() {
+        let whole = chunk >= range.start && chunk + BLOCK_2M <= range.end();
+        if !(whole && replace_block_with_pages(mapping, chunk, slots)) {
+            // The generic path: each guard page of this 2 MiB that lies in the range.
+            let mut page = chunk.max(range.start);
+            while page < (chunk + BLOCK_2M).min(range.end()) {
+                if slots.is_guard(page) {
+                    let guard = PhysRange {
+                        start: page,
+                        size: PAGE,
+                    };
+                    map(mapping, "guard page", guard, NORMAL | XN)?;
+                }
+                page += PAGE;
+            }
+        }
+        chunk += BLOCK_2M;
+    }
+    Ok(())
+}
+
+/// If the 2 MiB at `chunk` (aligned, inside `slots.range`) is mapped by a level-2 block entry
+/// with the RAM attributes, replaces that entry with a table of 4 KiB pages that leaves the
+/// guard pages unmapped, and returns true; otherwise changes nothing and returns false.
+fn replace_block_with_pages(
+    mapping: &Mapping<PoolTranslation, El1And0>,
+    chunk: u64,
+    slots: GuardedSlots,
+) -> bool {
+    let ram = VALID | NORMAL | XN | El1Attributes::ACCESSED;
+    let mut entry_address = None;
+    let probe = MemoryRegion::new(chunk as usize, (chunk + PAGE) as usize);
+    let walked = mapping.walk_range(&probe, &mut |_, descriptor, level| {
+        if level == 2
+            && descriptor.is_valid()
+            && !descriptor.is_table_or_page()
+            && descriptor.flags() == ram
+            && descriptor.output_address().0 as u64 == chunk
+        {
+            entry_address = Some(core::ptr::from_ref(descriptor).addr());
+        }
+        Ok(())
+    });
+    let Some(entry_address) = entry_address.filter(|_| walked.is_ok()) else {
+        return false;
+    };
+    let pool_start = core::ptr::addr_of!(POOL).addr();
+    let offset = entry_address.wrapping_sub(pool_start);
+    if offset >= POOL_PAGES * PAGE as usize || offset % 8 != 0 {
+        return false;
+    }
+    let (table, table_address) = PoolTranslation.allocate_table();
+    let table = table.as_ptr().cast::<u64>();
+    let page_bits = (ram | El1Attributes::TABLE_OR_PAGE).bits() as u64;
+    // Slot by slot: a run of invalid entries for the guard, then the stack's pages.
+    let pages = |bytes: u64| (bytes / PAGE) as usize;
+    let mut in_slot = (chunk - slots.range.start) % slots.slot;
+    let mut i = 0;
+    while i < ENTRIES {
+        let slot_end = (i + pages(slots.slot - in_slot)).min(ENTRIES);
+        let guard_end = (i + pages(slots.guard.saturating_sub(in_slot))).min(slot_end);
+        // SAFETY (both loops): `table` is a fresh, page-aligned pool page of 512 entries that
+        // nothing else references yet, and every index is below `ENTRIES`.
+        for j in i..guard_end {
+            // SAFETY: see above.
+            unsafe { table.add(j).write_volatile(0) };
+        }
+        let mut value = (chunk + guard_end as u64 * PAGE) | page_bits;
+        for j in guard_end..slot_end {
+            // SAFETY: see above.
+            unsafe { table.add(j).write_volatile(value) };
+            value += PAGE;
+        }
+        i = slot_end;
+        in_slot = 0;
+    }
+    let table_bits = (VALID | El1Attributes::TABLE_OR_PAGE).bits() as u64;
+    // SAFETY: the entry lies in the pool (checked above), which only this module writes, and
+    // is 8-byte aligned; the MMU is off, so no walker caches the old block entry. The pointer
+    // is derived from the pool itself, not from the crate's shared reference.
+    unsafe {
+        let entry = core::ptr::addr_of_mut!(POOL)
+            .cast::<u8>()
+            .add(offset)
+            .cast::<u64>();
+        entry.write_volatile(table_address.0 as u64 | table_bits);
+    }
+    true
 }
 
 /// TCR_EL1: 39-bit VA for TTBR0 (T0SZ = 25), 4 KiB granule, inner-shareable write-back walks,

@@ -71,3 +71,28 @@ ktest! {
         assert!(is_writable(base), "the stack's lowest page is not mapped");
     }
 }
+
+ktest! {
+    fn every_stack_slot_has_its_guard_page_unmapped_and_its_stack_mapped() {
+        use crate::sched::stack::{GUARD_SIZE, SLOT_SIZE, slot_count, slot_start};
+        let slots = slot_count();
+        assert!(slots > 0, "no stack slots");
+        for i in 0..slots {
+            let start = slot_start(i);
+            let mut page = start;
+            while page < start + SLOT_SIZE {
+                let guard = page < start + GUARD_SIZE;
+                for addr in [page, page + 4088] {
+                    assert!(
+                        is_writable(addr) != guard,
+                        "slot {i}: {addr:#x} is {}",
+                        if guard { "mapped (guard page)" } else { "not mapped (stack)" }
+                    );
+                }
+                page += 4096;
+            }
+        }
+        let below = slot_start(0) - 8;
+        assert!(is_writable(below), "RAM just below the stack region {below:#x} is not mapped");
+    }
+}
