@@ -2,8 +2,11 @@
 //!
 //! `_start` (boot CPU): keeps x0 (the device tree address, or 0), invalidates the data caches
 //! (`dcache_invalidate_set_way`), drops from EL2 to EL1 if entered at EL2, switches to the boot stack `__boot_stack_top`, zeroes `.bss`
-//! (`__bss_start`..`__bss_end`, 8-byte aligned) and calls `board_main(x0)`, which the board
-//! defines and which never returns.
+//! (`__bss_start`..`__bss_end`, 8-byte aligned; 64 bytes per loop with four `stp`, then 8 at
+//! a time: `.bss` is 0.6 MiB, most of it the page-table pool, which at 8 bytes per loop took
+//! 0.3 M guest instructions per boot and now takes 58 k; `dc zva` cannot be used, as the MMU is
+//! off and every access is Device memory) and calls `board_main(x0)`, which the board defines
+//! and which never returns.
 //!
 //! `board_secondary_entry` (other CPUs, started by PSCI or the spin table): keeps x0 (the
 //! kernel's `SecondaryBoot` context), drops to EL1 and branches to the kernel's
@@ -12,6 +15,10 @@
 //! `dcache_invalidate_set_way`: called with `bl` with x0 = how many cache levels to invalidate,
 //! counting from level 1 (clamped to CLIDR_EL1.LoC); clobbers x0-x11. Invalidates (without
 //! cleaning) every data or unified cache line of those levels by set/way, then `dsb sy; isb`.
+//! For each way it steps the set field down from the top set, two lines per loop (one first when
+//! the number of sets is odd), stopping when the operand drops below that way's set-0 value
+//! (a signed compare: for way 0 of level 1 that value is 0): three instructions per line (the
+//! Cortex-A72 as QEMU models it has 16,896 lines in L1D and L2, about 50 k per boot).
 //! The boot CPU runs it over every level before its first store, because the architecture does
 //! not promise that caches come out of reset empty and the MMU will later turn them on over
 //! memory written with caches off; nothing before the kernel ran with caches on, so no dirty
@@ -43,11 +50,21 @@ _start:
     add     x1, x1, :lo12:__bss_start
     adrp    x2, __bss_end
     add     x2, x2, :lo12:__bss_end
-1:  cmp     x1, x2
-    b.hs    2f
-    str     xzr, [x1], #8
-    b       1b
-2:  mov     x0, x19
+    sub     x3, x2, x1
+    and     x3, x3, #~63
+    add     x3, x1, x3
+    b       11f
+10: stp     xzr, xzr, [x1, #16]
+    stp     xzr, xzr, [x1, #32]
+    stp     xzr, xzr, [x1, #48]
+    stp     xzr, xzr, [x1], #64
+11: cmp     x1, x3
+    b.lo    10b
+    b       13f
+12: str     xzr, [x1], #8
+13: cmp     x1, x2
+    b.lo    12b
+    mov     x0, x19
     mov     x29, #0
     mov     x30, #0
     bl      board_main
@@ -116,15 +133,25 @@ dcache_invalidate_set_way:
     ubfx    x5, x3, #3, #10
     clz     w6, w5
     ubfx    x7, x3, #13, #15
-2:  mov     x8, x5
-3:  lsl     x2, x8, x6
-    lsl     x11, x7, x4
-    orr     x2, x2, x11
-    orr     x2, x2, x1
+    mov     x8, #1
+    lsl     x8, x8, x4
+    lsl     x7, x7, x4
+2:  lsl     x11, x5, x6
+    orr     x11, x11, x1
+    add     x2, x11, x7
+    tst     x3, #(1 << 13)
+    b.ne    3f
     dc      isw, x2
-    subs    x8, x8, #1
+    sub     x2, x2, x8
+    cmp     x2, x11
+    b.lt    4f
+3:  dc      isw, x2
+    sub     x2, x2, x8
+    dc      isw, x2
+    sub     x2, x2, x8
+    cmp     x2, x11
     b.ge    3b
-    subs    x7, x7, #1
+4:  subs    x5, x5, #1
     b.ge    2b
 5:  add     x1, x1, #2
     b       1b
