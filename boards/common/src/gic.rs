@@ -41,14 +41,14 @@ pub enum GicConfig {
         /// GICC base.
         gicc: usize,
     },
-    /// GICv3: distributor and first redistributor bases, and the number of redistributors.
+    /// GICv3: distributor and first redistributor bases. There is one redistributor per CPU in
+    /// the device tree, attached or not; [`Gic::init`] takes that count from the kernel's parse
+    /// of the tree (`kernel::bootinfo::system_info`), so the board need not parse it again.
     V3 {
         /// GICD base.
         gicd: usize,
         /// GICR base.
         gicr: usize,
-        /// Number of redistributors (CPUs in the system, attached or not).
-        redistributors: usize,
     },
 }
 
@@ -104,11 +104,9 @@ impl Gic {
                     gic.setup();
                 }
             }
-            GicConfig::V3 {
-                gicd,
-                gicr,
-                redistributors,
-            } => {
+            GicConfig::V3 { gicd, gicr } => {
+                let info = kernel::bootinfo::system_info();
+                let redistributors = info.cpus().len() + info.cpus_ignored;
                 // SAFETY: `new`'s caller promised these are the GICv3 registers, mapped and
                 // not used by anything else; the driver is created once and kept.
                 let mut gic = unsafe {
