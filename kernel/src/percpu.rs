@@ -248,17 +248,23 @@ pub fn init() {
     // Even an empty section gets a (one-line) copy, so every offset is non-zero.
     let size = copy_size(end - start) as usize;
     let layout = core::alloc::Layout::from_size_align(size, 4096).expect("dpcpu layout");
+    let template = (end - start) as usize;
     for ci in crate::cpu::cpus() {
+        // Not `alloc_zeroed`: the copy overwrites the template's bytes, only the rest (an empty
+        // section's line) needs zeroing.
         // SAFETY: non-zero size; the copy is never freed (it lives as long as the CPU).
-        let copy = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let copy = unsafe { alloc::alloc::alloc(layout) };
         assert!(
             !copy.is_null(),
             "percpu::init: out of memory for CPU {}",
             ci.index()
         );
-        // SAFETY: source is the linked template section of `end - start` bytes, destination a
-        // fresh allocation of at least that size; they do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(start as *const u8, copy, (end - start) as usize) };
+        // SAFETY: source is the linked template section of `template` bytes, destination a
+        // fresh allocation of `size` >= `template` bytes; they do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(start as *const u8, copy, template);
+            core::ptr::write_bytes(copy.add(template), 0, size - template);
+        }
         let off = (copy as u64).wrapping_sub(start);
         kern_dpcpu_off[ci.index()].store(off, Ordering::Release);
         ci.dpcpu_off.store(off, Ordering::Release);
