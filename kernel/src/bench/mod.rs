@@ -71,6 +71,7 @@ const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
 mod boot;
+mod pingpong;
 mod softint;
 mod workqueue;
 
@@ -223,6 +224,7 @@ pub fn run_all() -> ! {
     mutex_uncontended();
     kthread_create_join();
     ctx_switch();
+    pingpong::pingpong();
     softint::softint_local();
     softint::softint_intr();
     workqueue::latencies();
