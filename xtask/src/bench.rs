@@ -24,6 +24,7 @@ use crate::{image, tools};
 /// The QEMU configurations the bench image runs on, in this order.
 pub const BENCH_MATRIX: &[Machine] = &[
     Machine::virt(Gic::V3, 1),
+    Machine::virt(Gic::V3, 2),
     Machine::virt(Gic::V3, 4),
     Machine::virt(Gic::V3, 8),
     Machine::virt(Gic::V2, 4),
@@ -448,7 +449,7 @@ mod tests {
 
     #[test]
     fn matrix_is_valid() {
-        assert_eq!(BENCH_MATRIX.len(), 4);
+        assert_eq!(BENCH_MATRIX.len(), 5);
         for m in BENCH_MATRIX {
             assert!(m.validate().is_ok(), "{m:?}");
         }
