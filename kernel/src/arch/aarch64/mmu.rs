@@ -14,23 +14,21 @@
 //! Secondary CPUs reuse the same tables: [`MmuConfig`] carries MAIR/TCR/TTBR0/SCTLR to the
 //! trampoline in `secondary.rs`, which turns the MMU on before touching the stack.
 //!
-//! Cost (under `-icount`, where every guest instruction counts at boot): the crate writes an
-//! entry for about 75 guest instructions. So the image is mapped first and RAM around it
-//! (mapping RAM first made the crate split a 1 GiB and a 2 MiB block entry by entry only to
-//! overwrite the image's entries), and the stack region is not built through it at all.
-//!
-//! The thread-stack region ([`GuardedSlots`]: one unmapped guard page at the bottom of every
-//! 32 KiB slot, 1024 slots) is the one part not built through `aarch64-paging`'s `map_range`:
-//! a call per guard page cost about 775 guest instructions each (a walk from the root, block
-//! splits through the generic path), 0.8 M at every boot. Instead, for each 2 MiB of the region
-//! the crate has mapped as a level-2 block (RAM is mapped before it, so it has), a pool page is
-//! filled with the 512 level-3 entries in one loop (guard pages invalid, the rest mapped as RAM
-//! is) and the block entry is replaced by a table entry pointing to it, with a plain store: the
-//! crate's `walk_range` says where that entry is, and it lies in [`POOL`], which only this
-//! module writes. This is the last change to the map before it is forgotten, so the crate never
-//! sees the table it did not make. Any 2 MiB not mapped that way (the region's ends when they
-//! are not 2 MiB aligned, RAM mapped with a 1 GiB block, slots that do not tile 2 MiB) takes
-//! the generic path, page by page.
+//! Cost, which every boot pays (under `-icount` each guest instruction counts): the crate
+//! writes an entry for about 75 guest instructions, and mapping the image over RAM's blocks
+//! made it split a 1 GiB block and a 2 MiB block entry by entry, while one `map_range` per
+//! thread-stack guard page (1024 of them) cost about 775 each, 0.8 M in all. So the crate maps
+//! RAM (in blocks) and the devices, and the finer pages are written here, straight into
+//! level-3 tables of the pool ([`level3_table`]): the crate's `walk_range` says where the entry
+//! that maps a 2 MiB lies, and it lies in [`POOL`], which only this module writes; a level-1 or
+//! level-2 block found there is split by filling a pool page with the 512 entries of the next
+//! level (the block's attributes, two entries per store) and replacing the block entry with a
+//! table entry, with plain stores. Into those tables go the image's pages (text read-only and
+//! executable, rodata read-only, data read-write) and the stack region's guard pages (invalid).
+//! The crate walks these tables like its own (and maps over them on the fallback paths). What
+//! cannot be done that way (memory not mapped by the pool's tables, stack-region ends that are
+//! not 2 MiB aligned, slots that do not tile 2 MiB) goes through the crate. The `mmu` tests
+//! check every page of the image's 2 MiB blocks and of the stack region.
 
 use crate::platform::PhysRange;
 use aarch64_paging::Mapping;
@@ -157,22 +155,6 @@ fn map(
 
 const VALID: El1Attributes = El1Attributes::VALID;
 
-/// The parts of `range` below and above `hole` (empty ranges where there is none).
-fn around(range: PhysRange, hole: PhysRange) -> [PhysRange; 2] {
-    let below_end = hole.start.clamp(range.start, range.end());
-    let above_start = hole.end().clamp(range.start, range.end());
-    [
-        PhysRange {
-            start: range.start,
-            size: below_end - range.start,
-        },
-        PhysRange {
-            start: above_start,
-            size: range.end() - above_start,
-        },
-    ]
-}
-
 /// Builds the kernel identity map, turns the MMU and caches on (*this CPU*, the boot CPU) and
 /// returns the configuration secondaries copy.
 ///
@@ -190,35 +172,33 @@ pub unsafe fn enable(
 ) -> Result<MmuConfig, MapFailed> {
     let mut mapping =
         Mapping::with_asid_and_va_range(PoolTranslation, 0, 1, El1And0, VaRange::Lower);
-    // The image first, then RAM around it. (RAM first and the image over it made the crate
-    // split a 1 GiB block and a 2 MiB block into 512 entries each, only to overwrite the
-    // image's; this way each entry is written once.)
-    map(
-        &mut mapping,
-        "text",
-        image.text,
-        VALID | NORMAL | El1Attributes::READ_ONLY,
-    )?;
-    map(
-        &mut mapping,
-        "rodata",
-        image.rodata,
-        VALID | NORMAL | El1Attributes::READ_ONLY | XN,
-    )?;
-    map(&mut mapping, "data", image.data, VALID | NORMAL | XN)?;
-    let whole_image = PhysRange {
-        start: image.text.start,
-        size: image.data.end() - image.text.start,
-    };
     for &r in ram {
-        for piece in around(r, whole_image) {
-            map(&mut mapping, "RAM", piece, VALID | NORMAL | XN)?;
-        }
+        map(&mut mapping, "RAM", r, VALID | NORMAL | XN)?;
     }
     for &d in devices {
         map(&mut mapping, "device", d, VALID | DEVICE | XN)?;
     }
-    // Guard pages: entries written invalid, so any access faults. Last: see the module doc.
+    // The image: its pages go straight into level-3 tables split from RAM's blocks (see the
+    // module doc), or through the crate where that cannot be done.
+    let sections = [
+        (
+            "text",
+            image.text,
+            VALID | NORMAL | El1Attributes::READ_ONLY,
+        ),
+        (
+            "rodata",
+            image.rodata,
+            VALID | NORMAL | El1Attributes::READ_ONLY | XN,
+        ),
+        ("data", image.data, VALID | NORMAL | XN),
+    ];
+    if !map_pages_direct(&mapping, &sections) {
+        for (what, range, attrs) in sections {
+            map(&mut mapping, what, range, attrs)?;
+        }
+    }
+    // Guard pages: entries written invalid, so any access faults.
     map_guarded_slots(&mut mapping, stacks)?;
 
     let config = MmuConfig {
@@ -260,8 +240,8 @@ const BLOCK_2M: u64 = 2 << 20;
 /// Entries per table.
 const ENTRIES: usize = 512;
 
-/// Maps `slots`' guard pages invalid over the RAM mapping already in `mapping` (see the module
-/// doc for the fast path). Boot CPU, MMU off, last change before the map is forgotten.
+/// Maps `slots`' guard pages invalid over the RAM mapping already in `mapping`: straight into
+/// level-3 tables where slots tile each 2 MiB, else through the crate page by page.
 fn map_guarded_slots(
     mapping: &mut Mapping<PoolTranslation, El1And0>,
     slots: GuardedSlots,
@@ -270,15 +250,23 @@ fn map_guarded_slots(
     if range.size == 0 {
         return Ok(());
     }
+    let per_slot = (slots.slot / PAGE) as usize;
+    let guard_pages = (slots.guard / PAGE) as usize;
     let mut chunk = range.start & !(BLOCK_2M - 1);
     while chunk < range.end() {
-        // The fast path needs slots that tile the 2 MiB exactly.
-        let whole = chunk >= range.start
+        let tiled = chunk >= range.start
             && chunk + BLOCK_2M <= range.end()
             && BLOCK_2M.is_multiple_of(slots.slot)
             && (chunk - range.start).is_multiple_of(slots.slot);
-        if !(whole && replace_block_with_pages(mapping, chunk, slots)) {
-            // The generic path: each guard page of this 2 MiB that lies in the range.
+        if let Some(table) = tiled.then(|| level3_table(mapping, chunk)).flatten() {
+            for slot in (0..ENTRIES).step_by(per_slot) {
+                for j in slot..slot + guard_pages {
+                    // SAFETY: a level-3 table of the pool (`level3_table`), `ENTRIES` long;
+                    // `j` < `ENTRIES` as the slots tile it.
+                    unsafe { table.add(j).write_volatile(0) };
+                }
+            }
+        } else {
             let mut page = chunk.max(range.start);
             while page < (chunk + BLOCK_2M).min(range.end()) {
                 if slots.is_guard(page) {
@@ -296,72 +284,120 @@ fn map_guarded_slots(
     Ok(())
 }
 
-/// If the 2 MiB at `chunk` (aligned, inside `slots.range`) is mapped by a level-2 block entry
-/// with the RAM attributes, replaces that entry with a table of 4 KiB pages that leaves the
-/// guard pages unmapped, and returns true; otherwise changes nothing and returns false.
-fn replace_block_with_pages(
+/// Writes the pages of each `(name, range, attributes)` straight into the level-3 tables that
+/// map them ([`level3_table`]). Returns false if some 2 MiB of them has no such table (the
+/// caller then maps them all through the crate, which rewrites what was written here).
+fn map_pages_direct(
     mapping: &Mapping<PoolTranslation, El1And0>,
-    chunk: u64,
-    slots: GuardedSlots,
+    sections: &[(&str, PhysRange, El1Attributes)],
 ) -> bool {
-    let ram = VALID | NORMAL | XN | El1Attributes::ACCESSED;
-    let mut entry_address = None;
-    let probe = MemoryRegion::new(chunk as usize, (chunk + PAGE) as usize);
-    let walked = mapping.walk_range(&probe, &mut |_, descriptor, level| {
-        if level == 2
-            && descriptor.is_valid()
-            && !descriptor.is_table_or_page()
-            && descriptor.flags() == ram
-            && descriptor.output_address().0 as u64 == chunk
-        {
-            entry_address = Some(core::ptr::from_ref(descriptor).addr());
+    for &(_, range, attrs) in sections {
+        let bits = (attrs | El1Attributes::ACCESSED | El1Attributes::TABLE_OR_PAGE).bits() as u64;
+        let mut page = range.start & !(PAGE - 1);
+        let end = (range.end() + PAGE - 1) & !(PAGE - 1);
+        while page < end {
+            let chunk = page & !(BLOCK_2M - 1);
+            let Some(table) = level3_table(mapping, chunk) else {
+                return false;
+            };
+            while page < end.min(chunk + BLOCK_2M) {
+                // SAFETY: a level-3 table of the pool, `ENTRIES` long; the index is below
+                // `ENTRIES` as `page` lies in the 2 MiB at `chunk`.
+                unsafe {
+                    table
+                        .add(((page - chunk) / PAGE) as usize)
+                        .write_volatile(page | bits)
+                };
+                page += PAGE;
+            }
         }
-        Ok(())
-    });
-    let Some(entry_address) = entry_address.filter(|_| walked.is_ok()) else {
-        return false;
-    };
-    let pool_start = core::ptr::addr_of!(POOL).addr();
-    let offset = entry_address.wrapping_sub(pool_start);
-    if offset >= POOL_PAGES * PAGE as usize || offset % 8 != 0 {
-        return false;
-    }
-    let table = take_page().cast::<u64>();
-    let table_address = table as u64;
-    let page_bits = (ram | El1Attributes::TABLE_OR_PAGE).bits() as u64;
-    // Slot by slot (the caller checked that slots tile the 2 MiB): invalid entries for the
-    // guard, then the stack's pages. Volatile stores keep the compiler from turning the short
-    // runs into `memset` calls.
-    let per_slot = (slots.slot / PAGE) as usize;
-    let guard_pages = (slots.guard / PAGE) as usize;
-    let mut value = chunk | page_bits;
-    let mut slot = 0;
-    while slot < ENTRIES {
-        for j in slot..slot + guard_pages {
-            // SAFETY: `table` is a fresh, page-aligned pool page of `ENTRIES` entries that
-            // nothing else references yet (`take_page`); `j` < `ENTRIES` as slots tile it.
-            unsafe { table.add(j).write_volatile(0) };
-        }
-        value += slots.guard;
-        for j in slot + guard_pages..slot + per_slot {
-            // SAFETY: as above.
-            unsafe { table.add(j).write_volatile(value) };
-            value += PAGE;
-        }
-        slot += per_slot;
-    }
-    let table_bits = (VALID | El1Attributes::TABLE_OR_PAGE).bits() as u64;
-    // SAFETY: the entry lies in the pool (checked above), which only this module writes, and
-    // is 8-byte aligned; the MMU is off, so no walker caches the old block entry. The pointer
-    // is derived from the pool itself, not from the crate's shared reference.
-    unsafe {
-        let entry = core::ptr::addr_of_mut!(POOL)
-            .cast::<u8>()
-            .add(offset)
-            .cast::<u64>();
-        entry.write_volatile(table_address | table_bits);
     }
     true
+}
+
+/// Bits of a descriptor that hold the output address (47:12).
+const OUTPUT_ADDRESS: u64 = 0x0000_ffff_ffff_f000;
+/// Bit 1 of a descriptor: a table at levels 1 and 2, a page at level 3 (clear in a block).
+const TABLE_OR_PAGE: u64 = El1Attributes::TABLE_OR_PAGE.bits() as u64;
+
+/// Bytes one entry maps at `level` (1: 1 GiB, 2: 2 MiB, 3: 4 KiB).
+const fn granule(level: usize) -> u64 {
+    PAGE << (9 * (3 - level))
+}
+
+/// The entry at byte `offset` of the pool.
+fn pool_entry(offset: usize) -> *mut u64 {
+    // SAFETY: callers pass offsets below the pool's size (`entry_offset`, `take_page`); the
+    // pointer is derived from the pool itself.
+    unsafe {
+        core::ptr::addr_of_mut!(POOL)
+            .cast::<u8>()
+            .add(offset)
+            .cast::<u64>()
+    }
+}
+
+/// The pool offset of the deepest entry the crate's walk reaches for the page at `addr`, with
+/// its level; `None` if the walk fails or the entry is not in the pool.
+fn entry_offset(mapping: &Mapping<PoolTranslation, El1And0>, addr: u64) -> Option<(usize, usize)> {
+    let mut found = None;
+    let probe = MemoryRegion::new(addr as usize, (addr + PAGE) as usize);
+    mapping
+        .walk_range(&probe, &mut |_, descriptor, level| {
+            found = Some((core::ptr::from_ref(descriptor).addr(), level));
+            Ok(())
+        })
+        .ok()?;
+    let (address, level) = found?;
+    let offset = address.wrapping_sub(core::ptr::addr_of!(POOL).addr());
+    (offset < POOL_PAGES * PAGE as usize && offset.is_multiple_of(8)).then_some((offset, level))
+}
+
+/// The level-3 table that maps the 2 MiB at `chunk` (aligned), made by splitting the level-1
+/// or level-2 block that maps it if need be (each split writes a pool page of 512 entries with
+/// the block's attributes, two per store, and replaces the block entry with a table entry);
+/// `None` if that memory is not mapped.
+fn level3_table(mapping: &Mapping<PoolTranslation, El1And0>, chunk: u64) -> Option<*mut u64> {
+    // At most two splits: level 1 to 2, then 2 to 3.
+    for _ in 0..3 {
+        let (offset, level) = entry_offset(mapping, chunk)?;
+        let entry = pool_entry(offset);
+        // SAFETY: an entry of the pool (`entry_offset`).
+        let bits = unsafe { entry.read_volatile() };
+        if bits & VALID.bits() as u64 == 0 {
+            return None;
+        }
+        if level == 3 {
+            return Some(pool_entry(offset & !(PAGE as usize - 1)));
+        }
+        if !(1..3).contains(&level) {
+            return None;
+        }
+        // A block (the walk goes down through tables): split it one level down.
+        let base = bits & OUTPUT_ADDRESS & !(granule(level) - 1);
+        let attrs = bits & !OUTPUT_ADDRESS & !TABLE_OR_PAGE;
+        let attrs = if level + 1 == 3 {
+            attrs | TABLE_OR_PAGE
+        } else {
+            attrs
+        };
+        let table = take_page();
+        let step = granule(level + 1);
+        let pairs = table.cast::<u128>();
+        let mut value = base | attrs;
+        for pair in 0..ENTRIES / 2 {
+            let both = u128::from(value) | (u128::from(value + step) << 64);
+            // SAFETY: a fresh, page-aligned (so 16-byte aligned) pool page that nothing else
+            // references yet (`take_page`); `pair` < `ENTRIES / 2`. Volatile keeps the
+            // compiler from replacing the loop with a call.
+            unsafe { pairs.add(pair).write_volatile(both) };
+            value += 2 * step;
+        }
+        // SAFETY: the block entry found above, in the pool, which only this module writes;
+        // the MMU is off, so no walker holds the old entry.
+        unsafe { entry.write_volatile(table as u64 | VALID.bits() as u64 | TABLE_OR_PAGE) };
+    }
+    None
 }
 
 /// TCR_EL1: 39-bit VA for TTBR0 (T0SZ = 25), 4 KiB granule, inner-shareable write-back walks,
@@ -415,6 +451,18 @@ pub unsafe fn turn_on(config: &MmuConfig) {
             options(nostack),
         )
     };
+}
+
+/// Translates `va` with the current map for a kernel read (`at s1e1r`) and reports whether it
+/// is mapped. Used by tests of the map's permissions.
+pub fn is_readable(va: u64) -> bool {
+    let par: u64;
+    // SAFETY: address translation instructions only update PAR_EL1.
+    unsafe {
+        asm!("at s1e1r, {va}", "isb", "mrs {par}, par_el1", va = in(reg) va, par = out(reg) par,
+             options(nostack))
+    };
+    par & 1 == 0
 }
 
 /// Translates `va` with the current map for a kernel write (`at s1e1w`) and reports whether it

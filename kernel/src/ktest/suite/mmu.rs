@@ -1,7 +1,7 @@
 //! The kernel map's permissions: text is not writable, data and stacks are not executable,
 //! read-only data is read-only. Each is checked by faulting on purpose.
 
-use crate::arch::aarch64::mmu::is_writable;
+use crate::arch::aarch64::mmu::{is_readable, is_writable};
 use crate::ktest;
 
 /// A `ret` instruction placed in writable data.
@@ -94,5 +94,31 @@ ktest! {
         }
         let below = slot_start(0) - 8;
         assert!(is_writable(below), "RAM just below the stack region {below:#x} is not mapped");
+    }
+}
+
+ktest! {
+    fn every_page_of_the_image_and_the_ram_beside_it_has_its_sections_permissions() {
+        use crate::boot::linker::{__kernel_end, __rodata_end, __text_start};
+        // SAFETY: linker symbols; only their addresses are taken.
+        let (start, rodata_end, end) = unsafe {
+            (
+                &__text_start as *const u8 as u64,
+                &__rodata_end as *const u8 as u64,
+                &__kernel_end as *const u8 as u64,
+            )
+        };
+        let block = 2 << 20;
+        let mut page = start & !(block - 1);
+        while page < (end + block - 1) & !(block - 1) {
+            let read_only = page >= start && page < rodata_end;
+            assert!(is_readable(page), "{page:#x} is not mapped");
+            assert!(
+                is_writable(page) != read_only,
+                "{page:#x} is {}",
+                if read_only { "writable (text or rodata)" } else { "not writable (data or RAM)" }
+            );
+            page += 4096;
+        }
     }
 }
