@@ -333,6 +333,7 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     start_secondaries(board, mmu_config);
     report_cpus();
     crate::softint::init();
+    crate::xcall::init();
     if let Some(kind) = bootarg("crash") {
         crate::fault::crash_on_request(kind);
     }

@@ -360,6 +360,15 @@ fn assert_thread_at_ipl_none(call: &str) {
     );
 }
 
+/// Zeroes this CPU's per-interrupt counts (`intr_count`). Only this CPU writes them, without
+/// atomic read-modify-writes, so another CPU must not: `stats::reset_cpu_counters` runs this
+/// on every CPU with a cross call. Context: any, on the CPU whose counts are reset.
+pub fn reset_this_cpu_counts() {
+    for c in INTR_COUNT.get() {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Interrupts of identifier `irq` handled by CPU `cpu` since boot (0 for an absent CPU).
 pub fn intr_count(cpu: usize, irq: u32) -> u64 {
     if crate::cpu::cpu_lookup(cpu).is_none() {

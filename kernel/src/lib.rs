@@ -46,7 +46,11 @@ pub mod sched;
 #[cfg(target_arch = "aarch64")]
 pub mod softint;
 #[cfg(target_arch = "aarch64")]
+pub mod stats;
+#[cfg(target_arch = "aarch64")]
 pub mod workqueue;
+#[cfg(target_arch = "aarch64")]
+pub mod xcall;
 
 #[cfg(all(target_arch = "aarch64", feature = "bench"))]
 pub mod bench;

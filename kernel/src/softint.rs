@@ -200,6 +200,18 @@ pub fn counters(cpu: usize, level: usize) -> (u64, u64) {
     )
 }
 
+/// Zeroes this CPU's soft interrupt counters (`counters`). Only this CPU writes most of them,
+/// without atomic read-modify-writes, so another CPU must not: `stats::reset_cpu_counters` runs
+/// this on every CPU with a cross call. Context: any, on the CPU whose counters are reset.
+pub fn reset_this_cpu_counters() {
+    let s = SOFTINT.get();
+    for level in 0..NLEVELS {
+        s.scheduled[level].store(0, Ordering::Relaxed);
+        s.scheduled_remote[level].store(0, Ordering::Relaxed);
+        s.run[level].store(0, Ordering::Relaxed);
+    }
+}
+
 /// `softint_establish(flags, func, arg)`: makes a soft interrupt at the level in `flags`
 /// (SOFTINT_CLOCK, _BIO, _NET or _SERIAL, with SOFTINT_MPSAFE and SOFTINT_RCPU), valid on every
 /// CPU. Returns `None` when the table is full. Context: thread.
@@ -431,6 +443,16 @@ pub fn softint_disestablish(h: SoftintHandle) {
         "softint_disestablish: soft interrupt #{} is already being disestablished",
         h.index
     );
+    // Every CPU passes through the level once (NetBSD's xc_barrier at the handler's level):
+    // a handler that was running anywhere has returned. What was pending at the same moment may
+    // still run after the barrier's own softint (a batch runs in slot order), so the per-CPU
+    // state is checked after it too; that loop seldom turns.
+    let hook = BARRIER_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only `set_barrier_hook` stores here, from a `fn(Ipl)`.
+        let hook = unsafe { core::mem::transmute::<usize, fn(Ipl)>(hook) };
+        hook(level_ipl(level));
+    }
     let bit = 1u64 << h.index;
     let busy = || {
         crate::cpu::cpus().any(|ci| {
@@ -803,6 +825,16 @@ pub fn init() {
 
 fn never_started(_: usize) {
     unreachable!("softint: a softint thread was started as an ordinary thread");
+}
+
+/// How `softint_disestablish` waits for every CPU to pass through a level: `xcall` installs
+/// `xc_barrier` at that level (kept as a hook so this module does not depend on the one above
+/// it). 0 = none (polling only).
+static BARRIER_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the barrier `softint_disestablish` uses (once; `xcall::init` does). Boot CPU.
+pub fn set_barrier_hook(hook: fn(Ipl)) {
+    let _ = BARRIER_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// The established handles now (for the monitor and tests). Context: any.

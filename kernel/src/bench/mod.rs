@@ -74,6 +74,7 @@ mod boot;
 mod pingpong;
 mod softint;
 mod workqueue;
+mod xcall;
 
 /// Measures `op` in batches of `batch` calls and returns per-call figures in hundredths of a
 /// virtual nanosecond, with the cost of an empty loop of the same shape subtracted. Under
@@ -229,5 +230,7 @@ pub fn run_all() -> ! {
     softint::softint_intr();
     workqueue::latencies();
     workqueue::throughput();
+    xcall::latencies();
+    xcall::concurrent();
     crate::platform::platform().exit(0)
 }

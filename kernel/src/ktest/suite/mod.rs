@@ -19,6 +19,7 @@ mod sched;
 mod softint;
 mod spl;
 mod workqueue;
+mod xcall;
 
 /// A small deterministic generator (64-bit LCG, high bits) for stress tests: the seed is
 /// printed so a failing run can be replayed with `ktest.seed=`.

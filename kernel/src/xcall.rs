@@ -1,0 +1,594 @@
+//! `xcall(9)`: cross calls, a function run on one CPU (`xc_unicast`) or on every CPU
+//! (`xc_broadcast`), with a ticket to wait for (`xc_wait`).
+//!
+//! # Classes
+//!
+//! A low-priority call runs in the target CPU's `xcall/N` thread (bound, priority
+//! [`PRI_XCALL`], the top of the kernel-thread range), so it has the CPU to itself among
+//! ordinary threads. A high-priority call (`XC_HIGHPRI`, or `XC_HIGHPRI_IPL(ipl)` for
+//! IPL_SOFTNET, IPL_SOFTBIO or IPL_SOFTCLOCK instead of the default IPL_SOFTSERIAL) runs in a
+//! soft interrupt at that level on each target: the caller schedules it on its own CPU (where
+//! the fast softint path runs it before `softint_schedule` returns) and with
+//! `softint_schedule_cpu` on the others (an IPI whose interrupt exit runs it).
+//!
+//! # Several calls in flight, and the ticket rule
+//!
+//! NetBSD lets one call of each class be in flight system-wide. Here every class (low, and high
+//! at each of the four levels) is a ring of [`RING`] call records indexed by ticket, so callers
+//! on different CPUs publish calls at the same time:
+//!
+//! - A caller takes the next ticket `t` of the class under the class's lock, waits (asleep,
+//!   without the lock) if the ring is full (the record `t - RING` not yet done), fills the
+//!   record `t % RING`, publishes it by storing `t` in its `ready` word (a sequence lock:
+//!   `ready` is cleared before the fields are written) and then `head`. So records are
+//!   published in ticket order; only this short step is serialised, the calls themselves run
+//!   and are waited for concurrently. Then the caller kicks the targets.
+//! - Each CPU keeps, per class, the last ticket it has looked at (`seen`). When kicked it walks
+//!   the records after `seen` in ticket order, runs those that name it and steps over the
+//!   others, and stops at `head`.
+//!   A record whose `ready` already shows a later ticket was reused, so it was done, so it did
+//!   not name this CPU (it could not be done without it); and every ticket up to the class's
+//!   `done` is done, so a CPU that was not kicked for a while jumps its `seen` there.
+//! - The last target to run a record counts it done. `done` is the highest ticket up to which
+//!   *every* record is done: a record finishing out of order marks its slot, and `done`
+//!   advances (under the class's lock) over every consecutive marked slot. `xc_wait(t)` returns
+//!   when `done >= t` (a lock-free check, a few `yield` rounds, then sleep), so it never returns
+//!   before every call up to and including `t` has returned on all its targets, and waits for
+//!   other callers' calls only when they carry smaller tickets.
+//!
+//! Tickets carry their class: bit 63 for high priority (as NetBSD), the level in bits 60..62.
+//!
+//! # Rules
+//!
+//! Callers are threads that may sleep: not in a hard or soft interrupt handler, IPL_NONE, no
+//! spin mutex held, preemption enabled (each asserted, naming the call). A unicast needs an
+//! online CPU. A callback must return with preemption enabled and no spin mutex held
+//! (asserted, naming the callback). Before [`init`] (the secondary CPUs not yet up) a call runs
+//! inline on the boot CPU and returns ticket 0.
+
+use crate::arch::aarch64 as arch;
+use crate::cpu::{CpuInfo, MAXCPUS, cpu_lookup, curcpu};
+use crate::kthread::{KTHREAD_MPSAFE, kthread_create};
+use crate::sched::sleepq::SleepQueue;
+use crate::softint::{
+    SOFTINT_BIO, SOFTINT_CLOCK, SOFTINT_MPSAFE, SOFTINT_NET, SOFTINT_SERIAL, SoftintHandle,
+    softint_establish, softint_schedule, softint_schedule_cpu,
+};
+use crate::spl::{IPL_NONE, IPL_SOFTBIO, IPL_SOFTCLOCK, IPL_SOFTNET, IPL_SOFTSERIAL, Ipl};
+use crate::sync::SpinLock;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+/// A cross-call function: called with the two arguments given to the call.
+pub type XcFunc = fn(usize, usize);
+
+/// Flag: a high-priority call, run in a soft interrupt (IPL_SOFTSERIAL unless
+/// [`XC_HIGHPRI_IPL`] names another soft level).
+pub const XC_HIGHPRI: u32 = 0x01;
+
+#[allow(non_snake_case, reason = "NetBSD's name for the macro")]
+/// Flags: a high-priority call run at soft level `ipl` (IPL_SOFTSERIAL, IPL_SOFTNET,
+/// IPL_SOFTBIO or IPL_SOFTCLOCK; any other level is refused when the call is made).
+pub const fn XC_HIGHPRI_IPL(ipl: Ipl) -> u32 {
+    XC_HIGHPRI | (ipl.as_u8() as u32) << 8
+}
+
+/// Priority of the `xcall/N` threads (NetBSD's PRI_XCALL: the top of the kernel-thread range).
+pub const PRI_XCALL: u32 = 127;
+
+/// Records per class ring: calls of one class that may be in flight at once.
+pub const RING: usize = 64;
+
+/// How long `xc_wait` waits before it reports the CPUs that have not answered (then it keeps
+/// waiting).
+pub const REPORT_AFTER_MS: u64 = 5_000;
+
+/// Classes: 0 = low priority, 1..=4 = high priority at IPL_SOFTCLOCK..IPL_SOFTSERIAL.
+const NCLASSES: usize = 5;
+const HIGH_BIT: u64 = 1 << 63;
+const LEVEL_SHIFT: u32 = 60;
+const SEQ_MASK: u64 = (1 << LEVEL_SHIFT) - 1;
+
+/// One call record.
+struct Record {
+    /// The ticket (sequence number) published here, 0 while being written.
+    ready: AtomicU64,
+    /// The ticket of the last call recorded here that is done.
+    done: AtomicU64,
+    func: AtomicUsize,
+    arg1: AtomicUsize,
+    arg2: AtomicUsize,
+    /// CPUs that run it (bit = CPU index).
+    targets: AtomicU64,
+    /// Targets that have not run it yet.
+    remaining: AtomicU32,
+}
+
+/// One class: its ring, its counters and where its waiters sleep.
+struct Class {
+    records: [Record; RING],
+    /// The last ticket handed out.
+    head: AtomicU64,
+    /// Every ticket up to this one is done.
+    done: AtomicU64,
+    /// Serialises advancing `done`.
+    lock: SpinLock<()>,
+    /// Waiters for `done` (xc_wait, and callers waiting for a free record).
+    waiters: SleepQueue,
+}
+
+static CLASSES: [Class; NCLASSES] = [const {
+    Class {
+        records: [const {
+            Record {
+                ready: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+                func: AtomicUsize::new(0),
+                arg1: AtomicUsize::new(0),
+                arg2: AtomicUsize::new(0),
+                targets: AtomicU64::new(0),
+                remaining: AtomicU32::new(0),
+            }
+        }; RING],
+        head: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        lock: SpinLock::new(()),
+        waiters: SleepQueue::new(),
+    }
+}; NCLASSES];
+
+/// Set by [`init`]: calls go to the other CPUs from then on.
+static READY: AtomicBool = AtomicBool::new(false);
+/// The softint of each high class (index = class - 1), as raw handles.
+static SOFTINTS: [AtomicU64; NCLASSES - 1] = [const { AtomicU64::new(0) }; NCLASSES - 1];
+
+/// One CPU's cross-call state and counters.
+pub struct XcallCpu {
+    /// Per class: the last ticket this CPU has looked at (written only by the context that
+    /// runs the class here).
+    seen: [AtomicU64; NCLASSES],
+    /// The `xcall/N` thread sleeps here.
+    wake: SleepQueue,
+    /// Calls run here: low priority, high priority.
+    received: [AtomicU64; 2],
+    /// Calls issued by threads on this CPU.
+    issued: AtomicU64,
+}
+
+crate::dpcpu_define! {
+    /// Cross-call state and counters of this CPU.
+    pub static XCALL: XcallCpu = XcallCpu {
+        seen: [const { AtomicU64::new(0) }; NCLASSES],
+        wake: SleepQueue::new(),
+        received: [const { AtomicU64::new(0) }; 2],
+        issued: AtomicU64::new(0),
+    };
+}
+
+/// Counters of CPU `cpu`: (low-priority calls run, high-priority calls run, calls issued).
+/// Context: any.
+pub fn counters(cpu: usize) -> (u64, u64, u64) {
+    if cpu_lookup(cpu).is_none() {
+        return (0, 0, 0);
+    }
+    let x = XCALL.on_cpu(cpu);
+    (
+        x.received[0].load(Ordering::Relaxed),
+        x.received[1].load(Ordering::Relaxed),
+        x.issued.load(Ordering::Relaxed),
+    )
+}
+
+/// The class of `flags`, or a named refusal.
+fn class_of(flags: u32, call: &str) -> usize {
+    if flags & XC_HIGHPRI == 0 {
+        assert!(
+            flags == 0,
+            "{call}: unknown flags {flags:#x} (0, XC_HIGHPRI or XC_HIGHPRI_IPL(ipl))"
+        );
+        return 0;
+    }
+    let ipl = match (flags >> 8) & 0xff {
+        0 => IPL_SOFTSERIAL,
+        n => Ipl::from_u8(n as u8).unwrap_or(crate::spl::IPL_HIGH),
+    };
+    assert!(
+        flags & !(XC_HIGHPRI | 0xff00) == 0 && ipl.is_soft(),
+        "{call}: XC_HIGHPRI_IPL({ipl}) is not a soft level (IPL_SOFTSERIAL, IPL_SOFTNET, \
+         IPL_SOFTBIO or IPL_SOFTCLOCK)"
+    );
+    ipl.as_u8() as usize
+}
+
+/// The ticket of sequence number `seq` in class `class`.
+const fn ticket(class: usize, seq: u64) -> u64 {
+    if class == 0 {
+        seq
+    } else {
+        HIGH_BIT | (class as u64) << LEVEL_SHIFT | seq
+    }
+}
+
+/// The class and sequence number of `t`.
+const fn untick(t: u64) -> (usize, u64) {
+    if t & HIGH_BIT == 0 {
+        (0, t & SEQ_MASK)
+    } else {
+        (((t >> LEVEL_SHIFT) & 7) as usize, t & SEQ_MASK)
+    }
+}
+
+/// The caller may make a cross call: a thread that may sleep.
+fn assert_caller(call: &str) {
+    let daif = arch::irq_save();
+    let ci = curcpu();
+    let depth = ci.intr_depth.load(Ordering::Relaxed);
+    let ipl = ci.ipl.load(Ordering::Relaxed);
+    let held = ci.mtx_count.load(Ordering::Relaxed);
+    arch::irq_restore(daif);
+    let l = crate::sched::curlwp();
+    assert!(
+        depth == 0,
+        "{call}: called from a hard interrupt handler; cross calls need a thread that may sleep"
+    );
+    assert!(
+        l.softint_level().is_none(),
+        "{call}: called from a soft interrupt handler; cross calls need a thread that may sleep"
+    );
+    assert!(
+        held == 0,
+        "{call}: called with {held} spin mutex(es) held; a callback on another CPU may need them"
+    );
+    assert!(
+        ipl == 0,
+        "{call}: called at {}; cross calls need IPL_NONE",
+        Ipl::from_u8(ipl as u8).unwrap_or(crate::spl::IPL_HIGH)
+    );
+    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    assert!(
+        nopreempt == 0,
+        "{call}: called with preemption disabled; cross calls need a thread that may sleep"
+    );
+}
+
+/// `xc_broadcast(flags, func, arg1, arg2)`: calls `func(arg1, arg2)` on every online CPU and
+/// returns a ticket for [`xc_wait`]. Context: thread, IPL_NONE, no spin mutex, preemption
+/// enabled (asserted); may sleep if the class has [`RING`] calls in flight.
+pub fn xc_broadcast(flags: u32, func: XcFunc, arg1: usize, arg2: usize) -> u64 {
+    let class = class_of(flags, "xc_broadcast");
+    assert_caller("xc_broadcast");
+    let mut targets = 0u64;
+    for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
+        targets |= 1 << ci.index();
+    }
+    issue(class, func, arg1, arg2, targets)
+}
+
+/// `xc_unicast(flags, func, arg1, arg2, ci)`: calls `func(arg1, arg2)` on CPU `cpu`, which must
+/// be online, and returns a ticket for [`xc_wait`]. Context: as [`xc_broadcast`].
+pub fn xc_unicast(flags: u32, func: XcFunc, arg1: usize, arg2: usize, cpu: usize) -> u64 {
+    let class = class_of(flags, "xc_unicast");
+    assert_caller("xc_unicast");
+    assert!(
+        cpu_lookup(cpu).is_some_and(|ci| ci.is_online()),
+        "xc_unicast: cpu{cpu} is not online"
+    );
+    issue(class, func, arg1, arg2, 1 << cpu)
+}
+
+/// Publishes a call of class `class` to the CPUs in `targets` and kicks them.
+fn issue(class: usize, func: XcFunc, arg1: usize, arg2: usize, targets: u64) -> u64 {
+    if !READY.load(Ordering::Acquire) {
+        // Boot: only this CPU runs.
+        func(arg1, arg2);
+        return 0;
+    }
+    XCALL.get().issued.fetch_add(1, Ordering::Relaxed);
+    let c = &CLASSES[class];
+    let seq = loop {
+        let g = c.lock.lock();
+        let seq = c.head.load(Ordering::Relaxed) + 1;
+        if c.done.load(Ordering::Acquire) + RING as u64 >= seq {
+            // The record's previous call is done: fill it and publish, in ticket order.
+            let r = &c.records[(seq % RING as u64) as usize];
+            r.ready.store(0, Ordering::Relaxed);
+            fence(Ordering::Release);
+            r.func.store(func as usize, Ordering::Relaxed);
+            r.arg1.store(arg1, Ordering::Relaxed);
+            r.arg2.store(arg2, Ordering::Relaxed);
+            r.targets.store(targets, Ordering::Relaxed);
+            r.remaining.store(targets.count_ones(), Ordering::Relaxed);
+            r.ready.store(seq, Ordering::Release);
+            c.head.store(seq, Ordering::Release);
+            drop(g);
+            break seq;
+        }
+        drop(g);
+        // RING calls of this class in flight: wait for the oldest.
+        let _ = c.waiters.sleep(None, || {
+            c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
+        });
+    };
+    kick(class, targets);
+    ticket(class, seq)
+}
+
+/// Makes every CPU in `targets` look at class `class`.
+fn kick(class: usize, mut targets: u64) {
+    if class == 0 {
+        while targets != 0 {
+            let cpu = targets.trailing_zeros() as usize;
+            targets &= targets - 1;
+            XCALL.on_cpu(cpu).wake.wake_one();
+        }
+        return;
+    }
+    let h = SoftintHandle::from_raw(SOFTINTS[class - 1].load(Ordering::Acquire));
+    crate::sched::kpreempt_disable();
+    let me = curcpu().index();
+    let mine = targets & (1 << me) != 0;
+    targets &= !(1 << me);
+    while targets != 0 {
+        let cpu = targets.trailing_zeros() as usize;
+        targets &= targets - 1;
+        softint_schedule_cpu(h, cpu);
+    }
+    if mine {
+        // This CPU last, so the others are already on their way; the fast softint path runs
+        // it here before `softint_schedule` returns.
+        softint_schedule(h);
+    }
+    crate::sched::kpreempt_enable();
+}
+
+/// Runs, on this CPU, every published call of class `class` that names it. Called by the
+/// `xcall/N` thread (low) or the class's softint (high), the only writers of this CPU's `seen`
+/// for the class.
+fn run_class(class: usize) {
+    let c = &CLASSES[class];
+    let x = XCALL.get();
+    let me = curcpu().index();
+    let bit = 1u64 << me;
+    let mut seen = x.seen[class]
+        .load(Ordering::Relaxed)
+        .max(c.done.load(Ordering::Acquire));
+    loop {
+        let next = seen + 1;
+        let r = &c.records[(next % RING as u64) as usize];
+        let t1 = r.ready.load(Ordering::Acquire);
+        if t1 < next {
+            break; // not published yet (or nothing more): its publisher kicks us again
+        }
+        let targets = r.targets.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let t2 = r.ready.load(Ordering::Relaxed);
+        if t1 == next && t2 == next && targets & bit != 0 {
+            // Named here: the record cannot be reused before this CPU counts itself done.
+            let func = r.func.load(Ordering::Relaxed);
+            let arg1 = r.arg1.load(Ordering::Relaxed);
+            let arg2 = r.arg2.load(Ordering::Relaxed);
+            // SAFETY: `issue` stored an `XcFunc` before publishing the record.
+            let f: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
+            x.received[usize::from(class != 0)].fetch_add(1, Ordering::Relaxed);
+            f(arg1, arg2);
+            let left = left_behind();
+            // Counted before any complaint, so a misbehaving callback still runs once and
+            // its caller's wait ends.
+            x.seen[class].store(next, Ordering::Relaxed);
+            if r.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                complete(c, next);
+            }
+            if left != (0, 0) {
+                callback_misbehaved(func, left);
+            }
+        }
+        // Otherwise reused (so done, so not ours), or not ours.
+        seen = next;
+        x.seen[class].store(seen, Ordering::Relaxed);
+    }
+}
+
+/// What a callback left behind: (kpreempt_disable depth, spin mutexes held).
+fn left_behind() -> (u32, u32) {
+    let daif = arch::irq_save();
+    let held = curcpu().mtx_count.load(Ordering::Relaxed);
+    arch::irq_restore(daif);
+    (
+        crate::sched::curlwp().nopreempt.load(Ordering::Relaxed),
+        held,
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn callback_misbehaved(func: usize, (nopreempt, held): (u32, u32)) -> ! {
+    assert!(
+        nopreempt == 0,
+        "xcall: callback at {func:#x} returned with preemption disabled"
+    );
+    panic!("xcall: callback at {func:#x} returned holding {held} spin mutex(es)")
+}
+
+/// Counts call `seq` of class `c` done and advances the class's `done` over every
+/// consecutive finished call; wakes the waiters if it moved.
+fn complete(c: &Class, seq: u64) {
+    let r = &c.records[(seq % RING as u64) as usize];
+    let _g = c.lock.lock();
+    r.done.store(seq, Ordering::Relaxed);
+    let mut done = c.done.load(Ordering::Relaxed);
+    let before = done;
+    while c.records[((done + 1) % RING as u64) as usize]
+        .done
+        .load(Ordering::Relaxed)
+        == done + 1
+    {
+        done += 1;
+    }
+    if done != before {
+        c.done.store(done, Ordering::Release);
+        drop(_g);
+        c.waiters.wake_all();
+    }
+}
+
+/// `xc_wait(ticket)`: returns once every call of the ticket's class up to and including
+/// `ticket` is done on all its targets (at once for ticket 0 or an old ticket). A wait that
+/// lasts [`REPORT_AFTER_MS`] reports, once, which CPUs have not answered. Context: thread,
+/// IPL_NONE (it sleeps).
+pub fn xc_wait(t: u64) {
+    let (class, seq) = untick(t);
+    let c = &CLASSES[class.min(NCLASSES - 1)];
+    if seq == 0 || c.done.load(Ordering::Acquire) >= seq {
+        return;
+    }
+    // A short wait is the common case (a high-priority call is a few hundred instructions
+    // away): look again a few times, each `yield` letting the other CPUs run (in QEMU it ends
+    // this vCPU's turn). Not `wfe`: with no event pending it may sleep until the next tick.
+    for _ in 0..32 {
+        arch::cpu_relax();
+        if c.done.load(Ordering::Acquire) >= seq {
+            return;
+        }
+    }
+    crate::sync::assert_sleepable("xc_wait");
+    let deadline = arch::counter() + crate::clock::ms_to_counter(REPORT_AFTER_MS);
+    let w = c
+        .waiters
+        .sleep(Some(deadline), || c.done.load(Ordering::Acquire) < seq);
+    if w == crate::sched::sleepq::Wake::TimedOut && c.done.load(Ordering::Acquire) < seq {
+        report_stuck(class, seq);
+    }
+    while c.done.load(Ordering::Acquire) < seq {
+        let _ = c
+            .waiters
+            .sleep(None, || c.done.load(Ordering::Acquire) < seq);
+    }
+}
+
+/// Prints which CPUs have not run which calls of class `class` up to `seq`.
+fn report_stuck(class: usize, seq: u64) {
+    let c = &CLASSES[class];
+    let done = c.done.load(Ordering::Acquire);
+    crate::kprintln!(
+        "xc_wait: ticket {:#x} not done after {} ms (class done up to {done}); not answered:",
+        ticket(class, seq),
+        REPORT_AFTER_MS
+    );
+    for s in done + 1..=seq.min(done + RING as u64) {
+        let r = &c.records[(s % RING as u64) as usize];
+        if r.ready.load(Ordering::Acquire) != s || r.done.load(Ordering::Acquire) == s {
+            continue;
+        }
+        let targets = r.targets.load(Ordering::Relaxed);
+        for cpu in (0..MAXCPUS).filter(|&cpu| targets & (1 << cpu) != 0) {
+            let seen = XCALL.on_cpu(cpu).seen[class].load(Ordering::Relaxed);
+            if seen < s {
+                crate::kprintln!(
+                    "  ticket {:#x}: cpu{cpu} (has looked up to {seen})",
+                    ticket(class, s)
+                );
+            }
+        }
+    }
+}
+
+/// `xc_barrier(flags)`: an empty broadcast of the class in `flags`, waited for: every call of
+/// that class issued before it has run everywhere, and (for a high class) every CPU has
+/// passed through its softint level once. Context: as [`xc_broadcast`].
+pub fn xc_barrier(flags: u32) {
+    fn nothing(_: usize, _: usize) {}
+    xc_wait(xc_broadcast(flags, nothing, 0, 0));
+}
+
+/// Runs `f` on every online CPU (in the class of `flags`) and returns when it has run
+/// everywhere, so `f` may borrow from the caller. Context: as [`xc_broadcast`].
+pub fn xc_broadcast_with<F: Fn(&CpuInfo) + Sync>(flags: u32, f: F) {
+    fn tramp<F: Fn(&CpuInfo) + Sync>(p: usize, _: usize) {
+        // SAFETY: `xc_broadcast_with` passes `&F` and waits for every call before `f` goes
+        // out of scope; `F: Sync` makes sharing it between CPUs sound.
+        let f = unsafe { &*(p as *const F) };
+        f(curcpu());
+    }
+    xc_wait(xc_broadcast(flags, tramp::<F>, &f as *const F as usize, 0));
+}
+
+/// Runs `f` on CPU `cpu` (in the class of `flags`) and returns when it has run. Context: as
+/// [`xc_unicast`].
+pub fn xc_unicast_with<F: Fn(&CpuInfo) + Sync>(flags: u32, cpu: usize, f: F) {
+    fn tramp<F: Fn(&CpuInfo) + Sync>(p: usize, _: usize) {
+        // SAFETY: as in `xc_broadcast_with`.
+        let f = unsafe { &*(p as *const F) };
+        f(curcpu());
+    }
+    xc_wait(xc_unicast(
+        flags,
+        tramp::<F>,
+        &f as *const F as usize,
+        0,
+        cpu,
+    ));
+}
+
+/// The body of `xcall/N`: runs low-priority calls for this CPU as they are published.
+fn xcall_thread(cpu: usize) {
+    let x = XCALL.get();
+    let c = &CLASSES[0];
+    loop {
+        // Calls are published in ticket order, so `head` past what this CPU has looked at
+        // (or past `done`, which it may skip to) means work to look at.
+        let _ = x.wake.sleep(None, || {
+            x.seen[0]
+                .load(Ordering::Relaxed)
+                .max(c.done.load(Ordering::Acquire))
+                >= c.head.load(Ordering::Acquire)
+        });
+        run_class(0);
+        debug_assert_eq!(curcpu().index(), cpu);
+    }
+}
+
+/// The softint handler of high class `class`.
+fn xcall_softint(class: usize) {
+    run_class(class);
+}
+
+/// Creates the `xcall/N` threads and the high-priority softints; calls go to every CPU from
+/// then on. Boot CPU, after `softint::init`.
+pub fn init() {
+    for (i, (flags, ipl)) in [
+        (SOFTINT_CLOCK, IPL_SOFTCLOCK),
+        (SOFTINT_BIO, IPL_SOFTBIO),
+        (SOFTINT_NET, IPL_SOFTNET),
+        (SOFTINT_SERIAL, IPL_SOFTSERIAL),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        debug_assert_eq!(ipl.as_u8() as usize, i + 1);
+        let h = softint_establish(flags | SOFTINT_MPSAFE, xcall_softint, i + 1)
+            .expect("xcall: no softint slot left");
+        SOFTINTS[i].store(h.to_raw(), Ordering::Release);
+    }
+    for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
+        let cpu = ci.index();
+        kthread_create(
+            PRI_XCALL as i32,
+            KTHREAD_MPSAFE,
+            Some(cpu),
+            xcall_thread,
+            cpu,
+            None,
+            format_args!("xcall/{cpu}"),
+        )
+        .expect("xcall: cannot create the xcall threads");
+    }
+    READY.store(true, Ordering::Release);
+    crate::softint::set_barrier_hook(|ipl| xc_barrier(XC_HIGHPRI_IPL(ipl)));
+}
+
+/// Whether cross calls reach the other CPUs yet ([`init`] has run).
+pub fn ready() -> bool {
+    READY.load(Ordering::Acquire)
+}
+
+const _: () = assert!(MAXCPUS <= 64, "a record's targets are one 64-bit mask");
+const _: () = assert!(IPL_NONE.as_u8() == 0);
