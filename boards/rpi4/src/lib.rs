@@ -120,10 +120,11 @@ pub fn check_header(x0: u64, header: &[u8]) -> Result<usize, NoTree> {
     }
 }
 
-/// Makes the tree in `tree` (read from address `x0`) ready for the kernel: removes the NOP
-/// tokens that firmware leaves where it deleted properties (the kernel's parser stops at them,
-/// see `kernel::devtree::remove_nops`), then checks that it holds what the kernel needs
-/// (memory, CPUs) by parsing it as the kernel will. Returns the parse and the NOPs removed.
+/// Makes the tree in `tree` (read from address `x0`) ready for the kernel: checks it and
+/// removes the NOP tokens that firmware leaves where it deleted properties
+/// (`kernel::devtree::remove_nops`; the kernel's reader skips them, the compacted tree is just
+/// what gets handed on), then checks that it holds what the kernel needs (memory, CPUs, every
+/// value in range) by parsing it as the kernel will. Returns the parse and the NOPs removed.
 pub fn prepare_tree(x0: u64, tree: &mut [u8]) -> Result<(devtree::SystemInfo, usize), NoTree> {
     let nops = devtree::remove_nops(tree).map_err(|e| NoTree::Unusable(x0, e))?;
     let info = devtree::parse(tree, 0).map_err(|e| NoTree::Unusable(x0, e))?;

@@ -159,7 +159,8 @@ fn custom_tree(release: bool, memory: bool, method: &str) -> Vec<u8> {
     let mut w = fdt_writer::FdtWriter::new(&mut buf).unwrap();
     w.begin_node("").unwrap();
     w.property_cells("#address-cells", &[1]).unwrap();
-    // Where the firmware deleted a property: the kernel's parser alone would stop here.
+    // Where the firmware deleted a property (flat_device_tree, the kernel's parser before
+    // issue #19, stopped here).
     w.nop().unwrap();
     w.property_cells("#size-cells", &[1]).unwrap();
     if memory {
@@ -256,10 +257,11 @@ fn gpio_14_and_15_become_the_pl011() {
 }
 
 #[test]
-fn firmware_nops_are_removed_before_the_tree_is_checked() {
+fn firmware_nops_are_removed_before_the_tree_is_handed_on() {
     let mut tree = custom_tree(true, true, "spin-table");
-    assert_eq!(devtree::parse(&tree, 0).unwrap_err(), DtbError::NoMemory);
+    let before = devtree::parse(&tree, 0).expect("the kernel's reader skips NOPs itself");
     let (info, nops) = prepare_tree(0x0800_0000, &mut tree).unwrap();
+    assert_eq!(info.cpus(), before.cpus());
     assert_eq!(nops, 1);
     assert_eq!(info.cpus().len(), 4);
     assert_eq!(info.memory_size(), 0x3c00_0000);
