@@ -41,14 +41,18 @@ pub enum GicConfig {
         /// GICC base.
         gicc: usize,
     },
-    /// GICv3: distributor and first redistributor bases. There is one redistributor per CPU in
-    /// the device tree, attached or not; [`Gic::init`] takes that count from the kernel's parse
-    /// of the tree (`kernel::bootinfo::system_info`), so the board need not parse it again.
+    /// GICv3: distributor and first redistributor bases, and the redistributor region's size.
+    /// There is one redistributor per CPU node of the device tree, attached or not;
+    /// [`Gic::init`] takes that count from the kernel's parse of the tree
+    /// (`kernel::bootinfo::system_info`), so the board need not parse it again, and caps it by
+    /// what the region holds ([`crate::irq::redistributor_count`]).
     V3 {
         /// GICD base.
         gicd: usize,
         /// GICR base.
         gicr: usize,
+        /// Bytes of the redistributor region (the device tree's second `reg`).
+        gicr_size: usize,
     },
 }
 
@@ -104,11 +108,22 @@ impl Gic {
                     gic.setup();
                 }
             }
-            GicConfig::V3 { gicd, gicr } => {
-                let info = kernel::bootinfo::system_info();
-                let redistributors = info.cpus().len() + info.cpus_ignored;
+            GicConfig::V3 {
+                gicd,
+                gicr,
+                gicr_size,
+            } => {
+                let redistributors = kernel::bootinfo::system_info().cpu_nodes();
+                /// GICR_PIDR2 in the first redistributor's RD_base frame.
+                const GICR_PIDR2: usize = 0xffe8;
+                // SAFETY: `new`'s caller promised `gicr` is the first redistributor frame,
+                // mapped as device memory; GICR_PIDR2 is a read-only identification register.
+                let pidr2 = unsafe { core::ptr::read_volatile((gicr + GICR_PIDR2) as *const u32) };
+                let redistributors =
+                    crate::irq::redistributor_count(redistributors, gicr_size, (pidr2 >> 4) & 0xf);
                 // SAFETY: `new`'s caller promised these are the GICv3 registers, mapped and
-                // not used by anything else; the driver is created once and kept.
+                // not used by anything else; the driver is created once and kept. The count
+                // of redistributors stays inside the mapped region (capped above).
                 let mut gic = unsafe {
                     GicV3::new(
                         UniqueMmioPointer::new(NonNull::new(gicd as *mut _).expect("GICD")),

@@ -1,7 +1,7 @@
 //! AArch64 board code shared by every board: the entry assembly with the drop from EL2 to EL1,
-//! the GIC glue (v2 and v3, through `arm-gic`), the PL011 console, PSCI calls with a conduit
-//! chosen at run time, starting CPUs from a firmware spin table, and leaving QEMU through
-//! semihosting.
+//! the GIC glue (v2 and v3, through `arm-gic`) and the interrupt facts a device tree gives it
+//! (`irq`), the PL011 console, PSCI calls with a conduit chosen at run time, starting CPUs
+//! from a firmware spin table, and leaving QEMU through semihosting.
 //!
 //! A board crate combines these with its own device-tree reading and linker script; it holds
 //! no copy of any of them.
@@ -12,6 +12,7 @@
 pub mod entry;
 #[cfg(target_arch = "aarch64")]
 pub mod gic;
+pub mod irq;
 pub mod priority;
 #[cfg(target_arch = "aarch64")]
 pub mod psci;

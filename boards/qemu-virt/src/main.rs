@@ -10,13 +10,14 @@
 #[cfg(target_os = "none")]
 mod board {
     use board_common::gic::{Gic, GicConfig};
+    use board_common::irq;
     use board_common::psci::Conduit;
     use board_common::semihosting;
     use board_common::uart::Pl011;
     use core::cell::UnsafeCell;
     use core::fmt::Write;
     use core::mem::MaybeUninit;
-    use kernel::devtree::{self, Device, DtbError};
+    use kernel::devtree::{self, DeviceTree, DtbError};
     use kernel::platform::{CpuStartError, PhysRange, Platform};
 
     /// Where QEMU puts the device tree for an ELF kernel (it passes x0 = 0 then).
@@ -86,11 +87,12 @@ mod board {
 
     static PLATFORM: PlatformSlot = PlatformSlot(UnsafeCell::new(MaybeUninit::uninit()));
 
-    /// Reports a device tree the board cannot use and leaves QEMU with status 1.
-    fn fail(what: &str, err: &dyn core::fmt::Display) -> ! {
+    /// Reports, in one line on QEMU's UART, why the board cannot boot, and leaves QEMU with
+    /// status 1.
+    fn fail(why: &dyn core::fmt::Display) -> ! {
         // SAFETY: QEMU virt's PL011 is at this address; the MMU is still off.
         let mut uart = unsafe { Pl011::new(UART_FALLBACK) };
-        let _ = write!(uart, "qemu-virt: cannot boot: {what}: {err}\r\n");
+        let _ = write!(uart, "qemu-virt: cannot boot: {why}\r\n");
         semihosting::exit(1);
         loop {
             kernel::arch::aarch64::wait_for_interrupt();
@@ -109,13 +111,6 @@ mod board {
         Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, size) })
     }
 
-    fn find(dtb: &'static [u8], compatible: &[&str]) -> Option<(&'static str, Device)> {
-        match devtree::find_compatible(dtb, compatible) {
-            Ok(found) => found,
-            Err(e) => fail("reading the device tree", &e),
-        }
-    }
-
     fn page_range(r: PhysRange) -> PhysRange {
         PhysRange {
             start: r.start,
@@ -123,14 +118,10 @@ mod board {
         }
     }
 
-    /// Called by the entry assembly on the boot CPU with the MMU off.
-    #[unsafe(no_mangle)]
-    extern "C" fn board_main(x0: u64) -> ! {
-        kernel::boot::mark(kernel::boot::BootPhase::Entry);
-        let dtb = match locate_dtb(x0) {
-            Ok(dtb) => dtb,
-            Err(e) => fail("no usable device tree", &e),
-        };
+    /// What the board takes from the tree, every value checked: the GIC, the UART, PSCI, the
+    /// timer PPI and the devices to map. Any error names the node and the rule. (RAM and the
+    /// CPUs are the kernel's parse; the GICv3 redistributor count comes from it.)
+    fn read_tree(tree: &DeviceTree<'static>) -> Result<Virt, DtbError> {
         let mut devices = [PhysRange::default(); 4];
         let mut device_count = 0;
         let mut add = |r: PhysRange| {
@@ -140,40 +131,40 @@ mod board {
             }
         };
 
-        // One walk for either GIC: each lookup walks the tree from the start (about 0.2 M
-        // guest instructions for QEMU's tree), so the board makes as few as it can.
-        let gic_config = match find(
-            dtb,
-            &[
-                "arm,gic-v3",
-                "arm,cortex-a15-gic",
-                "arm,gic-400",
-                "arm,cortex-a9-gic",
-            ],
-        ) {
-            Some((compatible, gic)) if gic.reg_count >= 2 => {
-                add(gic.regs[0]);
-                add(gic.regs[1]);
-                if compatible == "arm,gic-v3" {
-                    GicConfig::V3 {
-                        gicd: gic.regs[0].start as usize,
-                        gicr: gic.regs[1].start as usize,
-                    }
-                } else {
-                    GicConfig::V2 {
-                        gicd: gic.regs[0].start as usize,
-                        gicc: gic.regs[1].start as usize,
-                    }
+        // One walk for either GIC (each lookup walks the tree from its start).
+        let gic_config = match tree.find_compatible(&[
+            "arm,gic-v3",
+            "arm,cortex-a15-gic",
+            "arm,gic-400",
+            "arm,cortex-a9-gic",
+        ])? {
+            Some(("arm,gic-v3", gic)) => {
+                let (gicd, gicr) = (gic.reg(0, 2)?, gic.reg(1, 2)?);
+                let frame = irq::GICV3_REDISTRIBUTOR_STRIDE as u64;
+                if gicr.size < frame {
+                    return Err(gic.too_small(gicr, frame));
+                }
+                add(gicd);
+                add(gicr);
+                GicConfig::V3 {
+                    gicd: gicd.start as usize,
+                    gicr: gicr.start as usize,
+                    gicr_size: gicr.size as usize,
                 }
             }
-            Some(_) => fail(
-                "device tree",
-                &"the GIC node has fewer than two reg entries",
-            ),
-            None => fail("device tree", &"no GICv2 or GICv3 node"),
+            Some((_, gic)) => {
+                let (gicd, gicc) = (gic.reg(0, 2)?, gic.reg(1, 2)?);
+                add(gicd);
+                add(gicc);
+                GicConfig::V2 {
+                    gicd: gicd.start as usize,
+                    gicc: gicc.start as usize,
+                }
+            }
+            None => fail(&"device tree: no GICv2 or GICv3 node"),
         };
 
-        let uart_base = match find(dtb, &["arm,pl011"]) {
+        let uart_base = match tree.find_compatible(&["arm,pl011"])? {
             Some((_, uart)) if uart.reg_count > 0 => uart.regs[0],
             _ => PhysRange {
                 start: UART_FALLBACK as u64,
@@ -182,23 +173,26 @@ mod board {
         };
         add(uart_base);
 
-        let psci = ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]
-            .iter()
-            .find_map(|c| {
-                devtree::compatible_property(dtb, c, "method")
-                    .ok()
-                    .flatten()
-            })
-            .and_then(Conduit::from_method);
+        let mut psci = None;
+        for c in ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"] {
+            if let Some(method) = tree.compatible_property(c, "method")? {
+                psci = Conduit::from_method(method);
+                break;
+            }
+        }
 
         // Timer specifiers: secure, non-secure physical, virtual, hypervisor; three cells each
         // (type, number, flags). The non-secure physical timer is PPI `number`, INTID 16 + it.
-        let timer_irq = match find(dtb, &["arm,armv8-timer", "arm,armv7-timer"]) {
-            Some((_, t)) if t.interrupt_cells >= 6 => 16 + t.interrupts[4],
-            _ => TIMER_IRQ_FALLBACK,
+        let timer_irq = match tree.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])? {
+            Some((_, t)) if t.interrupt_cells < 6 => return Err(t.too_few_interrupt_cells()),
+            Some((_, t)) => {
+                let (kind, number) = (t.interrupts[3], t.interrupts[4]);
+                irq::ppi_intid(kind, number).ok_or_else(|| t.bad_interrupt(kind, number))?
+            }
+            None => TIMER_IRQ_FALLBACK,
         };
 
-        let virt = Virt {
+        Ok(Virt {
             // SAFETY: the address is the PL011 the device tree names, mapped as a device range.
             uart: unsafe { Pl011::new(uart_base.start as usize) },
             // SAFETY: the GIC addresses come from the device tree and are mapped as device
@@ -208,6 +202,21 @@ mod board {
             timer_irq,
             devices,
             device_count,
+        })
+    }
+
+    /// Called by the entry assembly on the boot CPU with the MMU off.
+    #[unsafe(no_mangle)]
+    extern "C" fn board_main(x0: u64) -> ! {
+        kernel::boot::mark(kernel::boot::BootPhase::Entry);
+        let dtb = match locate_dtb(x0) {
+            Ok(dtb) => dtb,
+            Err(e) => fail(&e),
+        };
+        // The whole tree is checked once, here; every value is checked as it is read.
+        let virt = match DeviceTree::new(dtb).and_then(|tree| read_tree(&tree)) {
+            Ok(virt) => virt,
+            Err(e) => fail(&e),
         };
         // SAFETY: `board_main` runs once, on the boot CPU, before the other CPUs start; nothing
         // has a reference to the slot yet, and after this write it is only read.

@@ -155,6 +155,13 @@ pub enum Rule {
         /// Entries needed.
         needed: usize,
     },
+    /// A register range smaller than the device needs.
+    TooSmall {
+        /// Its size in bytes.
+        size: u64,
+        /// The least the device needs.
+        needed: u64,
+    },
     /// An address range whose end lies past 2^64.
     Wraps(PhysRange),
     /// An address range that ends past [`PHYS_ADDR_LIMIT`](super::PHYS_ADDR_LIMIT).
@@ -222,6 +229,10 @@ impl fmt::Display for Rule {
             Self::TooFewRegs { found, needed } => {
                 write!(f, "{found} reg entries, {needed} needed")
             }
+            Self::TooSmall { size, needed } => write!(
+                f,
+                "a reg entry of {size:#x} bytes, the device needs at least {needed:#x}"
+            ),
             Self::Wraps(r) => {
                 f.write_str("range ")?;
                 range(f, r)?;

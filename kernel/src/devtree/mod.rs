@@ -286,6 +286,17 @@ impl Device {
         }
     }
 
+    /// The error for a register range of this device smaller than `needed` bytes.
+    pub fn too_small(&self, range: PhysRange, needed: u64) -> DtbError {
+        DtbError::Invalid {
+            node: self.node,
+            rule: Rule::TooSmall {
+                size: range.size,
+                needed,
+            },
+        }
+    }
+
     /// The error for an interrupt specifier of this device the board cannot use.
     pub fn bad_interrupt(&self, kind: u32, number: u32) -> DtbError {
         DtbError::Invalid {
