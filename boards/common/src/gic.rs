@@ -45,7 +45,8 @@ pub enum GicConfig {
     /// There is one redistributor per CPU node of the device tree, attached or not;
     /// [`Gic::init`] takes that count from the kernel's parse of the tree
     /// (`kernel::bootinfo::system_info`), so the board need not parse it again, and caps it by
-    /// what the region holds ([`crate::irq::redistributor_count`]).
+    /// what the region holds and by the hardware's last redistributor
+    /// ([`crate::irq::redistributors_present`]).
     V3 {
         /// GICD base.
         gicd: usize,
@@ -116,11 +117,24 @@ impl Gic {
                 let redistributors = kernel::bootinfo::system_info().cpu_nodes();
                 /// GICR_PIDR2 in the first redistributor's RD_base frame.
                 const GICR_PIDR2: usize = 0xffe8;
+                /// GICR_TYPER and its Last bit (the last redistributor of the region).
+                const GICR_TYPER: usize = 0x8;
+                const TYPER_LAST: u64 = 1 << 4;
                 // SAFETY: `new`'s caller promised `gicr` is the first redistributor frame,
                 // mapped as device memory; GICR_PIDR2 is a read-only identification register.
                 let pidr2 = unsafe { core::ptr::read_volatile((gicr + GICR_PIDR2) as *const u32) };
-                let redistributors =
-                    crate::irq::redistributor_count(redistributors, gicr_size, (pidr2 >> 4) & 0xf);
+                let arch_rev = (pidr2 >> 4) & 0xf;
+                let stride = crate::irq::redistributor_stride(arch_rev);
+                let limit = crate::irq::redistributor_limit(redistributors, gicr_size, arch_rev);
+                let redistributors = crate::irq::redistributors_present(limit, |n| {
+                    // SAFETY: frame n lies inside the mapped region (n < limit) and is read only
+                    // if frame n - 1 was not the last one, so a redistributor answers there;
+                    // GICR_TYPER is read-only.
+                    let typer = unsafe {
+                        core::ptr::read_volatile((gicr + n * stride + GICR_TYPER) as *const u64)
+                    };
+                    typer & TYPER_LAST != 0
+                });
                 // SAFETY: `new`'s caller promised these are the GICv3 registers, mapped and
                 // not used by anything else; the driver is created once and kept. The count
                 // of redistributors stays inside the mapped region (capped above).
