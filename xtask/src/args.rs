@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::board::{Board, Gic, Machine, Profile, Variant};
 use crate::error::{Error, Result};
+pub use crate::fuzz::FuzzArgs;
 use crate::kvm::dump::DumpArgs;
 use crate::kvm::{CpuSel, KvmArgs, Query, Target};
 pub use crate::sdcard::SdcardArgs;
@@ -97,6 +98,13 @@ Commands:
           --image FILE            the image to write (default: build it as `sdcard` does)
           --firmware DIR          as for `sdcard`, when building the image
 
+  fuzz    Run the project's structure-aware fuzzer on the device-tree reader (dtb) for as
+          long as asked; prints its seed, and on a failure how to replay it
+          cargo xtask fuzz dtb [--seconds N] [--iterations N] [--seed HEX]
+          --seconds N             run for N seconds (default: 60)
+          --iterations N          run exactly N inputs
+          --seed HEX              the seed (default: from the clock)
+
   help    Print this message
 ";
 
@@ -135,6 +143,8 @@ pub enum Command {
     Sdcard(SdcardArgs),
     /// `cargo xtask flash`.
     Flash(FlashArgs),
+    /// `cargo xtask fuzz`.
+    Fuzz(FuzzArgs),
 }
 
 /// Flags of `flash`.
@@ -232,6 +242,7 @@ where
         "kvm" => parse_kvm(args),
         "sdcard" => parse_sdcard(Flags::new("sdcard", args)),
         "flash" => parse_flash(Flags::new("flash", args)),
+        "fuzz" => parse_fuzz(args),
         planned if PLANNED.contains(&planned) => Err(Error::new(format!(
             "`cargo xtask {planned}` is planned but not implemented yet"
         ))),
@@ -597,6 +608,48 @@ fn parse_kvm(mut args: VecDeque<String>) -> Result<Command> {
         json,
         query,
     }))
+}
+
+fn parse_fuzz(mut args: VecDeque<String>) -> Result<Command> {
+    let target = match args.pop_front().as_deref() {
+        Some("dtb") => crate::fuzz::Target::Dtb,
+        Some(other) => {
+            return Err(Error::new(format!(
+                "`cargo xtask fuzz` fuzzes `dtb`, not `{other}`"
+            )));
+        }
+        None => return Err(Error::new("`cargo xtask fuzz` needs a target: dtb")),
+    };
+    let mut flags = Flags::new("fuzz", args);
+    let mut out = FuzzArgs {
+        target,
+        seconds: None,
+        iterations: None,
+        seed: None,
+    };
+    while let Some(flag) = flags.next_flag()? {
+        match flag.name.as_str() {
+            "--seconds" => out.seconds = Some(parse_number(&flag, &flags.value(&flag)?)?.into()),
+            "--iterations" => {
+                let value = flags.value(&flag)?;
+                out.iterations = Some(value.parse().map_err(|_| {
+                    Error::new(format!(
+                        "flag `--iterations` needs a whole number, not `{value}`"
+                    ))
+                })?);
+            }
+            "--seed" => {
+                let value = flags.value(&flag)?;
+                out.seed = Some(
+                    u64::from_str_radix(value.trim_start_matches("0x"), 16).map_err(|_| {
+                        Error::new(format!("flag `--seed` needs a hex number, not `{value}`"))
+                    })?,
+                );
+            }
+            _ => return Err(flags.unknown(&flag)),
+        }
+    }
+    Ok(Command::Fuzz(out))
 }
 
 /// One flag as written: its name and, for `--flag=value`, the inline value.
@@ -1013,5 +1066,31 @@ mod tests {
                 "{name} missing from usage"
             );
         }
+    }
+
+    #[test]
+    fn fuzz_takes_a_target_and_a_budget() {
+        assert_eq!(
+            parse_ok(&["fuzz", "dtb", "--seconds", "30", "--seed", "0xbeef"]),
+            Command::Fuzz(FuzzArgs {
+                target: crate::fuzz::Target::Dtb,
+                seconds: Some(30),
+                iterations: None,
+                seed: Some(0xbeef),
+            })
+        );
+        assert_eq!(
+            parse_ok(&["fuzz", "dtb", "--iterations=7"]),
+            Command::Fuzz(FuzzArgs {
+                target: crate::fuzz::Target::Dtb,
+                seconds: None,
+                iterations: Some(7),
+                seed: None,
+            })
+        );
+        assert!(parse_err(&["fuzz"]).contains("needs a target"));
+        assert!(parse_err(&["fuzz", "png"]).contains("not `png`"));
+        assert!(parse_err(&["fuzz", "dtb", "--seed", "xyz"]).contains("hex number"));
+        assert!(parse_err(&["fuzz", "dtb", "--seconds", "0"]).contains("positive"));
     }
 }

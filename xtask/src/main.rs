@@ -4,11 +4,14 @@
 //! This file only dispatches; each command lives in its own module.
 
 mod args;
+mod badtree;
 mod bench;
 mod board;
 mod error;
+mod fdt;
 mod firmware;
 mod flash;
+mod fuzz;
 mod gdb;
 mod image;
 mod kvm;
@@ -64,5 +67,6 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Kvm(args) => kvm::run(&ws, args),
         Command::Sdcard(args) => sdcard::run(&ws, args),
         Command::Flash(args) => flash::run(&ws, args),
+        Command::Fuzz(args) => fuzz::run(&ws, args),
     }
 }

@@ -3,7 +3,8 @@
 //! line `<passed> passed, <failed> failed` (and `, <skipped> skipped` when any were) that adds
 //! up everything.
 //!
-//! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]) and the kvm end-to-end check
+//! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]), the damaged device trees
+//! (`badtree`: QEMU's tree with one fault, booted with `-dtb`) and the kvm end-to-end check
 //! (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's own
 //! report, bad input, and a fuzz pass on the real artifacts) each add their tests.
 //!
@@ -171,6 +172,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
             let verdict = crash_check(ws, kernel, kind, expected, args)?;
             total += verdict.counts;
         }
+        total += crate::badtree::run(ws, kernel, args.timeout, args.verbose)?;
         let verdict = crate::kvm::selftest::run(ws, kernel, args.timeout, args.verbose)?;
         total += verdict.counts;
     }
