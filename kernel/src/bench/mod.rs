@@ -71,6 +71,7 @@ const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
 mod boot;
+mod devtree;
 mod pingpong;
 mod softint;
 mod workqueue;
@@ -232,5 +233,6 @@ pub fn run_all() -> ! {
     workqueue::throughput();
     xcall::latencies();
     xcall::concurrent();
+    devtree::devtree_parse();
     crate::platform::platform().exit(0)
 }
