@@ -44,9 +44,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu::{CPUINFO_LAYOUT_VERSION, CpuInfoSnapshot};
-use crate::percpu::{copy_address, in_section};
+use crate::percpu::{copy_address, find_copy_fault, in_section};
 pub use error::KvmError;
-pub use source::Source;
+pub use source::{Source, SymbolSection};
 use symbols::{BUILD_ID_LEN, BUILD_ID_UNPATCHED};
 
 /// The largest `kern_maxcpus` the reader believes; anything above is garbage.
@@ -92,9 +92,11 @@ impl<S: Source> Kvm<S> {
     /// Opens `source`: checks that its memory holds the build the symbols describe and a
     /// `CpuInfo` layout this reader knows.
     pub fn open(mut source: S) -> Result<Self, KvmError> {
-        let addr = require(&mut source, symbols::BUILD_ID)?;
+        let addr = require_sized(&mut source, symbols::BUILD_ID, BUILD_ID_LEN as u64)?;
         let mut memory = [0u8; BUILD_ID_LEN];
-        source.read(addr, &mut memory)?;
+        source
+            .read(addr, &mut memory)
+            .map_err(|e| in_dump(symbols::BUILD_ID, e))?;
         if memory == BUILD_ID_UNPATCHED {
             return Err(KvmError::BuildIdUnset);
         }
@@ -175,8 +177,25 @@ impl<S: Source> Kvm<S> {
                     value: maxcpu.into(),
                 });
             }
+            // The arrays are `[u64; MAXCPUS]` and kern_maxcpus is MAXCPUS: a count that
+            // disagrees with the arrays the ELF declares would read past them.
+            for array in [symbols::CPU_INFO_PTRS, symbols::DPCPU_OFF] {
+                if let Some(size) = self.source.symbol_size(array)
+                    && size != 0
+                    && size != 8 * u64::from(maxcpu)
+                {
+                    return Err(KvmError::Inconsistent(format!(
+                        "{} = {maxcpu} in memory, but {array} has {} entries ({size} bytes) in \
+                         {}",
+                        symbols::MAXCPUS,
+                        size / 8,
+                        self.source.symbol_origin()
+                    )));
+                }
+            }
             let addr = require(&mut self.source, symbols::CPU_INFO_PTRS)?;
-            let ptrs = read_u64_array(&mut self.source, addr, maxcpu as usize)?;
+            let ptrs = read_u64_array(&mut self.source, addr, maxcpu as usize)
+                .map_err(|e| in_dump(symbols::CPU_INFO_PTRS, e))?;
             self.cache = Some(PcpuCache {
                 generation,
                 maxcpu,
@@ -214,7 +233,15 @@ impl<S: Source> Kvm<S> {
             return Ok(None);
         }
         let mut bytes = [0u8; CpuInfoSnapshot::SIZE];
-        self.source.read(ptr, &mut bytes)?;
+        self.source.read(ptr, &mut bytes).map_err(|e| {
+            in_dump(
+                &format!(
+                    "the CpuInfo of CPU {cpu} ({}[{cpu}])",
+                    symbols::CPU_INFO_PTRS
+                ),
+                e,
+            )
+        })?;
         let snap = CpuInfoSnapshot::from_bytes(&bytes)
             .ok_or_else(|| KvmError::Inconsistent("short CpuInfo".into()))?;
         if snap.self_addr != ptr || i64::from(snap.index) != cpu {
@@ -222,6 +249,18 @@ impl<S: Source> Kvm<S> {
                 "the CpuInfo of CPU {cpu} at {ptr:#x} says it is CPU {} at {:#x} (wrong kernel \
                  or corrupt memory?)",
                 snap.index, snap.self_addr
+            )));
+        }
+        // Its DPCPU offset is also in the offset table: the two must agree.
+        let table = require(&mut self.source, symbols::DPCPU_OFF)?;
+        let slot = table.wrapping_add(8 * cpu as u64);
+        let off = read_u64_array(&mut self.source, slot, 1)
+            .map_err(|e| in_dump(symbols::DPCPU_OFF, e))?[0];
+        if off != snap.dpcpu_off {
+            return Err(KvmError::Inconsistent(format!(
+                "CPU {cpu}: its CpuInfo says dpcpu_off = {:#x}, but {}[{cpu}] = {off:#x}",
+                snap.dpcpu_off,
+                symbols::DPCPU_OFF
             )));
         }
         Ok(Some(snap))
@@ -239,20 +278,57 @@ impl<S: Source> Kvm<S> {
             };
             let start = bound(symbols::DPCPU_START)?;
             let end = bound(symbols::DPCPU_END)?;
-            if end < start {
-                return Err(KvmError::Implausible {
-                    what: symbols::DPCPU_END,
-                    value: end,
-                });
-            }
+            check_dpcpu_bounds(&mut self.source, start, end)?;
             let maxcpu = self.pcpu_cache()?.maxcpu;
             let addr = require(&mut self.source, symbols::DPCPU_OFF)?;
-            let off = read_u64_array(&mut self.source, addr, maxcpu as usize)?;
+            let off = read_u64_array(&mut self.source, addr, maxcpu as usize)
+                .map_err(|e| in_dump(symbols::DPCPU_OFF, e))?;
             if off.iter().all(|&o| o == 0) {
                 return Err(KvmError::NotInitialised(
                     "every offset in kern_dpcpu_off is zero (the kernel had not set DPCPU up)"
                         .into(),
                 ));
+            }
+            // The kernel's own boot check: distinct offsets, copies that overlap neither each
+            // other nor the template.
+            let present: Vec<(usize, u64)> = off
+                .iter()
+                .enumerate()
+                .filter(|&(_, &o)| o != 0)
+                .map(|(cpu, &o)| (cpu, o))
+                .collect();
+            if let Some(fault) = find_copy_fault(&present, start, end - start) {
+                return Err(KvmError::Inconsistent(format!(
+                    "{}: {fault}",
+                    symbols::DPCPU_OFF
+                )));
+            }
+            // The template and every copy lie in memory the source holds (their first and last
+            // bytes, at least): bounds from a broken symbol table would not.
+            let mut byte = [0u8; 1];
+            let mut holds = |source: &mut S, what: &str, first: u64, last: u64| {
+                for addr in [first, last] {
+                    source.read(addr, &mut byte).map_err(|e| {
+                        KvmError::Inconsistent(format!(
+                            "{what} ({first:#x}..={last:#x}) is not in memory: {e}"
+                        ))
+                    })?;
+                }
+                Ok::<(), KvmError>(())
+            };
+            holds(
+                &mut self.source,
+                "the DPCPU section (__dpcpu_start..__dpcpu_end)",
+                start,
+                end - 1,
+            )?;
+            for &(cpu, o) in &present {
+                holds(
+                    &mut self.source,
+                    &format!("the DPCPU copy of CPU {cpu}"),
+                    copy_address(start, o),
+                    copy_address(end - 1, o),
+                )?;
             }
             let curoff = off[0];
             self.dpcpu = Some(DpcpuState {
@@ -315,7 +391,10 @@ impl<S: Source> Kvm<S> {
 
     fn nlist_one(&mut self, name: &str) -> Result<Option<u64>, KvmError> {
         match self.lookup(name)? {
-            Some(addr) => self.dpcpu_validaddr(addr).map(Some),
+            Some(addr) => {
+                let size = self.symbol_size(name).unwrap_or(0);
+                self.dpcpu_validaddr(name, addr, size).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -331,13 +410,19 @@ impl<S: Source> Kvm<S> {
     }
 
     /// FreeBSD's `_kvm_dpcpu_validaddr`: a template address becomes the current CPU's copy.
-    fn dpcpu_validaddr(&mut self, addr: u64) -> Result<u64, KvmError> {
+    /// A DPCPU variable of `size` bytes must end inside the section.
+    fn dpcpu_validaddr(&mut self, name: &str, addr: u64, size: u64) -> Result<u64, KvmError> {
         let start = self.source.symbol(symbols::DPCPU_START)?;
         let end = self.source.symbol(symbols::DPCPU_END)?;
+        if let (Some(start), Some(end)) = (start, end) {
+            check_dpcpu_bounds(&mut self.source, start, end)?;
+        }
         match (start, end) {
             (Some(start), Some(end)) if in_section(addr, start, end) => {
                 let state = self.dpcpu_init()?;
-                Ok(copy_address(addr, state.curoff))
+                let curoff = state.curoff;
+                check_in_dpcpu(name, addr, size, state.end)?;
+                Ok(copy_address(addr, curoff))
             }
             _ => Ok(addr),
         }
@@ -380,6 +465,7 @@ impl<S: Source> Kvm<S> {
             name: name.into(),
             origin: self.source.symbol_origin().into(),
         })?;
+        let size = self.symbol_size(name).unwrap_or(0);
         let state = self.dpcpu_init()?;
         if !in_section(template, state.start, state.end) {
             return Err(KvmError::Inconsistent(format!(
@@ -388,6 +474,8 @@ impl<S: Source> Kvm<S> {
                 state.start, state.end
             )));
         }
+        check_in_dpcpu(name, template, size, state.end)?;
+        check_in_dpcpu(name, template, len as u64, state.end)?;
         let addr = copy_address(template, state.curoff);
         let mut bytes = vec![0u8; len];
         self.source.read(addr, &mut bytes)?;
@@ -395,20 +483,111 @@ impl<S: Source> Kvm<S> {
     }
 }
 
-/// The address of a symbol the reader cannot work without.
+/// The address of a symbol the reader cannot work without, checked against the section the
+/// symbol table puts it in.
 fn require<S: Source>(source: &mut S, name: &str) -> Result<u64, KvmError> {
-    source
+    let addr = source
         .symbol(name)?
         .ok_or_else(|| KvmError::SymbolNotFound {
             name: name.into(),
             origin: source.symbol_origin().into(),
-        })
+        })?;
+    let size = source.symbol_size(name).unwrap_or(0);
+    check_in_section(source, name, addr, size)?;
+    Ok(addr)
+}
+
+/// [`require`] for a symbol the reader reads `len` bytes of: the symbol table, when it records
+/// a size, must record that one.
+fn require_sized<S: Source>(source: &mut S, name: &str, len: u64) -> Result<u64, KvmError> {
+    let addr = require(source, name)?;
+    match source.symbol_size(name) {
+        Some(size) if size != 0 && size != len => Err(KvmError::Inconsistent(format!(
+            "symbol {name} is {size} bytes in {}, the reader reads {len}",
+            source.symbol_origin()
+        ))),
+        _ => Ok(addr),
+    }
+}
+
+/// Whether `size` bytes at `addr` (symbol `name`) lie inside the symbol's section, when the
+/// symbol table says which section that is.
+fn check_in_section<S: Source>(
+    source: &mut S,
+    name: &str,
+    addr: u64,
+    size: u64,
+) -> Result<(), KvmError> {
+    if let Some(section) = source.symbol_section(name)
+        && (addr < section.start || addr.checked_add(size).is_none_or(|e| e > section.end))
+    {
+        return Err(KvmError::Inconsistent(format!(
+            "symbol {name} ({addr:#x}, {size} bytes) lies outside its section {} \
+             ({:#x}..{:#x}) in {}",
+            section.name,
+            section.start,
+            section.end,
+            source.symbol_origin()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the DPCPU section bounds make sense: `end` above `start`, both in one section of the
+/// ELF (the linker script puts them at the start and the end of `.dpcpu`).
+fn check_dpcpu_bounds<S: Source>(source: &mut S, start: u64, end: u64) -> Result<(), KvmError> {
+    if end <= start {
+        return Err(KvmError::Inconsistent(format!(
+            "{} ({end:#x}) is not above {} ({start:#x}) in {}",
+            symbols::DPCPU_END,
+            symbols::DPCPU_START,
+            source.symbol_origin()
+        )));
+    }
+    check_in_section(source, symbols::DPCPU_START, start, 0)?;
+    check_in_section(source, symbols::DPCPU_END, end, 0)?;
+    if let (Some(a), Some(b)) = (
+        source.symbol_section(symbols::DPCPU_START),
+        source.symbol_section(symbols::DPCPU_END),
+    ) && a != b
+    {
+        return Err(KvmError::Inconsistent(format!(
+            "{} is in section {} but {} in {} ({})",
+            symbols::DPCPU_START,
+            a.name,
+            symbols::DPCPU_END,
+            b.name,
+            source.symbol_origin()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a DPCPU variable `name` of `size` bytes at template address `addr` ends inside the
+/// DPCPU section (at or before `end`).
+fn check_in_dpcpu(name: &str, addr: u64, size: u64, end: u64) -> Result<(), KvmError> {
+    if addr.checked_add(size).is_none_or(|e| e > end) {
+        return Err(KvmError::Inconsistent(format!(
+            "{name}: {size} bytes at {addr:#x} run past {} ({end:#x})",
+            symbols::DPCPU_END
+        )));
+    }
+    Ok(())
+}
+
+/// An address outside the dump, said of `what` (a symbol, a CPU's structure), so the message
+/// names what was being read.
+fn in_dump(what: &str, e: KvmError) -> KvmError {
+    match e {
+        KvmError::OutsideDump { .. } => KvmError::Inconsistent(format!("{what}: {e}")),
+        other => other,
+    }
 }
 
 fn read_u32<S: Source>(source: &mut S, name: &str) -> Result<u32, KvmError> {
-    let addr = require(source, name)?;
+    let addr = require_sized(source, name, 4)?;
     let mut b = [0u8; 4];
-    source.read(addr, &mut b)?;
+    source.read(addr, &mut b).map_err(|e| in_dump(name, e))?;
     Ok(u32::from_le_bytes(b))
 }
 

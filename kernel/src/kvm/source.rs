@@ -3,8 +3,21 @@
 //! (`kvm::local`), and on the host (in xtask) an ELF core with the kernel ELF, or a live QEMU
 //! guest through its gdbstub with the kernel ELF. The reader above it is the same code for all.
 
+use alloc::string::String;
+
 use super::error::KvmError;
 use super::symbols::BUILD_ID_LEN;
+
+/// The section a symbol is defined in, as the kernel ELF declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolSection {
+    /// Its name (`.bss`, `.dpcpu`).
+    pub name: String,
+    /// Its first address.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+}
 
 /// A kernel's memory and symbols.
 pub trait Source {
@@ -19,6 +32,13 @@ pub trait Source {
 
     /// The size of symbol `name` in bytes, if the symbol table records it.
     fn symbol_size(&mut self, _name: &str) -> Option<u64> {
+        None
+    }
+
+    /// The section symbol `name` is defined in, if the symbol table says (an ELF does, the
+    /// embedded table does not). The reader checks that a symbol it reads through lies inside
+    /// its section.
+    fn symbol_section(&mut self, _name: &str) -> Option<SymbolSection> {
         None
     }
 
@@ -40,6 +60,9 @@ impl<S: Source + ?Sized> Source for &mut S {
     }
     fn symbol_size(&mut self, name: &str) -> Option<u64> {
         (**self).symbol_size(name)
+    }
+    fn symbol_section(&mut self, name: &str) -> Option<SymbolSection> {
+        (**self).symbol_section(name)
     }
     fn symbol_origin(&self) -> &str {
         (**self).symbol_origin()

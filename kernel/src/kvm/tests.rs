@@ -20,6 +20,10 @@ const OTHER: u64 = 0x8008;
 struct Fake {
     regions: Vec<(u64, Vec<u8>)>,
     symbols: Vec<(String, u64)>,
+    /// Symbol sizes, as an ELF records them (none by default, like the embedded table).
+    sizes: Vec<(String, u64)>,
+    /// Symbol sections, as an ELF records them (none by default).
+    sections: Vec<(String, SymbolSection)>,
     image_build_id: Option<[u8; 16]>,
     reads: Vec<(u64, usize)>,
 }
@@ -134,6 +138,17 @@ impl Source for Fake {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a))
+    }
+
+    fn symbol_size(&mut self, name: &str) -> Option<u64> {
+        self.sizes.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
+    }
+
+    fn symbol_section(&mut self, name: &str) -> Option<SymbolSection> {
+        self.sections
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
     }
 
     fn symbol_origin(&self) -> &str {
@@ -263,16 +278,11 @@ fn missing_symbols_and_garbage_are_reported_not_misread() {
     f.put(PTRS + 8, &0xdead_0000u64.to_le_bytes());
     let mut kd = open(f);
     assert_eq!(
-        kd.getpcpu(1),
-        Err(KvmError::OutsideDump {
-            addr: 0xdead_0000,
-            len: 192
-        })
+        kd.getpcpu(1).unwrap_err().to_string(),
+        "the CpuInfo of CPU 1 (kern_cpu_info_ptrs[1]): address 0xdead0000 (192 bytes) outside \
+         the dump"
     );
-    assert_eq!(
-        kd.geterr(),
-        "address 0xdead0000 (192 bytes) outside the dump"
-    );
+    assert!(kd.geterr().ends_with("outside the dump"));
 }
 
 #[test]
@@ -364,6 +374,7 @@ fn the_cache_holds_until_cleared_by_a_call_without_a_handle() {
     // The kernel attaches CPU 2 after the first look: the cached pointer array hides it...
     let ci2 = Fake::cpu_info(2);
     kd.source_mut().put(PTRS + 16, &ci2.self_addr.to_le_bytes());
+    kd.source_mut().put(OFFS + 16, &ci2.dpcpu_off.to_le_bytes());
     kd.source_mut().put(ci2.self_addr, &ci2.to_bytes());
     assert_eq!(kd.getpcpu(2), Ok(None));
     assert_eq!(kd.getmaxcpu(), Ok(16));
@@ -408,4 +419,166 @@ fn c_style_wrappers_use_the_manual_return_values() {
         "CPU 16 too big (maxcpu 16)",
         "success leaves the last error"
     );
+}
+
+// ---- Issue #19: what a dump says is checked against what the ELF declares. ----
+
+impl Fake {
+    /// The sizes and sections an ELF of this kernel would declare.
+    fn with_elf_facts(mut self) -> Self {
+        let data = SymbolSection {
+            name: ".data".into(),
+            start: 0x1000,
+            end: 0x1400,
+        };
+        let dpcpu = SymbolSection {
+            name: ".dpcpu".into(),
+            start: DPCPU_START,
+            end: DPCPU_END,
+        };
+        for (name, size) in [
+            (symbols::BUILD_ID, 16),
+            (symbols::CPUINFO_LAYOUT, 4),
+            (symbols::CPUINFO_SIZE, 4),
+            (symbols::MAXCPUS, 4),
+            (symbols::NCPU, 4),
+            (symbols::CPU_INFO_PTRS, 8 * MAXCPUS as u64),
+            (symbols::DPCPU_OFF, 8 * MAXCPUS as u64),
+        ] {
+            self.sizes.push((name.into(), size));
+            self.sections.push((name.into(), data.clone()));
+        }
+        for (name, size) in [
+            (symbols::DPCPU_START, 0),
+            (symbols::DPCPU_END, 0),
+            ("dpcpu_entry_COUNTER", 8),
+            ("dpcpu_entry_OTHER", 8),
+        ] {
+            self.sizes.push((name.into(), size));
+            self.sections.push((name.into(), dpcpu.clone()));
+        }
+        self
+    }
+}
+
+fn err(r: Result<impl core::fmt::Debug, KvmError>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn elf_facts_of_a_sound_kernel_change_no_answer() {
+    let mut kd = open(Fake::kernel(4).with_elf_facts());
+    assert_eq!(kd.getmaxcpu(), Ok(MAXCPUS as u32));
+    assert_eq!(kd.getpcpu(3), Ok(Some(Fake::cpu_info(3))));
+    assert_eq!(kd.read_dpcpu("COUNTER", 2, 8).unwrap().0, copy_of(2));
+    assert_eq!(kd.nlist(&["OTHER"]), Ok(alloc::vec![Some(copy_of(2) + 8)]));
+}
+
+#[test]
+fn kern_maxcpus_beyond_the_arrays_the_elf_declares_is_refused() {
+    // A core that says 24 while the ELF's arrays hold 16: CPUs past 16 would read whatever
+    // follows the arrays.
+    let mut f = Fake::kernel(4).with_elf_facts();
+    f.put(0x1018, &24u32.to_le_bytes());
+    let mut kd = open(f);
+    let expected = "kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 \
+                    bytes) in the fake";
+    assert_eq!(err(kd.getmaxcpu()), expected);
+    assert_eq!(
+        err(kd.getpcpu(20)),
+        expected,
+        "not an unrelated 'outside the dump'"
+    );
+    // Without sizes (the running kernel's embedded table) the limit is MAXCPU_LIMIT.
+    let mut f = Fake::kernel(4);
+    f.put(0x1018, &24u32.to_le_bytes());
+    f.put(PTRS, &[0; 8 * 24]);
+    assert_eq!(open(f).getmaxcpu(), Ok(24));
+}
+
+#[test]
+fn dpcpu_bounds_that_are_empty_or_outside_their_section_are_refused() {
+    for end in [u64::MAX, DPCPU_START] {
+        let mut f = Fake::kernel(4).with_elf_facts();
+        f.symbols.retain(|(n, _)| n != symbols::DPCPU_END);
+        f.sym(symbols::DPCPU_END, end);
+        let mut kd = open(f);
+        let e = err(kd.nlist(&["COUNTER"]));
+        assert!(e.contains("__dpcpu_end"), "{e}");
+        assert_eq!(err(kd.dpcpu_setcpu(1)), e);
+    }
+    // Inside, but not where its section is.
+    let mut f = Fake::kernel(4).with_elf_facts();
+    f.symbols.retain(|(n, _)| n != symbols::DPCPU_END);
+    f.sym(symbols::DPCPU_END, DPCPU_END + 0x100);
+    let e = err(open(f).nlist(&["COUNTER"]));
+    assert_eq!(
+        e,
+        "symbol __dpcpu_end (0x8140, 0 bytes) lies outside its section .dpcpu (0x8000..0x8040) \
+         in the fake"
+    );
+}
+
+#[test]
+fn a_symbol_outside_its_section_is_refused() {
+    let mut f = Fake::kernel(2).with_elf_facts();
+    f.symbols.retain(|(n, _)| n != symbols::CPU_INFO_PTRS);
+    f.sym(symbols::CPU_INFO_PTRS, 0x13c0);
+    let e = err(open(f).getmaxcpu());
+    assert!(
+        e.starts_with("symbol kern_cpu_info_ptrs (0x13c0, 128 bytes) lies outside its section"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_cpu_whose_dpcpu_off_disagrees_with_the_table_is_refused() {
+    let mut f = Fake::kernel(4);
+    f.put(OFFS + 8 * 2, &0x7_0000u64.to_le_bytes());
+    let mut kd = open(f);
+    assert_eq!(
+        err(kd.getpcpu(2)),
+        alloc::format!(
+            "CPU 2: its CpuInfo says dpcpu_off = {:#x}, but kern_dpcpu_off[2] = 0x70000",
+            Fake::cpu_info(2).dpcpu_off
+        )
+    );
+    assert_eq!(kd.getpcpu(1), Ok(Some(Fake::cpu_info(1))));
+}
+
+#[test]
+fn cpus_sharing_a_dpcpu_offset_are_refused() {
+    let mut f = Fake::kernel(4);
+    let off1 = Fake::cpu_info(1).dpcpu_off;
+    f.put(OFFS + 8 * 3, &off1.to_le_bytes());
+    let mut kd = open(f);
+    let e = err(kd.dpcpu_setcpu(0));
+    assert_eq!(
+        e,
+        alloc::format!(
+            "kern_dpcpu_off: cpu1 and cpu3 share one DPCPU copy (both at offset {off1:#x})"
+        )
+    );
+    // Copies that overlap without being equal.
+    let mut f = Fake::kernel(4);
+    f.put(OFFS + 8 * 3, &(off1 + 8).to_le_bytes());
+    assert!(err(open(f).nlist(&["COUNTER"])).contains("overlap"));
+}
+
+#[test]
+fn a_dpcpu_variable_that_runs_past_the_section_is_refused() {
+    let mut f = Fake::kernel(4).with_elf_facts();
+    f.sizes.retain(|(n, _)| n != "dpcpu_entry_OTHER");
+    f.sizes.push(("dpcpu_entry_OTHER".into(), 0x100));
+    let mut kd = open(f);
+    let expected = "OTHER: 256 bytes at 0x8008 run past __dpcpu_end (0x8040)";
+    assert_eq!(err(kd.nlist(&["OTHER"])), expected);
+    assert_eq!(err(kd.read_dpcpu("OTHER", 1, 8)), expected);
+    // A read longer than the section from a sound variable.
+    let mut kd = open(Fake::kernel(4).with_elf_facts());
+    assert_eq!(
+        err(kd.read_dpcpu("COUNTER", 1, 0x48)),
+        "COUNTER: 72 bytes at 0x8000 run past __dpcpu_end (0x8040)"
+    );
+    assert!(kd.read_dpcpu("COUNTER", 1, 0x40).is_ok());
 }

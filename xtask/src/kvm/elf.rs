@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use kernel::kvm::SymbolSection;
 use kernel::kvm::symbols::{self, BUILD_ID_LEN};
 use kernel::kvm::symtab::{self, SYMTAB_BYTES};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
@@ -16,8 +17,10 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol, SymbolKind, elf};
 /// A kernel ELF's symbols and build id.
 #[derive(Debug, Clone)]
 pub struct KernelElf {
-    /// Symbol name to (address, size).
-    symbols: HashMap<String, (u64, u64)>,
+    /// Symbol name to (address, size, index in `sections` of the section that defines it).
+    symbols: HashMap<String, (u64, u64, Option<usize>)>,
+    /// The allocated sections symbols are defined in.
+    sections: Vec<SymbolSection>,
     /// The build id stored in the file (`None` if the symbol is missing or not in the file).
     build_id: Option<[u8; BUILD_ID_LEN]>,
 }
@@ -56,7 +59,9 @@ impl KernelElf {
         if file.elf_header().e_machine(file.endian()) != elf::EM_AARCH64 {
             return Err("not an AArch64 ELF".into());
         }
-        let mut table: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut table: HashMap<String, (u64, u64, Option<usize>)> = HashMap::new();
+        let mut sections: Vec<SymbolSection> = Vec::new();
+        let mut section_slot: HashMap<usize, usize> = HashMap::new();
         for symbol in file.symbols() {
             let Ok(name) = symbol.name() else { continue };
             // `$x`/`$d` are AArch64 mapping symbols (thousands, never looked up).
@@ -70,7 +75,26 @@ impl KernelElf {
             }
             // Global definitions win over local ones of the same name.
             if symbol.is_global() || !table.contains_key(name) {
-                table.insert(name.to_owned(), (symbol.address(), symbol.size()));
+                // The section it is defined in, if that is an allocated one (not absolute).
+                let slot = symbol.section_index().and_then(|index| {
+                    if let Some(&slot) = section_slot.get(&index.0) {
+                        return Some(slot);
+                    }
+                    let section = file.section_by_index(index).ok()?;
+                    let start = section.address();
+                    let end = start.checked_add(section.size())?;
+                    if start == 0 && end == 0 {
+                        return None;
+                    }
+                    sections.push(SymbolSection {
+                        name: section.name().unwrap_or("?").to_owned(),
+                        start,
+                        end,
+                    });
+                    section_slot.insert(index.0, sections.len() - 1);
+                    Some(sections.len() - 1)
+                });
+                table.insert(name.to_owned(), (symbol.address(), symbol.size(), slot));
             }
         }
         let build_id = file_offset(&file, symbols::BUILD_ID)
@@ -81,24 +105,64 @@ impl KernelElf {
             });
         Ok(Self {
             symbols: table,
+            sections,
             build_id,
         })
     }
 
     /// Address of `name`.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name).map(|&(addr, _)| addr)
+        self.symbols.get(name).map(|&(addr, _, _)| addr)
     }
 
     /// Size of `name` as the symbol table records it.
     pub fn symbol_size(&self, name: &str) -> Option<u64> {
-        self.symbols.get(name).map(|&(_, size)| size)
+        self.symbols.get(name).map(|&(_, size, _)| size)
+    }
+
+    /// The allocated section `name` is defined in (`None` for an absolute symbol).
+    pub fn symbol_section(&self, name: &str) -> Option<&SymbolSection> {
+        let (_, _, slot) = self.symbols.get(name)?;
+        self.sections.get((*slot)?)
     }
 
     /// The build id stored in the file.
     pub fn build_id(&self) -> Option<[u8; BUILD_ID_LEN]> {
         self.build_id
     }
+}
+
+/// Rewrites symbol `name`'s value and/or size in the symbol table of the ELF in `bytes` (for
+/// tests and the fuzzer: a kernel ELF whose symbols contradict the dump).
+pub fn set_symbol(
+    bytes: &mut [u8],
+    name: &str,
+    value: Option<u64>,
+    size: Option<u64>,
+) -> Result<(), String> {
+    let at = {
+        let file =
+            ElfFile64::<Endianness>::parse(&*bytes).map_err(|e| format!("not an ELF: {e}"))?;
+        let symbol = file
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .ok_or_else(|| format!("symbol {name} not found in ELF"))?;
+        let table = file
+            .section_by_name(".symtab")
+            .ok_or("no .symtab section")?;
+        let (offset, _) = table.file_range().ok_or(".symtab has no file bytes")?;
+        offset as usize + symbol.index().0 * 24
+    };
+    let entry = bytes
+        .get_mut(at..at + 24)
+        .ok_or("symbol entry outside the file")?;
+    if let Some(value) = value {
+        entry[8..16].copy_from_slice(&value.to_le_bytes());
+    }
+    if let Some(size) = size {
+        entry[16..24].copy_from_slice(&size.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// What [`patch_image`] wrote.
@@ -284,5 +348,21 @@ mod tests {
     fn garbage_is_not_an_elf() {
         assert!(KernelElf::parse(b"not an elf at all").is_err());
         assert!(patch_image(&mut [0u8; 100]).is_err());
+    }
+
+    #[test]
+    fn set_symbol_rewrites_one_entry() {
+        let mut bytes = crate::kvm::fixture::synthetic(2).elf;
+        set_symbol(&mut bytes, "__dpcpu_end", Some(u64::MAX), Some(7)).unwrap();
+        let elf = KernelElf::parse(&bytes).unwrap();
+        assert_eq!(elf.symbol("__dpcpu_end"), Some(u64::MAX));
+        assert_eq!(elf.symbol_size("__dpcpu_end"), Some(7));
+        assert_eq!(
+            elf.symbol("kern_ncpu"),
+            KernelElf::parse(&crate::kvm::fixture::synthetic(2).elf)
+                .unwrap()
+                .symbol("kern_ncpu")
+        );
+        assert!(set_symbol(&mut bytes, "nope", None, None).is_err());
     }
 }

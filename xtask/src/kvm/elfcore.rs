@@ -141,12 +141,52 @@ impl<B: CoreBytes> Core<B> {
             if segment.paddr.checked_add(segment.filesz).is_none() {
                 return Err(format!("segment {i} wraps around the address space"));
             }
-            segments.push(segment);
+            segments.push((i, segment));
         }
         if segments.is_empty() {
             return Err("core has no memory segments (PT_LOAD)".into());
         }
+        // Each guest-physical byte once: QEMU writes one segment per RAM block, and where two
+        // overlapped, the first in the table would silently win.
+        let mut by_address: Vec<&(usize, Segment)> =
+            segments.iter().filter(|(_, s)| s.filesz > 0).collect();
+        by_address.sort_by_key(|(_, s)| s.paddr);
+        let mut furthest: Option<&(usize, Segment)> = None;
+        for entry in by_address {
+            let (i, s) = entry;
+            if let Some((j, f)) = furthest
+                && s.paddr < f.paddr + f.filesz
+            {
+                let (a, b) = if j < i { (j, i) } else { (i, j) };
+                return Err(format!(
+                    "PT_LOAD segments {a} and {b} both hold memory at {:#x} (segment {j}: \
+                     {:#x}..{:#x}, segment {i}: {:#x}..{:#x}); a core holds each byte once",
+                    s.paddr,
+                    f.paddr,
+                    f.paddr + f.filesz,
+                    s.paddr,
+                    s.paddr + s.filesz
+                ));
+            }
+            if furthest.is_none_or(|(_, f)| s.paddr + s.filesz > f.paddr + f.filesz) {
+                furthest = Some(entry);
+            }
+        }
+        let segments = segments.into_iter().map(|(_, s)| s).collect();
         Ok(Self { bytes, segments })
+    }
+
+    /// The `PT_LOAD` segments, in table order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The file offset of guest address `addr`, if a segment holds it.
+    pub fn file_offset(&self, addr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| addr >= s.paddr && addr - s.paddr < s.filesz)
+            .map(|s| s.offset + (addr - s.paddr))
     }
 
     /// Reads guest memory at kernel (= physical) address `addr`; the range may span adjacent

@@ -185,6 +185,12 @@ pub struct Synthetic {
 #[cfg(test)]
 /// Builds [`Synthetic`] (1 <= `ncpu` <= MAXCPUS).
 pub fn synthetic(ncpu: usize) -> Synthetic {
+    synthetic_with(ncpu, |_| {})
+}
+
+#[cfg(test)]
+/// Builds [`Synthetic`] after `edit` changed its symbol table: (name, address, size).
+pub fn synthetic_with(ncpu: usize, edit: impl FnOnce(&mut Vec<(String, u64, u64)>)) -> Synthetic {
     const BUILD_ID: u64 = 0;
     const LAYOUT: u64 = 16;
     const SIZE: u64 = 20;
@@ -259,6 +265,8 @@ pub fn synthetic(ncpu: usize) -> Synthetic {
     .into_iter()
     .map(|(n, off, size)| (n, DATA + off, size))
     .collect();
+    let mut syms = syms;
+    edit(&mut syms);
     Synthetic {
         elf: write_kernel_elf(DATA, &elf_data, &syms),
         core: write_core(&[(DATA, image), (COPIES, copies)]),

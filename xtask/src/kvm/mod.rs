@@ -77,6 +77,10 @@ impl<M: Memory> Source for HostSource<M> {
         self.elf.symbol_size(name)
     }
 
+    fn symbol_section(&mut self, name: &str) -> Option<kernel::kvm::SymbolSection> {
+        self.elf.symbol_section(name).cloned()
+    }
+
     fn symbol_origin(&self) -> &str {
         "ELF"
     }
@@ -534,5 +538,138 @@ mod tests {
                 .contains("not an ELF core file")
         );
         assert!(elfcore::Core::parse(&b"garbage"[..]).is_err());
+    }
+
+    /// The synthetic core with the bytes at guest address `addr` replaced.
+    fn patched_core(s: &fixture::Synthetic, addr: u64, bytes: &[u8]) -> Vec<u8> {
+        let at = elfcore::Core::parse(&s.core[..])
+            .unwrap()
+            .file_offset(addr)
+            .unwrap() as usize;
+        let mut core = s.core.clone();
+        core[at..at + bytes.len()].copy_from_slice(bytes);
+        core
+    }
+
+    fn query(elf: &[u8], core: &[u8], q: &Query) -> std::result::Result<Answer, String> {
+        let elf = elf::KernelElf::parse(elf)?;
+        let memory = elfcore::Core::parse(core)?;
+        let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
+        answer(&mut kd, q).map_err(|e| e.to_string())
+    }
+
+    fn sym(s: &fixture::Synthetic, name: &str) -> u64 {
+        elf::KernelElf::parse(&s.elf).unwrap().symbol(name).unwrap()
+    }
+
+    #[test]
+    fn kern_maxcpus_past_the_elfs_arrays_is_an_error_naming_them() {
+        let s = fixture::synthetic(4);
+        let core = patched_core(&s, sym(&s, "kern_maxcpus"), &24u32.to_le_bytes());
+        let expected = "kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 \
+                        bytes) in ELF";
+        assert_eq!(query(&s.elf, &core, &Query::MaxCpu).unwrap_err(), expected);
+        assert_eq!(
+            query(&s.elf, &core, &Query::Pcpu(Some(20))).unwrap_err(),
+            expected
+        );
+    }
+
+    #[test]
+    fn dpcpu_end_at_the_top_or_at_the_start_is_an_error() {
+        let start = sym(&fixture::synthetic(1), "__dpcpu_start");
+        for end in [u64::MAX, start] {
+            let s = fixture::synthetic_with(4, |syms| {
+                for (n, addr, _) in syms.iter_mut() {
+                    if n == "__dpcpu_end" {
+                        *addr = end;
+                    }
+                }
+            });
+            let q = Query::Nlist {
+                symbols: vec![fixture::COUNTER.into()],
+                cpu: Some(1),
+            };
+            let e = query(&s.elf, &s.core, &q).unwrap_err();
+            assert!(e.contains("__dpcpu_end"), "{e}");
+        }
+    }
+
+    #[test]
+    fn overlapping_segments_are_an_error_naming_both() {
+        let s = fixture::synthetic(4);
+        // A zero-filled segment over the CPU pointer array made every CPU "inactive".
+        let full = elfcore::Core::parse(&s.core[..]).unwrap();
+        let mut ranges: Vec<(u64, Vec<u8>)> = full
+            .segments()
+            .iter()
+            .map(|seg| {
+                let mut bytes = vec![0u8; seg.filesz as usize];
+                full.read(seg.paddr, &mut bytes).unwrap();
+                (seg.paddr, bytes)
+            })
+            .collect();
+        ranges.insert(0, (sym(&s, "kern_cpu_info_ptrs"), vec![0; 128]));
+        let core = fixture::write_core(&ranges);
+        let e = query(&s.elf, &core, &Query::Pcpu(None)).unwrap_err();
+        assert!(
+            e.starts_with("PT_LOAD segments 1 and 2 both hold memory at"),
+            "{e}"
+        );
+        // Without the overlap it reads.
+        let core = fixture::write_core(&ranges[1..]);
+        assert!(query(&s.elf, &core, &Query::Pcpu(None)).is_ok());
+    }
+
+    #[test]
+    fn a_cpu_whose_dpcpu_off_disagrees_or_shares_an_offset_is_an_error() {
+        let s = fixture::synthetic(4);
+        let table = sym(&s, "kern_dpcpu_off");
+        let core = patched_core(&s, table + 16, &s.cpus[1].dpcpu_off.to_le_bytes());
+        let e = query(&s.elf, &core, &Query::Pcpu(Some(2))).unwrap_err();
+        assert!(
+            e.starts_with("CPU 2: its CpuInfo says dpcpu_off = ")
+                && e.ends_with(&format!(
+                    "but kern_dpcpu_off[2] = {:#x}",
+                    s.cpus[1].dpcpu_off
+                )),
+            "{e}"
+        );
+        let q = Query::Dpcpu {
+            symbol: fixture::COUNTER.into(),
+            cpus: CpuSel::All,
+            size: None,
+        };
+        let e = query(&s.elf, &core, &q).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "kern_dpcpu_off: cpu1 and cpu2 share one DPCPU copy (both at offset {:#x})",
+                s.cpus[1].dpcpu_off
+            )
+        );
+    }
+
+    #[test]
+    fn a_dpcpu_symbol_running_past_the_section_is_an_error() {
+        let s = fixture::synthetic_with(4, |syms| {
+            for (n, _, size) in syms.iter_mut() {
+                if n.ends_with(fixture::COUNTER) {
+                    *size = 0x1000;
+                }
+            }
+        });
+        let q = Query::Dpcpu {
+            symbol: fixture::COUNTER.into(),
+            cpus: CpuSel::One(1),
+            size: None,
+        };
+        let e = query(&s.elf, &s.core, &q).unwrap_err();
+        assert!(e.starts_with("COUNTER: 4096 bytes at 0x"), "{e}");
+        let end = sym(&s, "__dpcpu_end");
+        assert!(
+            e.ends_with(&format!("run past __dpcpu_end ({end:#x})")),
+            "{e}"
+        );
     }
 }

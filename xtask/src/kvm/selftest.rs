@@ -353,15 +353,19 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
         &mut total,
     );
 
-    // 4. Bad input, through the CLI and the reader.
-    part("bad input", bad_input(&dir, kernel, &core_path), &mut total);
+    // The pages the reader touched, as a small core (for the contradictions and the fuzzer).
+    let mini = cut_pages(&dir, &core_path, &pages);
+    let mini = mini.as_deref().map_err(String::as_str);
 
-    // 5. The fuzz test on the real ELF and the core's pages the reader needed.
+    // 4. Bad input, through the CLI and the reader.
     part(
-        "fuzz",
-        fuzz_real(ws, &dir, kernel, &core_path, &pages),
+        "bad input",
+        bad_input(&dir, kernel, &core_path, mini),
         &mut total,
     );
+
+    // 5. The fuzz test on the real ELF and the core's pages the reader needed.
+    part("fuzz", fuzz_real(ws, kernel, mini), &mut total);
     Ok(Verdict {
         counts: total,
         note: None,
@@ -383,7 +387,7 @@ fn cli(args: &[&str]) -> std::result::Result<(Option<i32>, String), String> {
     ))
 }
 
-fn bad_input(dir: &Path, kernel: &Path, core: &Path) -> Vec<String> {
+fn bad_input(dir: &Path, kernel: &Path, core: &Path, mini: Result<&Path, &str>) -> Vec<String> {
     let mut problems = Vec::new();
     let write = |name: &str, bytes: &[u8]| -> PathBuf {
         let path = dir.join(name);
@@ -519,6 +523,11 @@ fn bad_input(dir: &Path, kernel: &Path, core: &Path) -> Vec<String> {
             "connecting to the gdbstub at 127.0.0.1:1",
         ),
     ];
+    let mut cases = cases;
+    match contradictions(dir, kernel, mini) {
+        Ok(more) => cases.extend(more),
+        Err(e) => problems.push(e),
+    }
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match cli(&args) {
@@ -554,17 +563,123 @@ fn bad_input(dir: &Path, kernel: &Path, core: &Path) -> Vec<String> {
     problems
 }
 
-/// Cuts the pages the reader needed out of the core and runs the ignored host fuzz test on
-/// them with the real kernel ELF.
-fn fuzz_real(
-    ws: &Workspace,
+/// Cores and kernel ELFs that contradict each other, made from the real ones (the small core
+/// of the pages the reader needs, and the test image), and what the CLI must say of each
+/// (exit status 1): the contradictions of issue #19.
+fn contradictions(
     dir: &Path,
     kernel: &Path,
+    mini: Result<&Path, &str>,
+) -> std::result::Result<Vec<(Vec<String>, &'static str)>, String> {
+    let mini = mini.map_err(str::to_owned)?;
+    let elf_bytes = std::fs::read(kernel).map_err(|e| e.to_string())?;
+    let elf = KernelElf::parse(&elf_bytes)?;
+    let core_bytes = std::fs::read(mini).map_err(|e| e.to_string())?;
+    let core = Core::parse(&core_bytes[..])?;
+    let sym = |name: &str| {
+        elf.symbol(name)
+            .ok_or(format!("{name} not in the test image"))
+    };
+    let patch = |addr: u64, bytes: &[u8]| -> std::result::Result<Vec<u8>, String> {
+        let at = core
+            .file_offset(addr)
+            .ok_or(format!("{addr:#x} not in the small core"))? as usize;
+        let mut out = core_bytes.clone();
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        Ok(out)
+    };
+    let write = |name: &str, bytes: &[u8]| -> std::result::Result<String, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let k = kernel.to_string_lossy().into_owned();
+    let m = mini.to_string_lossy().into_owned();
+    let args = |core: &str, kernel: &str, query: &[&str]| -> Vec<String> {
+        ["--core", core, "--kernel", kernel]
+            .iter()
+            .chain(query)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let mut cases = Vec::new();
+
+    // kern_maxcpus beyond the arrays the ELF declares.
+    let maxcpus = write(
+        "maxcpus-24.core",
+        &patch(sym("kern_maxcpus")?, &24u32.to_le_bytes())?,
+    )?;
+    cases.push((
+        args(&maxcpus, &k, &["pcpu", "20"]),
+        "error: kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 bytes) \
+         in ELF",
+    ));
+
+    // A zero-filled segment over the CPU pointer array, first in the table.
+    let mut ranges = vec![(sym("kern_cpu_info_ptrs")?, vec![0u8; 128])];
+    for seg in core.segments() {
+        let mut bytes = vec![0u8; seg.filesz as usize];
+        core.read(seg.paddr, &mut bytes)
+            .map_err(|e| e.to_string())?;
+        ranges.push((seg.paddr, bytes));
+    }
+    let overlap = write("overlap.core", &fixture::write_core(&ranges))?;
+    cases.push((args(&overlap, &k, &["pcpu"]), "both hold memory at"));
+
+    // CPU 2's offset in the table made CPU 1's.
+    let table = sym("kern_dpcpu_off")?;
+    let mut off1 = [0u8; 8];
+    core.read(table + 8, &mut off1).map_err(|e| e.to_string())?;
+    let shared = write("shared-offset.core", &patch(table + 16, &off1)?)?;
+    cases.push((
+        args(&shared, &k, &["pcpu", "2"]),
+        "error: CPU 2: its CpuInfo says dpcpu_off = ",
+    ));
+    cases.push((
+        args(&shared, &k, &["dpcpu", COUNTER, "--all"]),
+        "error: kern_dpcpu_off: cpu1 and cpu2 share one DPCPU copy",
+    ));
+
+    // __dpcpu_end at the top of the address space, and equal to __dpcpu_start.
+    let mut top = elf_bytes.clone();
+    super::elf::set_symbol(&mut top, "__dpcpu_end", Some(u64::MAX), None)?;
+    let top = write("dpcpu-end-top.elf", &top)?;
+    cases.push((
+        args(&m, &top, &["nlist", COUNTER, "--cpu", "1"]),
+        "error: symbol __dpcpu_end (0xffffffffffffffff, 0 bytes) lies outside its section .dpcpu",
+    ));
+    let mut empty = elf_bytes.clone();
+    super::elf::set_symbol(&mut empty, "__dpcpu_end", Some(sym("__dpcpu_start")?), None)?;
+    let empty = write("dpcpu-end-start.elf", &empty)?;
+    cases.push((
+        args(&m, &empty, &["nlist", COUNTER]),
+        "is not above __dpcpu_start",
+    ));
+
+    // A DPCPU variable whose size runs past __dpcpu_end.
+    let mut long = elf_bytes.clone();
+    super::elf::set_symbol(
+        &mut long,
+        &format!("dpcpu_entry_{COUNTER}"),
+        None,
+        Some(0x10000),
+    )?;
+    let long = write("dpcpu-long.elf", &long)?;
+    cases.push((
+        args(&m, &long, &["dpcpu", COUNTER, "--cpu", "1"]),
+        "bytes at",
+    ));
+    Ok(cases)
+}
+
+/// Cuts the pages the reader needed out of the core into `pages.core`.
+fn cut_pages(
+    dir: &Path,
     core: &Path,
     pages: &std::collections::BTreeSet<u64>,
-) -> Vec<String> {
+) -> std::result::Result<PathBuf, String> {
     let Ok(full) = Core::open(core) else {
-        return vec!["no core to cut pages from".into()];
+        return Err("no core to cut pages from".into());
     };
     let mut ranges: Vec<(u64, Vec<u8>)> = Vec::new();
     for &page in pages {
@@ -580,18 +695,23 @@ fn fuzz_real(
         }
     }
     if ranges.is_empty() {
-        return vec!["the reader touched no page of the core".into()];
+        return Err("the reader touched no page of the core".into());
     }
     let mini = dir.join("pages.core");
-    if let Err(e) = std::fs::write(&mini, fixture::write_core(&ranges)) {
-        return vec![format!("{}: {e}", mini.display())];
-    }
+    std::fs::write(&mini, fixture::write_core(&ranges))
+        .map_err(|e| format!("{}: {e}", mini.display()))?;
+    Ok(mini)
+}
+
+/// Runs the ignored host fuzz test on the small core with the real kernel ELF.
+fn fuzz_real(ws: &Workspace, kernel: &Path, mini: Result<&Path, &str>) -> Vec<String> {
+    let mini = match mini {
+        Ok(mini) => mini,
+        Err(e) => return vec![e.to_owned()],
+    };
     let iterations =
         std::env::var("KVM_FUZZ_ITERS").unwrap_or_else(|_| REAL_FUZZ_ITERATIONS.into());
-    eprintln!(
-        "xtask: kvm fuzz on the real ELF and {} pages of the core ({iterations} inputs)",
-        pages.len()
-    );
+    eprintln!("xtask: kvm fuzz on the real ELF and the core's pages ({iterations} inputs)");
     let out = ws
         .cargo()
         .args([
@@ -606,7 +726,7 @@ fn fuzz_real(
             "--nocapture",
         ])
         .env("KVM_FUZZ_ELF", kernel)
-        .env("KVM_FUZZ_CORE", &mini)
+        .env("KVM_FUZZ_CORE", mini)
         .env("KVM_FUZZ_ITERS", &iterations)
         .stdin(Stdio::null())
         .output();
