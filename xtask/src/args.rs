@@ -98,12 +98,14 @@ Commands:
           --image FILE            the image to write (default: build it as `sdcard` does)
           --firmware DIR          as for `sdcard`, when building the image
 
-  fuzz    Run the project's structure-aware fuzzer on the device-tree reader (dtb) for as
-          long as asked; prints its seed, and on a failure how to replay it
-          cargo xtask fuzz dtb [--seconds N] [--iterations N] [--seed HEX]
+  fuzz    Run the project's structure-aware fuzzer on the device-tree reader (dtb) or the
+          kvm reader (kvm) for as long as asked; prints its seed, and on a failure how to
+          replay it
+          cargo xtask fuzz dtb|kvm [--seconds N] [--iterations N] [--seed HEX]
           --seconds N             run for N seconds (default: 60)
           --iterations N          run exactly N inputs
           --seed HEX              the seed (default: from the clock)
+          --kernel ELF --core FILE   kvm: add this kernel and core to the synthetic ones
 
   help    Print this message
 ";
@@ -613,12 +615,13 @@ fn parse_kvm(mut args: VecDeque<String>) -> Result<Command> {
 fn parse_fuzz(mut args: VecDeque<String>) -> Result<Command> {
     let target = match args.pop_front().as_deref() {
         Some("dtb") => crate::fuzz::Target::Dtb,
+        Some("kvm") => crate::fuzz::Target::Kvm,
         Some(other) => {
             return Err(Error::new(format!(
-                "`cargo xtask fuzz` fuzzes `dtb`, not `{other}`"
+                "`cargo xtask fuzz` fuzzes `dtb` or `kvm`, not `{other}`"
             )));
         }
-        None => return Err(Error::new("`cargo xtask fuzz` needs a target: dtb")),
+        None => return Err(Error::new("`cargo xtask fuzz` needs a target: dtb or kvm")),
     };
     let mut flags = Flags::new("fuzz", args);
     let mut out = FuzzArgs {
@@ -626,6 +629,8 @@ fn parse_fuzz(mut args: VecDeque<String>) -> Result<Command> {
         seconds: None,
         iterations: None,
         seed: None,
+        kernel: None,
+        core: None,
     };
     while let Some(flag) = flags.next_flag()? {
         match flag.name.as_str() {
@@ -646,8 +651,15 @@ fn parse_fuzz(mut args: VecDeque<String>) -> Result<Command> {
                     })?,
                 );
             }
+            "--kernel" => out.kernel = Some(PathBuf::from(flags.value(&flag)?)),
+            "--core" => out.core = Some(PathBuf::from(flags.value(&flag)?)),
             _ => return Err(flags.unknown(&flag)),
         }
+    }
+    if out.target == crate::fuzz::Target::Dtb && (out.kernel.is_some() || out.core.is_some()) {
+        return Err(Error::new(
+            "--kernel and --core are for `cargo xtask fuzz kvm`",
+        ));
     }
     Ok(Command::Fuzz(out))
 }
@@ -1077,6 +1089,8 @@ mod tests {
                 seconds: Some(30),
                 iterations: None,
                 seed: Some(0xbeef),
+                kernel: None,
+                core: None,
             })
         );
         assert_eq!(
@@ -1086,8 +1100,17 @@ mod tests {
                 seconds: None,
                 iterations: Some(7),
                 seed: None,
+                kernel: None,
+                core: None,
             })
         );
+        let Command::Fuzz(k) = parse_ok(&["fuzz", "kvm", "--kernel", "k.elf", "--core", "c"])
+        else {
+            panic!("not fuzz");
+        };
+        assert_eq!(k.target, crate::fuzz::Target::Kvm);
+        assert_eq!(k.core, Some(PathBuf::from("c")));
+        assert!(parse_err(&["fuzz", "dtb", "--core", "c"]).contains("fuzz kvm"));
         assert!(parse_err(&["fuzz"]).contains("needs a target"));
         assert!(parse_err(&["fuzz", "png"]).contains("not `png`"));
         assert!(parse_err(&["fuzz", "dtb", "--seed", "xyz"]).contains("hex number"));

@@ -6,7 +6,10 @@
 //!   shaped tree and the cached Debian Pi 4 tree when `cargo xtask sdcard` fetched it, and trees
 //!   built in code), mutated token by token, through the kernel's reader;
 //! - `kvm` (`kvm::fuzz`): kernel ELFs and cores, mutated in their structures (symbols,
-//!   program headers, the exported variables in the core) and as bytes, through the reader.
+//!   program headers, the exported variables in the core) and as bytes, through the reader;
+//!   the synthetic kernels of `kvm::fixture`, and a real ELF and core given with `--kernel`
+//!   and `--core` (`target/kvm-selftest/pages.core` and the test image after a `cargo xtask
+//!   test`).
 //!
 //! Every input must give a result or a named error: a panic stops the run (the panic hook
 //! prints the seed and input number that replay it, and for a tree writes the tree to
@@ -16,6 +19,7 @@
 
 pub mod dtb;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -64,6 +68,8 @@ pub fn clock_seed() -> u64 {
 pub enum Target {
     /// Device trees through `kernel::devtree`.
     Dtb,
+    /// Kernel ELFs and cores through `kernel::kvm`.
+    Kvm,
 }
 
 /// Flags of `cargo xtask fuzz`.
@@ -77,6 +83,10 @@ pub struct FuzzArgs {
     pub iterations: Option<u64>,
     /// The seed (default: from the clock).
     pub seed: Option<u64>,
+    /// kvm: a real kernel ELF to add to the synthetic cases (with `core`).
+    pub kernel: Option<PathBuf>,
+    /// kvm: a core of that kernel.
+    pub core: Option<PathBuf>,
 }
 
 /// When a run stops.
@@ -204,6 +214,7 @@ pub fn run(ws: &Workspace, args: &FuzzArgs) -> Result<ExitCode> {
     };
     let name = match args.target {
         Target::Dtb => "dtb",
+        Target::Kvm => "kvm",
     };
     let crash_dir = ws.target_dir.join("fuzz");
     std::fs::create_dir_all(&crash_dir).with_context(|| crash_dir.display().to_string())?;
@@ -240,6 +251,24 @@ pub fn run(ws: &Workspace, args: &FuzzArgs) -> Result<ExitCode> {
             let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
             eprintln!("xtask: fuzz dtb: seeds {}", names.join(", "));
             dtb::run(&seeds, budget, seed, Some(&crash_dir))
+        }
+        Target::Kvm => {
+            let mut cases = crate::kvm::fuzz::synthetic_cases();
+            match (&args.kernel, &args.core) {
+                (Some(k), Some(c)) => {
+                    let elf = std::fs::read(k).with_context(|| k.display().to_string())?;
+                    let core = std::fs::read(c).with_context(|| c.display().to_string())?;
+                    cases.push((elf, core));
+                    eprintln!(
+                        "xtask: fuzz kvm: the synthetic kernels and {} with {}",
+                        k.display(),
+                        c.display()
+                    );
+                }
+                (None, None) => eprintln!("xtask: fuzz kvm: the synthetic kernels"),
+                _ => return Err(Error::new("--kernel and --core go together")),
+            }
+            crate::kvm::fuzz::run(&mut cases, budget, seed, true)
         }
     };
     let _ = std::panic::take_hook();

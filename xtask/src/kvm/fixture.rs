@@ -3,9 +3,7 @@
 //! known. The fuzz test mutates them; the end-to-end test uses [`write_core`] to cut the pages
 //! the reader touched out of a real 256 MiB core.
 
-#[cfg(test)]
 use kernel::cpu::{CPUINFO_LAYOUT_VERSION, CpuInfoSnapshot, MAXCPUS};
-#[cfg(test)]
 use kernel::kvm::symbols;
 
 const EHDR: usize = 64;
@@ -158,17 +156,15 @@ pub fn write_kernel_elf(data_addr: u64, data: &[u8], syms: &[(String, u64, u64)]
     out
 }
 
-#[cfg(test)]
 /// Where the synthetic kernel's data lives.
 pub const DATA: u64 = 0x4020_0000;
-#[cfg(test)]
+
 /// Where its DPCPU copies live.
 pub const COPIES: u64 = 0x4100_0000;
-#[cfg(test)]
+
 /// The DPCPU variable of the synthetic kernel (without the prefix).
 pub const COUNTER: &str = "COUNTER";
 
-#[cfg(test)]
 /// A synthetic kernel with `ncpu` CPUs: its ELF, a core of it, each CPU's `CpuInfo` and
 /// DPCPU counter value.
 pub struct Synthetic {
@@ -177,18 +173,18 @@ pub struct Synthetic {
     /// A core of the running kernel.
     pub core: Vec<u8>,
     /// What `getpcpu` must return for each attached CPU.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests compare with it"))]
     pub cpus: Vec<CpuInfoSnapshot>,
     /// Each CPU's `COUNTER`.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests compare with it"))]
     pub counters: Vec<u64>,
 }
 
-#[cfg(test)]
 /// Builds [`Synthetic`] (1 <= `ncpu` <= MAXCPUS).
 pub fn synthetic(ncpu: usize) -> Synthetic {
     synthetic_with(ncpu, |_| {})
 }
 
-#[cfg(test)]
 /// Builds [`Synthetic`] after `edit` changed its symbol table: (name, address, size).
 pub fn synthetic_with(ncpu: usize, edit: impl FnOnce(&mut Vec<(String, u64, u64)>)) -> Synthetic {
     const BUILD_ID: u64 = 0;

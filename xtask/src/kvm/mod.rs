@@ -12,8 +12,7 @@ pub mod dump;
 pub mod elf;
 pub mod elfcore;
 pub mod fixture;
-#[cfg(test)]
-mod fuzz;
+pub mod fuzz;
 pub mod gdb;
 pub mod qmp;
 pub mod selftest;
