@@ -20,11 +20,12 @@
 //! properties (hours for a parent with many properties and many children) and every property
 //! name is measured and UTF-8-checked in full on each look-up (12 s for a 2 MiB tree with long
 //! names). A validating pre-pass in front of it would remove the panics but not those costs.
-//! The `fdt` crate's non-panicking parser exists only in a 0.2 pre-release (`0.2.0-alpha1`),
-//! and `fdt-rs`'s fast paths need an index built in a buffer the kernel does not have before
-//! its heap. The check the issue asks for walks every token anyway; the walk the kernel needs
-//! on top of it (properties, cells on a stack) is two hundred lines, without allocation, and
-//! its cost is plain to see: so the kernel reads trees itself, in `reader.rs`.
+//! The `fdt` crate's non-panicking parser mode exists only in a 0.2 pre-release
+//! (`0.2.0-alpha1`); `fdt-rs` says its plain walk may take quadratic time (finding a parent)
+//! and its fast paths need an index built in a buffer sized by the tree, which the kernel does
+//! not have before its heap. The check the issue asks for walks every token anyway; the walk
+//! the kernel needs on top of it (properties, cells on a stack) is two hundred lines, without
+//! allocation, and its cost is plain to see: so the kernel reads trees itself, in `reader.rs`.
 
 mod error;
 mod reader;
