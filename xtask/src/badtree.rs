@@ -241,8 +241,8 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
     let base = qemu_tree(machine, kernel, &dir);
     for damage in DAMAGES {
         let label = format!("{} bad tree {}", machine.label(), damage.name);
-        let note = match &base {
-            Err(e) => Some(e.to_string()),
+        let (note, elapsed) = match &base {
+            Err(e) => (Some(e.to_string()), None),
             Ok(base) => boot(
                 ws, machine, kernel, &dir, base, damage, timeout, verbose, &label,
             )?,
@@ -256,7 +256,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
             },
             note,
         };
-        println!("{}", result_line(&label, &verdict, None));
+        println!("{}", result_line(&label, &verdict, elapsed));
         total += verdict.counts;
     }
     Ok(total)
@@ -276,10 +276,13 @@ fn boot(
     timeout: Duration,
     verbose: bool,
     label: &str,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, Option<Duration>)> {
     let mut fdt = base.clone();
     if !(damage.edit)(&mut fdt) {
-        return Ok(Some("QEMU's tree lacks what this damage edits".into()));
+        return Ok((
+            Some("QEMU's tree lacks what this damage edits".into()),
+            None,
+        ));
     }
     let path = dir.join(format!("{}.dtb", damage.name));
     std::fs::write(&path, fdt.to_bytes()).with_context(|| path.display().to_string())?;
@@ -305,7 +308,7 @@ fn boot(
             println!("[{label}]   {line}");
         }
     }
-    Ok(note)
+    Ok((note, Some(captured.elapsed)))
 }
 
 #[cfg(test)]

@@ -193,6 +193,8 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
     for package in HOST_TEST_EXCLUDES {
         cmd.args(["--exclude", package]);
     }
+    // The output of passing tests too, for the fuzzers' seeds.
+    cmd.args(["--", "--show-output"]);
     eprintln!(
         "xtask: host unit tests: cargo test --workspace --exclude {}",
         HOST_TEST_EXCLUDES.join(" --exclude ")
@@ -204,11 +206,21 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
         .output()
         .context("running cargo test")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines().filter(|l| is_fuzz_summary(l)) {
+        eprintln!("xtask: {line}");
+    }
     let verdict = judge_host(out.status, sum_cargo_results(&stdout));
     if verbose || verdict.counts.failed > 0 {
         eprintln!("{}", stdout.trim_end());
     }
     Ok(verdict)
+}
+
+/// Whether a host test's output line is a fuzzer's summary (`dtb fuzz: seed 0x...: ...`), which
+/// `cargo xtask test` shows so that every run's seed is on record.
+pub fn is_fuzz_summary(line: &str) -> bool {
+    line.split_once(" fuzz: seed 0x")
+        .is_some_and(|(what, _)| !what.contains(' '))
 }
 
 /// Runs the ktest image on one machine and prints its result line (`label`), logging to
@@ -778,6 +790,16 @@ mod tests {
             result_line("virt gic2 smp4", &v, Some(Duration::from_secs(5))),
             "virt gic2 smp4: 1 passed, 1 failed, 2 skipped (5.0 s) - timeout after 5 s"
         );
+    }
+
+    #[test]
+    fn fuzz_summaries_are_recognised() {
+        assert!(is_fuzz_summary(
+            "dtb fuzz: seed 0x1f: 2000 inputs in 3.0 s, 9 accepted, 1991 refused, 0 failures"
+        ));
+        assert!(is_fuzz_summary("kvm fuzz: seed 0xabc: 1 inputs"));
+        assert!(!is_fuzz_summary("test fuzz::x ... ok"));
+        assert!(!is_fuzz_summary("some other fuzz: seed 0x1"));
     }
 
     #[test]
