@@ -1,8 +1,10 @@
 //! Damaged device trees booted on QEMU virt, part of `cargo xtask test`: QEMU's own tree for
 //! virt GICv3 with 4 CPUs (`-machine dumpdtb`), edited one fault at a time through
 //! [`Fdt`](crate::fdt::Fdt) and passed back with `-dtb`. Each tree the kernel must refuse has
-//! to stop the boot with exactly one line naming the node and the rule, before the kernel's
-//! banner, with no panic, and QEMU must leave with status 1; the tree with 5,000 CPU nodes must
+//! to stop the boot with exactly one line naming the node and the rule (the board's
+//! `qemu-virt: cannot boot: ...` for what it reads, the kernel's `kernel: cannot boot: ...`
+//! for RAM, CPUs and reservations), before the kernel's banner, with no panic, and QEMU must
+//! leave with status 1; the tree with 5,000 CPU nodes must
 //! boot with the cap named (the GICv3 driver is never told 5,000 redistributors) and pass the
 //! kernel test that counts CPU nodes. Each tree counts as one test.
 //!
@@ -35,8 +37,9 @@ pub struct Damage {
     pub append: Option<&'static str>,
 }
 
-/// The prefix of the board's one-line refusal.
-const REFUSAL: &str = "qemu-virt: cannot boot: ";
+/// How the one-line refusal starts: the board's (its devices, read with the MMU off) or the
+/// kernel's (RAM, the CPUs and the reservations, parsed before the MMU is on).
+const REFUSALS: [&str; 2] = ["qemu-virt: cannot boot: ", "kernel: cannot boot: "];
 
 fn end_node_for_fdt_end(fdt: &mut Fdt) -> bool {
     // One changed byte: FDT_END (9) becomes END_NODE (2).
@@ -177,7 +180,7 @@ pub fn judge<S: AsRef<str>>(
         .find(|e| !lines.iter().any(|l| l.as_ref().contains(*e)));
     let refusals = lines
         .iter()
-        .filter(|l| l.as_ref().starts_with(REFUSAL))
+        .filter(|l| REFUSALS.iter().any(|r| l.as_ref().starts_with(r)))
         .count();
     let status = match ending {
         Ending::TimedOut => return Some(format!("timeout after {} s", timeout.as_secs())),
@@ -199,7 +202,7 @@ pub fn judge<S: AsRef<str>>(
     if damage.status != 0 {
         if refusals != 1 {
             return Some(format!(
-                "{refusals} lines start with {REFUSAL:?}, expected 1"
+                "{refusals} lines start with {REFUSALS:?}, expected 1"
             ));
         }
         if lines.iter().any(|l| l.as_ref().starts_with("kernel ")) {
@@ -358,14 +361,16 @@ mod tests {
     fn a_refusal_is_one_line_before_the_banner_and_status_1() {
         let d = &DAMAGES[2];
         let t = Duration::from_secs(5);
-        let good = [format!("{REFUSAL}{}", d.expect[0])];
+        let good = [format!("{}{}", REFUSALS[0], d.expect[0])];
         assert_eq!(judge(d, &good, exited(1), t), None);
         assert!(
             judge(d, &good, exited(0), t)
                 .unwrap()
                 .contains("expected status 1")
         );
-        let twice = [good[0].clone(), good[0].clone()];
+        let by_kernel = [format!("{}{}", REFUSALS[1], d.expect[0])];
+        assert_eq!(judge(d, &by_kernel, exited(1), t), None);
+        let twice = [good[0].clone(), by_kernel[0].clone()];
         assert!(judge(d, &twice, exited(1), t).unwrap().contains("2 lines"));
         let booted = [good[0].clone(), "kernel 0.1.0 on qemu-virt".into()];
         assert!(
