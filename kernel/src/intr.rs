@@ -132,7 +132,8 @@ pub enum Ipi {
     Halt = 1,
     /// Reschedule: a thread made runnable here should preempt the running one.
     Sched = 2,
-    /// Run pending cross-calls (the xcall issue uses it).
+    /// Soft interrupts scheduled here from another CPU (`softint_schedule_cpu`, and so
+    /// xcall's high-priority calls): the handler does nothing, the interrupt's exit runs them.
     Xcall = 3,
 }
 

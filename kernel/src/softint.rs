@@ -200,9 +200,11 @@ pub fn counters(cpu: usize, level: usize) -> (u64, u64) {
     )
 }
 
-/// Zeroes this CPU's soft interrupt counters (`counters`). Only this CPU writes most of them,
-/// without atomic read-modify-writes, so another CPU must not: `stats::reset_cpu_counters` runs
-/// this on every CPU with a cross call. Context: any, on the CPU whose counters are reset.
+/// Zeroes this CPU's soft interrupt counters (`counters`). Only this CPU's softints write most
+/// of them, without atomic read-modify-writes, so another CPU must not, nor a softint that
+/// could interrupt one of those increments: `stats::reset_cpu_counters` runs this on every CPU
+/// in a thread at IPL_SOFTSERIAL. Context: thread at IPL_SOFTSERIAL, on the CPU whose counters
+/// are reset.
 pub fn reset_this_cpu_counters() {
     let s = SOFTINT.get();
     for level in 0..NLEVELS {
@@ -312,33 +314,29 @@ fn schedule_here(ci: &CpuInfo, h: SoftintHandle, daif: u64) {
 
 /// `softint_schedule_cpu(h, ci)` (NetBSD 9): as [`softint_schedule`], on CPU `cpu` (an IPI
 /// makes that CPU look at its pending soft interrupts if it is another CPU). Context: as
-/// `softint_schedule`.
+/// `softint_schedule` when `cpu` is this CPU; for another CPU, any context but the caller need
+/// not be pinned.
 pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
     let target = cpu_lookup(cpu).filter(|ci| ci.is_online());
     let Some(target) = target else {
         panic!("softint_schedule_cpu: cpu{cpu} is not online");
     };
     let daif = arch::irq_save();
-    let unmasked = !arch::daif_irqs_masked(daif);
-    let ci = curcpu();
-    if unmasked && !pinned(ci) {
-        not_pinned("softint_schedule_cpu");
-    }
-    if core::ptr::eq(target, ci) {
-        // The caller stays on this CPU (checked above).
+    if core::ptr::eq(target, curcpu()) {
+        // This CPU: the caller must stay on it (asserted there).
         arch::irq_restore(daif);
         return softint_schedule(h);
     }
+    // Another CPU, named by index: where the caller runs does not matter (had it moved onto
+    // `cpu` since, the IPI to itself would run it at the interrupt's exit).
     if let Some(level) = mark_pending(SOFTINT.on_cpu(cpu), h, "softint_schedule_cpu", true)
         && flag(target, level)
     {
-        // The Nop IPI's interrupt exit runs what is pending at levels the CPU does not block.
-        crate::intr::ipi_send(cpu, crate::intr::Ipi::Nop);
+        // The Xcall IPI's interrupt exit runs what is pending at levels the CPU does not
+        // block.
+        crate::intr::ipi_send(cpu, crate::intr::Ipi::Xcall);
     }
     arch::irq_restore(daif);
-    if unmasked {
-        crate::sched::maybe_preempt();
-    }
 }
 
 /// Whether the caller stays on this CPU: in an interrupt handler, in a softint thread, at a

@@ -323,18 +323,17 @@ fn kick(class: usize, mut targets: u64) {
         return;
     }
     let h = SoftintHandle::from_raw(SOFTINTS[class - 1].load(Ordering::Acquire));
+    // Pinned, so that "this CPU" stays this CPU. Others first, so they are on their way while
+    // this CPU runs its own.
     crate::sched::kpreempt_disable();
     let me = curcpu().index();
-    let mine = targets & (1 << me) != 0;
-    targets &= !(1 << me);
-    while targets != 0 {
-        let cpu = targets.trailing_zeros() as usize;
-        targets &= targets - 1;
+    let mut others = targets & !(1 << me);
+    while others != 0 {
+        let cpu = others.trailing_zeros() as usize;
+        others &= others - 1;
         softint_schedule_cpu(h, cpu);
     }
-    if mine {
-        // This CPU last, so the others are already on their way; the fast softint path runs
-        // it here before `softint_schedule` returns.
+    if targets & (1 << me) != 0 {
         softint_schedule(h);
     }
     crate::sched::kpreempt_enable();
@@ -427,6 +426,9 @@ fn complete(c: &Class, seq: u64) {
         c.done.store(done, Ordering::Release);
         drop(_g);
         c.waiters.wake_all();
+        // A hint that a waiter spinning in `xc_wait` may go on (free on hardware; in QEMU it
+        // hands the host thread to the other vCPUs).
+        arch::cpu_relax();
     }
 }
 

@@ -360,13 +360,20 @@ impl Gic {
                     IpiTarget::AllButSelf => SgiTarget::All,
                     IpiTarget::Cpu(cpu) => {
                         let Some(ci) = cpu_lookup(cpu) else { return };
-                        let mpidr = ci.mpidr();
-                        SgiTarget::List {
-                            affinity3: (mpidr >> 32) as u8,
-                            affinity2: (mpidr >> 16) as u8,
-                            affinity1: (mpidr >> 8) as u8,
-                            target_list: 1 << (mpidr & 0xf),
-                        }
+                        // One CPU: the register value straight from its MPIDR (see
+                        // `write_icc_sgi1r`): Aff3 55:48, Aff2 39:32, INTID 27:24, Aff1 23:16,
+                        // range selector 47:44 (Aff0 / 16), target list bit Aff0 % 16.
+                        let m = ci.mpidr();
+                        let aff0 = m & 0xff;
+                        let value = ((m >> 32) & 0xff) << 48
+                            | ((m >> 16) & 0xff) << 32
+                            | (aff0 >> 4) << 44
+                            | u64::from(sgi & 0xf) << 24
+                            | ((m >> 8) & 0xff) << 16
+                            | 1 << (aff0 & 0xf);
+                        kernel::arch::aarch64::dsb_ishst();
+                        kernel::arch::aarch64::write_icc_sgi1r(value);
+                        return;
                     }
                 };
                 // A system-register write is not ordered by DMB: complete the stores first.

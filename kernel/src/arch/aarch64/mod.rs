@@ -79,6 +79,19 @@ pub fn write_icc_eoir1(intid: u32) {
     };
 }
 
+/// Writes ICC_SGI1R_EL1: sends a Group 1 SGI (`value` as the GICv3 architecture lays the
+/// register out: target list, affinities, range selector, INTID). Hand-written rather than
+/// through `arm-gic`'s `GicCpuInterface::send_sgi`, which validates and assembles the value
+/// field by field on every IPI (about 25 instructions of the cross-call path); the board
+/// computes the value from a CPU's MPIDR. The caller orders its earlier stores (`dsb ishst`).
+#[inline(always)]
+pub fn write_icc_sgi1r(value: u64) {
+    // SAFETY: raises an SGI; no memory is touched.
+    unsafe {
+        asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack, preserves_flags))
+    };
+}
+
 /// `dmb ish`: orders an earlier load (GICv2's read of GICC_IAR, a memory-mapped register)
 /// before later loads and stores (Linux: the `smp_rmb` after the IAR read in `gic_handle_irq`).
 #[inline(always)]
