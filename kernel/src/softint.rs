@@ -339,6 +339,24 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
     arch::irq_restore(daif);
 }
 
+/// As [`softint_schedule_cpu`] for every online CPU but this one, with one broadcast IPI
+/// instead of one per CPU. Context: as `softint_schedule`, the caller pinned to its CPU.
+pub fn softint_schedule_others(h: SoftintHandle) {
+    let daif = arch::irq_save();
+    let me = curcpu();
+    let mut tell = false;
+    for ci in crate::cpu::cpus().filter(|ci| ci.is_online() && !core::ptr::eq(*ci, me)) {
+        let s = SOFTINT.on_cpu(ci.index());
+        if let Some(level) = mark_pending(s, h, "softint_schedule_others", true) {
+            tell |= flag(ci, level);
+        }
+    }
+    if tell {
+        crate::intr::ipi_broadcast(crate::intr::Ipi::Xcall);
+    }
+    arch::irq_restore(daif);
+}
+
 /// Whether the caller stays on this CPU: in an interrupt handler, in a softint thread, at a
 /// raised IPL or with preemption disabled. IRQs masked.
 #[inline(always)]

@@ -52,7 +52,7 @@ use crate::kthread::{KTHREAD_MPSAFE, kthread_create};
 use crate::sched::sleepq::SleepQueue;
 use crate::softint::{
     SOFTINT_BIO, SOFTINT_CLOCK, SOFTINT_MPSAFE, SOFTINT_NET, SOFTINT_SERIAL, SoftintHandle,
-    softint_establish, softint_schedule, softint_schedule_cpu,
+    softint_establish, softint_schedule, softint_schedule_cpu, softint_schedule_others,
 };
 use crate::spl::{IPL_NONE, IPL_SOFTBIO, IPL_SOFTCLOCK, IPL_SOFTNET, IPL_SOFTSERIAL, Ipl};
 use crate::sync::SpinLock;
@@ -260,7 +260,7 @@ pub fn xc_broadcast(flags: u32, func: XcFunc, arg1: usize, arg2: usize) -> u64 {
     for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
         targets |= 1 << ci.index();
     }
-    issue(class, func, arg1, arg2, targets)
+    issue(class, func, arg1, arg2, targets, true)
 }
 
 /// `xc_unicast(flags, func, arg1, arg2, ci)`: calls `func(arg1, arg2)` on CPU `cpu`, which must
@@ -272,11 +272,19 @@ pub fn xc_unicast(flags: u32, func: XcFunc, arg1: usize, arg2: usize, cpu: usize
         cpu_lookup(cpu).is_some_and(|ci| ci.is_online()),
         "xc_unicast: cpu{cpu} is not online"
     );
-    issue(class, func, arg1, arg2, 1 << cpu)
+    issue(class, func, arg1, arg2, 1 << cpu, false)
 }
 
-/// Publishes a call of class `class` to the CPUs in `targets` and kicks them.
-fn issue(class: usize, func: XcFunc, arg1: usize, arg2: usize, targets: u64) -> u64 {
+/// Publishes a call of class `class` to the CPUs in `targets` (every online CPU if
+/// `broadcast`) and kicks them.
+fn issue(
+    class: usize,
+    func: XcFunc,
+    arg1: usize,
+    arg2: usize,
+    targets: u64,
+    broadcast: bool,
+) -> u64 {
     if !READY.load(Ordering::Acquire) {
         // Boot: only this CPU runs.
         func(arg1, arg2);
@@ -308,12 +316,12 @@ fn issue(class: usize, func: XcFunc, arg1: usize, arg2: usize, targets: u64) -> 
             c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
         });
     };
-    kick(class, targets);
+    kick(class, targets, broadcast);
     ticket(class, seq)
 }
 
-/// Makes every CPU in `targets` look at class `class`.
-fn kick(class: usize, mut targets: u64) {
+/// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU).
+fn kick(class: usize, mut targets: u64, broadcast: bool) {
     if class == 0 {
         while targets != 0 {
             let cpu = targets.trailing_zeros() as usize;
@@ -328,6 +336,11 @@ fn kick(class: usize, mut targets: u64) {
     crate::sched::kpreempt_disable();
     let me = curcpu().index();
     let mut others = targets & !(1 << me);
+    if broadcast && others.count_ones() > 1 {
+        // Every other online CPU: one broadcast IPI.
+        softint_schedule_others(h);
+        others = 0;
+    }
     while others != 0 {
         let cpu = others.trailing_zeros() as usize;
         others &= others - 1;

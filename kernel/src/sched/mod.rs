@@ -251,6 +251,7 @@ pub(crate) fn setrunnable(l: *mut Lwp) {
         ll.cpu.store(target as u32, Ordering::Relaxed);
         ll.set_state(LwpState::Run);
         rq.push_back(l);
+        note_unbound(target, &rq);
     }
     let Some(tci) = cpu_lookup(target) else {
         return;
@@ -324,7 +325,9 @@ pub(crate) fn switch_away(requeue: bool) {
             curl.set_state(LwpState::Run);
             rq.push_back(cur);
         }
-        rq.pop_highest(cur)
+        let picked = rq.pop_highest(cur);
+        note_unbound(me, &rq);
+        picked
     };
     let next = picked.or_else(|| steal(me)).unwrap_or(idle);
     if next == cur {
@@ -384,7 +387,10 @@ fn give_back(ci: &CpuInfo, cur: *mut Lwp, borrowed: *mut Lwp, requeue: bool) {
     }
     if requeue {
         curl.set_state(LwpState::Run);
-        RUNQUEUES[ci.index()].lock().push_back(cur);
+        let mut rq = RUNQUEUES[ci.index()].lock();
+        rq.push_back(cur);
+        note_unbound(ci.index(), &rq);
+        drop(rq);
         request_resched(ci);
     }
     curl.ncsw.fetch_add(1, Ordering::Relaxed);
@@ -463,17 +469,30 @@ fn steal(me: usize) -> Option<*mut Lwp> {
         if let Some(mut rq) = RUNQUEUES[c].try_lock()
             && let Some(l) = rq.pop_unbound()
         {
+            note_unbound(c, &rq);
             return Some(l);
         }
     }
     None
 }
 
+/// Per CPU: how many unbound threads its run queue held when it last changed (written under
+/// that queue's lock), so an idle CPU looks for work to steal without taking every other
+/// CPU's lock. A stale value costs one empty `steal` or a look at the next interrupt, as a
+/// locked read that raced with a change would.
+static UNBOUND_HINT: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
+
+/// Publishes queue `cpu`'s unbound count (its lock held by the caller).
+#[inline]
+fn note_unbound(cpu: usize, rq: &RunQueue) {
+    UNBOUND_HINT[cpu].store(rq.unbound as u64, Ordering::Relaxed);
+}
+
 fn work_available(me: usize) -> bool {
     if RUNQUEUES[me].lock().count > 0 {
         return true;
     }
-    cpus().any(|ci| ci.index() != me && RUNQUEUES[ci.index()].lock().unbound > 0)
+    cpus().any(|ci| ci.index() != me && UNBOUND_HINT[ci.index()].load(Ordering::Relaxed) > 0)
 }
 
 /// The entry of every new thread (`Context::new`): finishes the switch, takes the kernel lock

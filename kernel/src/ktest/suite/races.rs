@@ -489,6 +489,12 @@ ktest! {
         STORM_STOP.store(false, Ordering::Relaxed);
         FREED_ARG_CALLS.store(0, Ordering::Relaxed);
         let n = ncpu_online();
+        // Before the storm starts: the SGI may still carry another test's handler (the
+        // adaptive-mutex test's owner thread gives it back in its own time).
+        assert!(
+            wait_until(10_000, || !SGI_BUSY.load(Ordering::Acquire)),
+            "test SGI never given back"
+        );
         let storm = spawn_joinable(sgi_storm, 1, 150, KTHREAD_MPSAFE, Some(1));
         let deferrer = (n > 2).then(|| spawn_joinable(storm_at_splhigh, 2, 150, KTHREAD_MPSAFE, Some(2)));
         for _ in 0..300 {
