@@ -46,7 +46,8 @@ static STARTED: AtomicU32 = AtomicU32::new(0);
 static FINISHED: AtomicU32 = AtomicU32::new(0);
 static GO: AtomicU32 = AtomicU32::new(0);
 static T_END: AtomicU64 = AtomicU64::new(0);
-static T_START: AtomicU64 = AtomicU64::new(u64::MAX);
+static T_START: AtomicU64 = AtomicU64::new(0);
+static ARRIVED: AtomicU32 = AtomicU32::new(0);
 
 /// One CPU's part of the concurrent figure: `ROUNDS` high-priority broadcasts, each waited.
 fn broadcaster(_: usize) {
@@ -55,7 +56,14 @@ fn broadcaster(_: usize) {
     while GO.load(Ordering::Acquire) == 0 {
         crate::kthread::kpause(1);
     }
-    T_START.fetch_min(counter(), Ordering::AcqRel);
+    // Each thread wakes at its own CPU's tick: line them up, then start together.
+    let n = crate::cpu::ncpu_online() as u32;
+    if ARRIVED.fetch_add(1, Ordering::AcqRel) + 1 == n {
+        T_START.store(counter(), Ordering::Release);
+    }
+    while ARRIVED.load(Ordering::Acquire) < n {
+        crate::arch::aarch64::cpu_relax();
+    }
     for _ in 0..ROUNDS {
         xc_wait(xc_broadcast(XC_HIGHPRI, nothing, 0, 0));
     }
@@ -65,8 +73,8 @@ fn broadcaster(_: usize) {
 }
 
 /// `xc_concurrent_broadcast`: every CPU (a bound thread each) broadcasting high-priority
-/// calls at once; the figure is the elapsed time (first start to last finish) per call of all
-/// CPUs' calls, one sample per run of `ROUNDS` calls on each CPU.
+/// calls at once; the figure is the elapsed time (all lined up to the last finish) per call of
+/// all CPUs' calls, one sample per run of `ROUNDS` calls on each CPU.
 pub fn concurrent() {
     let n = crate::cpu::ncpu_online();
     let mut samples = alloc::vec::Vec::new();
@@ -74,7 +82,7 @@ pub fn concurrent() {
         STARTED.store(0, Ordering::Relaxed);
         FINISHED.store(0, Ordering::Relaxed);
         GO.store(0, Ordering::Relaxed);
-        T_START.store(u64::MAX, Ordering::Relaxed);
+        ARRIVED.store(0, Ordering::Relaxed);
         let mut threads = alloc::vec::Vec::new();
         for cpu in 0..n {
             let mut l = None;
