@@ -23,8 +23,9 @@
 //! a hard interrupt handler, below the level, with IRQs unmasked, it dispatches at once, as an
 //! interrupt there would. Otherwise it flags the level in `CpuInfo::ipending`, so the `splx`
 //! that drops below the level (the `spl` lower hook) or the end of the outermost hard interrupt
-//! dispatches it, highest level first. A dispatch takes the level's whole mask; a handle's bit
-//! is cleared before its handler runs, so a handler may schedule itself again. Each handler
+//! dispatches it, highest level first. A dispatch runs the level's mask bit by bit; a handle
+//! shows as running before its pending bit is cleared, just before its handler runs, so a
+//! handler may schedule itself again and `softint_disestablish` never loses sight of it. Each handler
 //! runs at its level's IPL with the kernel lock held unless SOFTINT_MPSAFE; afterwards the LWP
 //! asserts, naming the handler, that it left the IPL as it found it, no spin mutex held,
 //! preemption enabled and the kernel lock released.
@@ -167,6 +168,10 @@ crate::dpcpu_define! {
         stack_top: [const { AtomicU64::new(0) }; NLEVELS],
     };
 }
+
+/// [`BUSY_LIMIT_MS`] in counter ticks, computed once by `init` (the conversion divides in
+/// 128 bits, too slow for the end of every dispatch).
+static BUSY_BUDGET: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Slots established without SOFTINT_MPSAFE (bit = slot index).
 static NOT_MPSAFE: AtomicU64 = AtomicU64::new(0);
@@ -590,7 +595,8 @@ extern "C" fn softint_main(arg: usize) -> usize {
     // SAFETY: `dispatch` passes this CPU's `SOFTINT` (a static per-CPU copy) with the level in
     // the low bits, which its alignment leaves free.
     let s = unsafe { &*((arg & !(NLEVELS - 1)) as *const SoftintCpu) };
-    let batch = s.pending[level].swap(0, Ordering::AcqRel);
+    // A snapshot: each bit is cleared by `run_one`, only once the handle shows as running.
+    let batch = s.pending[level].load(Ordering::Acquire);
     if batch != 0 && batch & ((batch - 1) | NOT_MPSAFE.load(Ordering::Relaxed)) == 0 {
         // The common case, kept short: one MPSAFE handler.
         arch::irq_enable();
@@ -612,7 +618,7 @@ fn softint_loop(s: &SoftintCpu, level: usize, mut batch: u64, ran: bool) -> usiz
     }
     while batch != 0 {
         if batch & NOT_MPSAFE.load(Ordering::Relaxed) != 0 && borrowed_kernel_lock() {
-            step_aside(s, level, batch);
+            step_aside(level);
         } else {
             arch::irq_enable();
             while batch != 0 {
@@ -634,7 +640,7 @@ fn take_pending(s: &SoftintCpu, level: usize) -> u64 {
     curcpu()
         .ipending
         .fetch_and(!(1 << level_ipl(level).as_u8()), Ordering::Relaxed);
-    s.pending[level].swap(0, Ordering::AcqRel)
+    s.pending[level].load(Ordering::Acquire)
 }
 
 /// A handler that needs the kernel lock, over a thread that holds or is taking it on this
@@ -643,8 +649,8 @@ fn take_pending(s: &SoftintCpu, level: usize) -> u64 {
 /// masked, in the thread.
 #[cold]
 #[inline(never)]
-fn step_aside(s: &SoftintCpu, level: usize, batch: u64) {
-    s.pending[level].fetch_or(batch, Ordering::AcqRel);
+fn step_aside(level: usize) {
+    // The batch is still pending (bits are cleared only as their handlers start).
     crate::sched::switch_away(true);
     curcpu()
         .ipl
@@ -660,7 +666,7 @@ fn livelock_guard(since: u64) -> u64 {
     if since == 0 {
         return now;
     }
-    if now.wrapping_sub(since) > crate::clock::ms_to_counter(BUSY_LIMIT_MS) {
+    if now.wrapping_sub(since) > BUSY_BUDGET.load(Ordering::Relaxed) {
         crate::kthread::kpause(1);
         return arch::counter();
     }
@@ -744,17 +750,23 @@ pub fn abandon_handler() -> ! {
 #[inline(always)]
 fn run_one<const MAY_LOCK: bool>(s: &SoftintCpu, level: usize, index: usize) {
     let slot = &SLOTS[index];
+    let bit = 1u64 << index;
+    // The handle shows as running before its pending bit goes, so `softint_disestablish`, which
+    // waits while either shows on any CPU, never sees it in neither state until the handler has
+    // returned. (Clearing the bit just before the call lets the handler schedule itself.)
+    s.running[level].store(index as u32 + 1, Ordering::Release);
+    s.pending[level].fetch_and(!bit, Ordering::AcqRel);
     // A pending bit always names an established slot (disestablish waits for it to clear);
     // func is 0 only while a slot is free.
     let func = slot.func.load(Ordering::Acquire);
     if func == 0 {
+        s.running[level].store(0, Ordering::Release);
         return;
     }
     let arg = slot.arg.load(Ordering::Relaxed);
     // SAFETY: `func` was stored from a `SoftintFunc` by `softint_establish` and the slot cannot
     // be freed while this CPU has it pending or running (disestablish waits for both).
     let f: SoftintFunc = unsafe { core::mem::transmute::<usize, SoftintFunc>(func) };
-    s.running[level].store(index as u32 + 1, Ordering::Release);
     // Only this CPU's softint thread of this level writes it.
     s.run[level].store(s.run[level].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     // Without MAY_LOCK the caller knows the handler is MPSAFE.
@@ -806,6 +818,10 @@ fn check_after(index: usize, func: usize, ipl: Ipl) {
 /// CPU, once all CPUs are up. Soft interrupts scheduled before this run at the first
 /// interrupt exit or `splx` after it.
 pub fn init() {
+    BUSY_BUDGET.store(
+        crate::clock::ms_to_counter(BUSY_LIMIT_MS),
+        Ordering::Relaxed,
+    );
     for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
         let cpu = ci.index();
         for level in 0..NLEVELS {
