@@ -32,6 +32,8 @@ Commands:
           --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
           --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
           --smp N                 number of CPUs (default: 4; fixed for rpi4)
+          --gic-security          rpi4: the GIC-400 as on the board (Security Extensions,
+                                  5 priority bits, the kernel non-secure)
           --icount                deterministic virtual time (-icount shift=0,...)
           --gdb                   wait for a debugger on :1234 (-s -S)
           --gdbstub               run, with a gdbstub on :1234 (-s) for `kvm --live`
@@ -54,6 +56,7 @@ Commands:
           --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
           --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
           --smp N                 number of CPUs (default: 4; fixed for rpi4)
+          --gic-security          rpi4: the GIC-400 as on the board (as for qemu)
           --release               build with the release profile
           --test                  debug the in-kernel test image (ktest)
 
@@ -260,6 +263,7 @@ struct MachineFlags {
     board: Board,
     gic: Option<Gic>,
     smp: Option<u32>,
+    gic_security: bool,
 }
 
 impl Default for MachineFlags {
@@ -268,6 +272,7 @@ impl Default for MachineFlags {
             board: Board::Virt,
             gic: None,
             smp: None,
+            gic_security: false,
         }
     }
 }
@@ -279,6 +284,7 @@ impl MachineFlags {
             "--board" => self.board = flags.value(flag)?.parse()?,
             "--gic" => self.gic = Some(flags.value(flag)?.parse()?),
             "--smp" => self.smp = Some(parse_number(flag, &flags.value(flag)?)?),
+            "--gic-security" => self.gic_security = flags.switch(flag)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -294,6 +300,7 @@ impl MachineFlags {
             board: self.board,
             gic: self.gic.unwrap_or(gic),
             smp: self.smp.unwrap_or(smp),
+            gic_security: self.gic_security,
         };
         machine.validate()?;
         Ok(machine)
@@ -844,6 +851,11 @@ mod tests {
             })
         );
         assert!(parse_err(&["qemu", "--board", "rpi4", "--smp", "2"]).contains("4 CPUs"));
+        match parse_ok(&["qemu", "--board", "rpi4", "--gic-security"]) {
+            Command::Qemu(args) => assert_eq!(args.machine, Machine::rpi4_gic_security()),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_err(&["qemu", "--gic-security"]).contains("--board rpi4"));
     }
 
     #[test]

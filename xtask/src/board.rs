@@ -216,6 +216,11 @@ pub struct Machine {
     pub gic: Gic,
     /// The number of CPUs.
     pub smp: u32,
+    /// rpi4 only: QEMU's GIC-400 as the board's really is, with the Security Extensions and
+    /// five priority bits (QEMU's default has neither), the kernel in its non-secure view and
+    /// every interrupt in group 1, where the firmware's armstub puts them (QEMU does that for
+    /// a kernel it boots directly).
+    pub gic_security: bool,
 }
 
 impl Machine {
@@ -225,25 +230,43 @@ impl Machine {
             board: Board::Virt,
             gic,
             smp,
+            gic_security: false,
         }
     }
 
-    /// A human-readable label such as `virt gic3 smp4`.
+    /// A human-readable label such as `virt gic3 smp4` (`rpi4 gic2 smp4 security` with the
+    /// GIC's Security Extensions).
     pub fn label(&self) -> String {
-        format!("{} gic{} smp{}", self.board, self.gic, self.smp)
+        let security = if self.gic_security { " security" } else { "" };
+        format!("{} gic{} smp{}{security}", self.board, self.gic, self.smp)
     }
 
     /// The log file stem for a run of `variant` on this machine, e.g. `virt-gic3-smp4-ktest`.
     pub fn log_stem(&self, variant: Variant) -> String {
-        format!("{}-gic{}-smp{}-{variant}", self.board, self.gic, self.smp)
+        let security = if self.gic_security { "-security" } else { "" };
+        format!(
+            "{}-gic{}-smp{}{security}-{variant}",
+            self.board, self.gic, self.smp
+        )
     }
 
-    /// Shorthand for the Raspberry Pi 4 (GIC-400, four CPUs).
+    /// Shorthand for the Raspberry Pi 4 as QEMU models it by default (GIC-400 without the
+    /// Security Extensions, four CPUs).
     pub const fn rpi4() -> Self {
         Self {
             board: Board::Rpi4,
             gic: Gic::V2,
             smp: 4,
+            gic_security: false,
+        }
+    }
+
+    /// The Raspberry Pi 4 with its GIC-400 as on the board: Security Extensions, five priority
+    /// bits, the kernel non-secure (see [`Machine::gic_security`]).
+    pub const fn rpi4_gic_security() -> Self {
+        Self {
+            gic_security: true,
+            ..Self::rpi4()
         }
     }
 
@@ -255,6 +278,13 @@ impl Machine {
             return Err(Error::new(format!(
                 "{} has GICv{gic} and {smp} CPUs; --gic {} --smp {} cannot change that",
                 self.board, self.gic, self.smp
+            )));
+        }
+        if self.gic_security && self.board != Board::Rpi4 {
+            return Err(Error::new(format!(
+                "--gic-security is for --board rpi4 (the GIC-400 as on the board); {} has no \
+                 such setting",
+                self.board
             )));
         }
         let max = self.board.max_cpus(self.gic);
@@ -348,5 +378,17 @@ mod tests {
             ..Machine::rpi4()
         };
         assert!(two.validate().is_err());
+        let secure = Machine::rpi4_gic_security();
+        assert!(secure.validate().is_ok());
+        assert_eq!(secure.label(), "rpi4 gic2 smp4 security");
+        assert_eq!(
+            secure.log_stem(Variant::Ktest),
+            "rpi4-gic2-smp4-security-ktest"
+        );
+        let virt = Machine {
+            gic_security: true,
+            ..Machine::virt(Gic::V2, 4)
+        };
+        assert!(virt.validate().unwrap_err().to_string().contains("rpi4"));
     }
 }

@@ -97,6 +97,20 @@ impl<'a> QemuRun<'a> {
             .map(OsString::from)
             .collect(),
         };
+        if m.gic_security {
+            // The BCM2711's GIC-400: Security Extensions and five priority bits (GIC-400 TRM).
+            // Booting the kernel directly, QEMU then resets every interrupt into group 1 as the
+            // firmware's armstub does, and the kernel runs non-secure.
+            args.extend(
+                [
+                    "-global",
+                    "arm_gic.has-security-extensions=on",
+                    "-global",
+                    "arm_gic.num-priority-bits=5",
+                ]
+                .map(OsString::from),
+            );
+        }
         args.push("-kernel".into());
         args.push(self.kernel.into());
         if let Some(dtb) = self.dtb {
@@ -280,6 +294,18 @@ mod tests {
             "-kernel /t/images/rpi4-ktest-release.img -dtb /c/bcm2711-rpi-4-b.dtb \
              -append exit=semihosting ktest.filter=spl"
         ));
+    }
+
+    #[test]
+    fn rpi4_gic_security_command_line() {
+        let kernel = Path::new("k.img");
+        let run = QemuRun::new(Machine::rpi4_gic_security(), kernel);
+        assert_eq!(
+            joined(&run),
+            "-M raspi4b -nographic -no-reboot -semihosting-config enable=on,target=native \
+             -global arm_gic.has-security-extensions=on -global arm_gic.num-priority-bits=5 \
+             -kernel k.img -append exit=semihosting"
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub const TEST_MATRIX: &[Machine] = &[
     // QEMU raspi4b without a device tree: the board's built-in defaults (see [`rpi4_extras`]
     // for the runs with Debian's device tree and from the SD card image).
     Machine::rpi4(),
+    // The GIC-400 as on the board: Security Extensions, five priority bits, the kernel in the
+    // non-secure view with every interrupt in group 1 (QEMU's default GIC-400 has neither).
+    Machine::rpi4_gic_security(),
 ];
 
 /// Fatal-path checks: the test image crashes on purpose (`crash=KIND` on the kernel command
@@ -820,6 +823,7 @@ mod tests {
     fn matrix_is_valid() {
         assert_eq!(TEST_MATRIX[0], Machine::virt(Gic::V3, 4));
         assert!(TEST_MATRIX.contains(&Machine::rpi4()));
+        assert!(TEST_MATRIX.contains(&Machine::rpi4_gic_security()));
         for m in TEST_MATRIX {
             assert!(m.validate().is_ok(), "{m:?}");
         }

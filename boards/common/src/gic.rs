@@ -3,24 +3,41 @@
 //!
 //! - Kernel IPLs map to GIC priorities as `0x80 + (7 - ipl) * 0x10` (IPL_HIGH 7 -> 0x80, the
 //!   most urgent priority the kernel uses; lower numbers are more urgent). The priority mask
-//!   starts fully open (0xff).
+//!   starts fully open (0xff). `priority.rs` shows the values stay distinct and ordered in the
+//!   non-secure view of a GIC with five priority bits, the Pi 4's GIC-400.
 //! - GICv3: interrupts are non-secure group 1, acknowledged through ICC_IAR1_EL1. Each kernel
 //!   CPU is matched to its redistributor by MPIDR (GICR_TYPER), not by position.
-//! - GICv2: without security extensions (QEMU virt, the Pi 4's GIC-400) interrupts are group 0
-//!   and signalled as IRQs; acknowledged through GICC_IAR. The IAR of an SGI carries the source
-//!   CPU in bits 12:10: the kernel dispatches on bits 9:0 and EOIs with the raw value. The
-//!   banked registers of SGIs and PPIs act on the calling CPU only, so per-CPU setup runs on the
-//!   CPU itself (the kernel's boot path does this). CPU interface n is assumed to be the CPU
-//!   with MPIDR Aff0 = n (true on QEMU virt and on the Pi 4).
-//!   `arm-gic`'s GICv2 driver writes a whole priority word when setting one interrupt's
-//!   priority (zeroing its three neighbours), so priorities are set here with a
-//!   read-modify-write of the crate's own `ipriorityr` register definition instead, under a
-//!   lock for the shared (SPI) words.
-//!   `GicV2` holds nothing but two register pointers and is not `Send`, so a fresh instance is
-//!   made per call instead of sharing one behind a lock.
+//! - GICv2 comes in two views, and one set of register writes serves both (as Linux's
+//!   `irq-gic.c` does): bit 0 of GICD_CTLR and of GICC_CTLR enables "the kernel's group".
+//!   - Without the Security Extensions (QEMU's virt and, by default, raspi4b) the kernel owns
+//!     the whole GIC: every interrupt is put in group 0 (its reset value) and signalled as
+//!     an IRQ.
+//!   - With them (GICD_TYPER.SecurityExtn), the kernel sees the non-secure view: the Pi 4's
+//!     GIC-400 implements the Security Extensions and five priority bits (GIC-400 TRM), its
+//!     secure firmware (the armstub, `armstub8.S` `setup_gic`) puts every interrupt in group
+//!     1 and enables both groups, and the kernel, entered at non-secure EL2, can neither
+//!     read nor change the groups (GICD_IGROUPRn is RAZ/WI) and sees bit 0 of both CTLRs as
+//!     EnableGrp1. `arm-gic`'s `GicV2::setup` assumes the secure view there: it writes the
+//!     groups and sets bit 1 of GICD_CTLR, which in the non-secure view clears EnableGrp1: on
+//!     the Pi no interrupt would ever arrive. The registers are written here instead.
+//!     Priorities written in this view land in the upper half of the range, `0x80 | (p >> 1)`,
+//!     so only four bits of the kernel's value count (`priority.rs`); the priority mask
+//!     likewise.
+//!   - In both views GICC_IAR acknowledges the kernel's group (`InterruptGroup::Group0` in
+//!     `arm-gic`'s terms). The IAR of an SGI carries the source CPU in bits 12:10: the kernel
+//!     dispatches on bits 9:0 and EOIs with the raw value. The banked registers of SGIs and
+//!     PPIs act on the calling CPU only, so per-CPU setup runs on the CPU itself (the kernel's
+//!     boot path does this). CPU interface n is assumed to be the CPU with MPIDR Aff0 = n (true
+//!     on QEMU virt and on the Pi 4).
+//!     `arm-gic`'s GICv2 driver writes a whole priority word when setting one interrupt's
+//!     priority (zeroing its three neighbours), so priorities are set here with a
+//!     read-modify-write of the crate's own `ipriorityr` register definition instead, under a
+//!     lock for the shared (SPI) words.
+//!     `GicV2` holds nothing but two register pointers and is not `Send`, so a fresh instance is
+//!     made per call instead of sharing one behind a lock.
 
 use crate::priority::ipl_to_priority;
-use arm_gic::gicv2::registers::Gicd as GicdV2;
+use arm_gic::gicv2::registers::{Gicc as GiccV2, Gicd as GicdV2, GicdCtlr};
 use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup};
@@ -56,6 +73,13 @@ pub enum GicConfig {
         gicr_size: usize,
     },
 }
+
+/// Bit 0 of GICv2's GICD_CTLR and GICC_CTLR: enables the kernel's group in either view
+/// (module documentation).
+const GICV2_CTLR_ENABLE: u32 = 1;
+
+/// GICC_CTLR's FIQ/IRQ bypass-disable bits (5-8; the non-secure view has 5 and 6).
+const GICV2_GICC_CTLR_BYPASS_DISABLE: u32 = 0x1e0;
 
 /// The interrupt controller of a board.
 pub struct Gic {
@@ -104,11 +128,7 @@ impl Gic {
     /// GICv3 every redistributor), and maps the attached CPUs to redistributors.
     pub fn init(&self) {
         match self.config {
-            GicConfig::V2 { .. } => {
-                if let Some(mut gic) = self.v2() {
-                    gic.setup();
-                }
-            }
+            GicConfig::V2 { gicd, .. } => Self::v2_init_distributor(gicd),
             GicConfig::V3 {
                 gicd,
                 gicr,
@@ -165,12 +185,7 @@ impl Gic {
     /// enables group signalling and opens the priority mask.
     pub fn init_cpu(&self, cpu: usize) {
         match self.config {
-            GicConfig::V2 { .. } => {
-                if let Some(mut gic) = self.v2() {
-                    gic.setup();
-                    gic.set_priority_mask(0xff);
-                }
-            }
+            GicConfig::V2 { gicd, gicc } => Self::v2_init_cpu_interface(gicd, gicc),
             GicConfig::V3 { .. } => {
                 if cpu != 0
                     && let Some(gic) = self.v3.lock().as_mut()
@@ -181,6 +196,55 @@ impl Gic {
                 GicCpuInterface::set_priority_mask(0xff);
             }
         }
+    }
+
+    /// The GICv2 distributor's registers.
+    fn v2_distributor(gicd: usize) -> UniqueMmioPointer<'static, GicdV2> {
+        // SAFETY: `new`'s caller promised `gicd` is the GICv2 distributor, mapped as device
+        // memory. A fresh pointer per call aliases the registers as the fresh `GicV2` instances
+        // do (module documentation): every access is one volatile register access, and the
+        // read-modify-writes of shared registers hold `v2_lock`.
+        unsafe { UniqueMmioPointer::new(NonNull::new(gicd as *mut GicdV2).expect("GICD")) }
+    }
+
+    /// Puts every interrupt of a GICv2 without the Security Extensions in group 0 (banked
+    /// GICD_IGROUPR0 for the calling CPU when `all` is false). With them, the non-secure view
+    /// cannot change groups (RAZ/WI) and the firmware has chosen group 1: nothing is written.
+    fn v2_groups(regs: &mut UniqueMmioPointer<'static, GicdV2>, all: bool) {
+        let typer = field!(*regs, typer).read();
+        if typer.has_security_extension() {
+            return;
+        }
+        let words = if all { typer.num_irqs() / 32 } else { 1 };
+        let mut igroupr = field!(*regs, igroupr);
+        for i in 0..words as usize {
+            if let Some(mut word) = igroupr.get(i) {
+                word.write(0);
+            }
+        }
+    }
+
+    /// GICv2, boot CPU: the interrupts in the kernel's group (see [`Gic::v2_groups`]), then the
+    /// distributor enabled for it: GICD_CTLR bit 0 is EnableGrp0 without the Security
+    /// Extensions and the non-secure alias of EnableGrp1 with them.
+    fn v2_init_distributor(gicd: usize) {
+        let mut regs = Self::v2_distributor(gicd);
+        Self::v2_groups(&mut regs, true);
+        field!(regs, ctlr).write(GicdCtlr::from_bits_retain(GICV2_CTLR_ENABLE));
+    }
+
+    /// GICv2, on each CPU: its banked group register, then its CPU interface enabled for the
+    /// kernel's group (GICC_CTLR bit 0, read as GICD_CTLR's) with the bypass-disable bits the
+    /// firmware set kept (as Linux does), and the priority mask fully open.
+    fn v2_init_cpu_interface(gicd: usize, gicc: usize) {
+        Self::v2_groups(&mut Self::v2_distributor(gicd), false);
+        // SAFETY: `new`'s caller promised `gicc` is the GICv2 CPU interface, mapped as device
+        // memory; its registers are banked, so this CPU touches only its own.
+        let mut cpu =
+            unsafe { UniqueMmioPointer::new(NonNull::new(gicc as *mut GiccV2).expect("GICC")) };
+        let bypass = field!(cpu, ctlr).read() & GICV2_GICC_CTLR_BYPASS_DISABLE;
+        field!(cpu, ctlr).write(bypass | GICV2_CTLR_ENABLE);
+        field!(cpu, pmr).write(0xff);
     }
 
     /// Enables `irq` at kernel IPL `ipl`; private interrupts on CPU `cpu` (which, on GICv2,
@@ -209,13 +273,14 @@ impl Gic {
     }
 
     /// Sets one GICv2 priority byte with a read-modify-write of its 32-bit register (the
-    /// registers of interrupts 0-31 are banked per CPU: this CPU's copy).
+    /// registers of interrupts 0-31 are banked per CPU: this CPU's copy). In the non-secure
+    /// view the neighbours' bytes read back as `p << 1` and are written back as
+    /// `0x80 | (p >> 1)`, which is the value they had (or, for one still at its reset value 0,
+    /// 0x80 until the kernel sets it up): the write changes only `irq`'s byte.
     fn v2_set_priority(&self, gicd: usize, irq: u32, priority: u8) {
+        // The lock serialises this read-modify-write against other CPUs.
         let _guard = self.v2_lock.lock();
-        // SAFETY: `new`'s caller promised `gicd` is the GICv2 distributor, mapped as device
-        // memory; the lock serialises this read-modify-write against other CPUs.
-        let mut regs =
-            unsafe { UniqueMmioPointer::new(NonNull::new(gicd as *mut GicdV2).expect("GICD")) };
+        let mut regs = Self::v2_distributor(gicd);
         let mut ipriorityr = field!(regs, ipriorityr);
         let Some(mut word) = ipriorityr.get((irq / 4) as usize) else {
             return;
@@ -291,6 +356,7 @@ impl Gic {
     pub fn ack(&self) -> Option<IrqAck> {
         match self.config {
             GicConfig::V2 { .. } => {
+                // GICC_IAR: the kernel's group in either view (module documentation).
                 let raw = u32::from(
                     self.v2()?
                         .get_and_acknowledge_interrupt(InterruptGroup::Group0)?,
