@@ -18,7 +18,6 @@ use crate::devtree;
 use crate::platform::{PhysRange, Platform, platform, set_platform};
 use crate::{clock, heap, intr, kprintln, percpu, sched};
 use alloc::boxed::Box;
-use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Symbols the board's linker script defines.
@@ -190,14 +189,18 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // Until the MMU is on, no atomic read-modify-write, no lock, no `spin::Once` and no
     // `kprintln!`: with the MMU off every data access is Device memory, where exclusives need a
     // global monitor that the Raspberry Pi's interconnect does not have (they would never
-    // succeed). Only the device tree parse and the map come first.
+    // succeed). Only registering the board (a plain store, so that a panic reaches the console
+    // through `early`), the device tree parse and the map come first.
+    // SAFETY: the first thing the boot CPU does in the kernel; no other CPU runs yet.
+    unsafe { set_platform(board) };
     mark(BootPhase::Board);
     let mpidr = crate::cpu_affinity(arch::read_mpidr());
     vectors::install();
     let info = match devtree::parse(dtb, mpidr) {
         Ok(info) => info,
-        Err(e) => early_fail(board, format_args!("cannot boot: {e}")),
+        Err(e) => crate::early::fail(format_args!("cannot boot: {e}")),
     };
+    crate::early::crash_on_request(info.bootargs());
     mark(BootPhase::DeviceTree);
     let image = image_layout();
     // Plain stores only (no read-modify-write): fine with the MMU off.
@@ -217,18 +220,30 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
         )
     } {
         Ok(config) => config,
-        Err(mmu::MapFailed(what, range)) => early_fail(
-            board,
-            format_args!("cannot map {what} {:#x}..{:#x}", range.start, range.end()),
-        ),
+        Err(mmu::MapFailed(what, range)) => crate::early::fail(format_args!(
+            "cannot map {what} {:#x}..{:#x}",
+            range.start,
+            range.end()
+        )),
     };
 
     mark(BootPhase::PageTables);
+    kernel_main_mmu_on(board, dtb, info, image, stacks, mmu_config)
+}
 
-    // The MMU and caches are on: everything else may run.
-    set_platform(board);
+/// The rest of [`kernel_main`], with the MMU and caches on: everything else may run.
+#[inline(never)]
+fn kernel_main_mmu_on(
+    board: &'static dyn Platform,
+    dtb: &'static [u8],
+    info: devtree::SystemInfo,
+    image: ImageLayout,
+    stacks: PhysRange,
+    mmu_config: MmuConfig,
+) -> ! {
     crate::bootinfo::set_device_tree(dtb);
     let mmu_config = MMU_CONFIG.call_once(|| mmu_config);
+    let mpidr = crate::cpu_affinity(arch::read_mpidr());
     let ci0 = cpu::attach(0, mpidr);
     cpu::set_curcpu(ci0);
     // SAFETY: linker symbols; only addresses are taken.
@@ -355,25 +370,6 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
             let _ = forever.sleep(None, || true);
         }
     }
-}
-
-/// Reports a problem found before the MMU is on, straight to the board's console (the
-/// console lock needs exclusives, see [`kernel_main`]), and leaves the machine with status 1.
-fn early_fail(board: &dyn Platform, what: fmt::Arguments<'_>) -> ! {
-    struct Direct<'a>(&'a dyn Platform);
-    impl fmt::Write for Direct<'_> {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            for (i, line) in s.split('\n').enumerate() {
-                if i > 0 {
-                    self.0.console_write(b"\r\n");
-                }
-                self.0.console_write(line.as_bytes());
-            }
-            Ok(())
-        }
-    }
-    let _ = fmt::write(&mut Direct(board), format_args!("\nkernel: {what}\n"));
-    board.exit(1)
 }
 
 /// A stack of `size` bytes from the heap, 16-byte aligned and never freed; returns its lowest

@@ -9,6 +9,10 @@
 //! In the test image, a panic or fault inside a running test goes to the test harness first,
 //! which ends that test (a failure, or a pass for a test that expects exactly that panic) and
 //! carries on with the next.
+//!
+//! Before the MMU is on, both take the early paths of `early.rs` instead (no lock, no atomic
+//! read-modify-write, no per-CPU data): the panic handler and `kernel_exception` check
+//! SCTLR_EL1.M first and keep everything else in `panic_mmu_on` and `exception_mmu_on`.
 
 use crate::arch::aarch64::backtrace;
 use crate::arch::aarch64::vectors::{ExceptionKind, TrapFrame};
@@ -113,12 +117,13 @@ fn print_backtrace(pc: Option<u64>, fp: u64) {
     });
 }
 
-/// Prints the full report of a synchronous exception.
-pub fn print_fault_report(frame: &TrapFrame, what: &dyn fmt::Display) {
-    let cpu = curcpu().index();
+/// Writes the register part of a fault report through `out`: the exception class, ESR, FAR,
+/// ELR, SPSR and SP on two lines, then x0-x30 four to a line. No lock, no per-CPU data (the
+/// early path uses it too).
+pub(crate) fn write_fault_registers(out: &mut dyn FnMut(fmt::Arguments<'_>), frame: &TrapFrame) {
     let ec = (frame.esr >> 26) & 0x3f;
-    emergency_write(format_args!(
-        "\nFAULT on cpu{cpu}: {what}\n  exception class {ec:#04x}  ESR {:#010x}  FAR {:#018x}\n  \
+    out(format_args!(
+        "  exception class {ec:#04x}  ESR {:#010x}  FAR {:#018x}\n  \
          ELR {:#018x}  SPSR {:#010x}  SP {:#018x}\n",
         frame.esr, frame.far, frame.elr, frame.spsr, frame.sp
     ));
@@ -130,8 +135,15 @@ pub fn print_fault_report(frame: &TrapFrame, what: &dyn fmt::Display) {
                 let _ = write!(line, "  x{r:<2} {:#018x}", frame.x[r]);
             }
         }
-        emergency_write(format_args!("{}\n", line.as_str()));
+        out(format_args!("{}\n", line.as_str()));
     }
+}
+
+/// Prints the full report of a synchronous exception.
+pub fn print_fault_report(frame: &TrapFrame, what: &dyn fmt::Display) {
+    let cpu = curcpu().index();
+    emergency_write(format_args!("\nFAULT on cpu{cpu}: {what}\n"));
+    write_fault_registers(&mut |args| emergency_write(args), frame);
     print_backtrace(Some(frame.elr), frame.x[29]);
 }
 
@@ -193,16 +205,20 @@ fn stop_machine() -> ! {
 
 /// Crashes on purpose, as `crash=KIND` on the command line asks (`data-abort` or `panic`), so
 /// the fatal path itself (report, halting the other CPUs, exit status) can be tested and
-/// crash dumps can be taken. Context: thread, boot CPU, after all CPUs are up.
+/// crash dumps can be taken. Context: thread, boot CPU, after all CPUs are up. (The
+/// `early-panic` and `early-fault` kinds crashed before the MMU was on: `early.rs`.)
 pub fn crash_on_request(kind: &str) {
     match kind {
+        "early-panic" | "early-fault" => {}
         "data-abort" => {
             // SAFETY: deliberately reads an unmapped address (64 GiB) to take the fault path.
             let value = unsafe { (0x10_0000_0000 as *const u64).read_volatile() };
             panic!("read {value:#x} from an unmapped address without a fault");
         }
         "panic" => panic!("crash requested on the command line"),
-        other => crate::kprintln!("warning: crash={other} ignored (data-abort or panic)"),
+        other => crate::kprintln!(
+            "warning: crash={other} ignored (data-abort, panic, early-panic or early-fault)"
+        ),
     }
 }
 
@@ -226,6 +242,15 @@ pub fn set_recovery_hooks(hooks: RecoveryHooks) {
 /// Entered from the vectors for every exception. Context: exception, IRQs masked.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
+    if !crate::arch::aarch64::mmu_enabled() {
+        crate::early::exception(frame, ExceptionKind::from_raw(kind));
+    }
+    exception_mmu_on(frame, kind);
+}
+
+/// [`kernel_exception`] once the MMU is on.
+#[inline(never)]
+fn exception_mmu_on(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_raw(kind) {
         ExceptionKind::Irq => crate::intr::irq_entry(frame.elr),
         ExceptionKind::Sync => {
@@ -284,6 +309,15 @@ fn fatal(frame: &TrapFrame, what: &dyn fmt::Display) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     crate::arch::aarch64::irq_disable();
+    if !crate::arch::aarch64::mmu_enabled() {
+        crate::early::panic(info);
+    }
+    panic_mmu_on(info)
+}
+
+/// The panic handler once the MMU is on.
+#[inline(never)]
+fn panic_mmu_on(info: &core::panic::PanicInfo<'_>) -> ! {
     if let Some(hooks) = RECOVERY.get() {
         (hooks.on_panic)(info);
     }

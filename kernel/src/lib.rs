@@ -27,10 +27,11 @@ pub mod sync;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;
-#[cfg(target_arch = "aarch64")]
 pub mod bootinfo;
 #[cfg(target_arch = "aarch64")]
 pub mod clock;
+#[cfg(target_arch = "aarch64")]
+pub mod early;
 #[cfg(target_arch = "aarch64")]
 pub mod fault;
 #[cfg(target_arch = "aarch64")]

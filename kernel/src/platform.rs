@@ -123,16 +123,34 @@ pub trait Platform: Sync {
     fn exit(&self, code: i32) -> !;
 }
 
-static PLATFORM: spin::Once<&'static dyn Platform> = spin::Once::new();
+/// The board's platform object: written once, with a plain store, by the boot CPU at the start
+/// of [`crate::boot::kernel_main`], before any other CPU runs and while the MMU is still off
+/// (where a `spin::Once` would need an atomic read-modify-write: `crate::early`), so that
+/// even a panic before the MMU is on reaches the console.
+struct PlatformCell(core::cell::UnsafeCell<Option<&'static dyn Platform>>);
 
-/// Registers the board's platform object. Called once by [`crate::boot::kernel_main`].
-pub fn set_platform(platform: &'static dyn Platform) {
-    PLATFORM.call_once(|| platform);
+// SAFETY: written only by `set_platform`, whose callers guarantee it runs once, on the boot
+// CPU, before any other CPU runs or anything reads the cell; read-only afterwards.
+unsafe impl Sync for PlatformCell {}
+
+static PLATFORM: PlatformCell = PlatformCell(core::cell::UnsafeCell::new(None));
+
+/// Registers the board's platform object. Called by [`crate::boot::kernel_main`], first.
+///
+/// # Safety
+///
+/// Called once, on the boot CPU, before any other CPU runs and before anything asks for the
+/// platform.
+pub unsafe fn set_platform(platform: &'static dyn Platform) {
+    // SAFETY: the caller guarantees that nothing else accesses the cell now (see above).
+    unsafe { *PLATFORM.0.get() = Some(platform) };
 }
 
 /// The board's platform object, once registered.
 pub fn try_platform() -> Option<&'static dyn Platform> {
-    PLATFORM.get().copied()
+    // SAFETY: after `set_platform` the cell is only read; before it only the boot CPU runs,
+    // and it writes the cell before anything reads it.
+    unsafe { *PLATFORM.0.get() }
 }
 
 /// The board's platform object. Panics if called before boot registered it.

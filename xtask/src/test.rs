@@ -43,27 +43,79 @@ pub const TEST_MATRIX: &[Machine] = &[
     Machine::rpi4_gic_security(),
 ];
 
-/// Fatal-path checks: the test image crashes on purpose (`crash=KIND` on the kernel command
-/// line) after boot, and must print these lines, halt the other CPUs and leave QEMU with
-/// status 1. Each check counts as one test.
-pub const CRASH_CHECKS: &[(&str, &[&str])] = &[
-    (
-        "data-abort",
-        &[
+/// One fatal-path check: the test image crashes on purpose (`crash=KIND` on the kernel command
+/// line) and must print lines containing each of `expected` and leave QEMU with status 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashCheck {
+    /// Where it runs.
+    pub machine: Machine,
+    /// The `crash=` value.
+    pub kind: &'static str,
+    /// Fragments that must each appear in some output line.
+    pub expected: &'static [&'static str],
+}
+
+/// Fatal-path checks, one test each. `data-abort` and `panic` crash after boot and must also
+/// halt the other CPUs. `early-panic` and `early-fault` crash before the MMU is on, in a test
+/// image whose entry code leaves garbage in TPIDR_EL1 as hardware may (`board-common`'s
+/// `entry.rs`): the early paths (`kernel/src/early.rs`) must still print, and on the Pi the
+/// board's first line must come before anything else.
+pub const CRASH_CHECKS: &[CrashCheck] = &[
+    CrashCheck {
+        machine: Machine::virt(Gic::V3, 4),
+        kind: "data-abort",
+        expected: &[
             "FAULT on cpu0: data abort: translation fault, level 1, on read",
             "FAR 0x0000001000000000",
             "backtrace:",
             "other CPUs halted: 3 of 3",
         ],
-    ),
-    (
-        "panic",
-        &[
+    },
+    CrashCheck {
+        machine: Machine::virt(Gic::V3, 4),
+        kind: "panic",
+        expected: &[
             "panic on cpu0: crash requested on the command line",
             "backtrace:",
             "other CPUs halted: 3 of 3",
         ],
-    ),
+    },
+    CrashCheck {
+        machine: Machine::rpi4(),
+        kind: "early-panic",
+        expected: &[
+            "rpi4: kernel8.img started; device tree address x0 = 0x",
+            "panic before the MMU is on: crash requested on the command line (crash=early-panic)",
+            "backtrace:",
+        ],
+    },
+    CrashCheck {
+        machine: Machine::rpi4(),
+        kind: "early-fault",
+        expected: &[
+            "rpi4: kernel8.img started; device tree address x0 = 0x",
+            "FAULT before the MMU is on: unknown reason (undefined instruction)",
+            "ELR 0x",
+            "backtrace:",
+        ],
+    },
+    CrashCheck {
+        machine: Machine::virt(Gic::V3, 4),
+        kind: "early-panic",
+        expected: &[
+            "panic before the MMU is on: crash requested on the command line (crash=early-panic)",
+            "backtrace:",
+        ],
+    },
+    CrashCheck {
+        machine: Machine::virt(Gic::V3, 4),
+        kind: "early-fault",
+        expected: &[
+            "FAULT before the MMU is on: unknown reason (undefined instruction)",
+            "ELR 0x",
+            "backtrace:",
+        ],
+    },
 ];
 
 /// Workspace packages that only build for the kernel target, left out of the host tests.
@@ -168,13 +220,18 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         total += rpi4_extras(ws, kernel, append.as_deref(), args)?;
     }
 
+    if args.filter.is_none() {
+        for check in CRASH_CHECKS {
+            let board = check.machine.board;
+            if let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == board) {
+                total += crash_check(ws, kernel, check, args)?.counts;
+            }
+        }
+    }
+
     if args.filter.is_none()
         && let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Virt)
     {
-        for (kind, expected) in CRASH_CHECKS {
-            let verdict = crash_check(ws, kernel, kind, expected, args)?;
-            total += verdict.counts;
-        }
         total += crate::badtree::run(ws, kernel, args.timeout, args.verbose)?;
         let verdict = crate::kvm::selftest::run(ws, kernel, args.timeout, args.verbose)?;
         total += verdict.counts;
@@ -418,24 +475,24 @@ fn extract_boot_files(
     Ok((kernel8, dtb))
 }
 
-/// Boots `kernel` on virt GICv3 with 4 CPUs and `crash=KIND`, and judges the fatal path.
+/// Boots `kernel` with `crash=KIND` as `check` says, and judges the fatal path.
 fn crash_check(
     ws: &Workspace,
-    kernel: &std::path::Path,
-    kind: &str,
-    expected: &[&str],
+    kernel: &Path,
+    check: &CrashCheck,
     args: &TestArgs,
 ) -> Result<Verdict> {
-    let append = format!("crash={kind}");
-    let machine = Machine::virt(Gic::V3, 4);
+    let append = format!("crash={}", check.kind);
+    let machine = check.machine;
     let run = QemuRun {
         append: Some(&append),
         ..QemuRun::new(machine, kernel)
     };
-    let label = format!("{} crash={kind}", machine.label());
+    let label = format!("{} crash={}", machine.label(), check.kind);
     let log = ws.log_path(&format!(
-        "{}-crash-{kind}",
-        machine.log_stem(Variant::Ktest)
+        "{}-crash-{}",
+        machine.log_stem(Variant::Ktest),
+        check.kind
     ));
     eprintln!("xtask: {label}: {}", run.display());
     let verbose = args.verbose;
@@ -444,7 +501,12 @@ fn crash_check(
             println!("{line}");
         }
     })?;
-    let verdict = judge_crash(&captured.lines, captured.ending, expected, args.timeout);
+    let verdict = judge_crash(
+        &captured.lines,
+        captured.ending,
+        check.expected,
+        args.timeout,
+    );
     println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
     Ok(verdict)
 }
@@ -817,6 +879,26 @@ mod tests {
             "FAULT on cpu0: data abort (caught by a test)"
         ));
         assert!(!is_failure_line("40 passed, 0 failed"));
+    }
+
+    #[test]
+    fn crash_checks_cover_both_early_paths_on_both_boards() {
+        for board in [Board::Virt, Board::Rpi4] {
+            for kind in ["early-panic", "early-fault"] {
+                assert!(
+                    CRASH_CHECKS
+                        .iter()
+                        .any(|c| c.machine.board == board && c.kind == kind),
+                    "{board} {kind}"
+                );
+            }
+        }
+        for c in CRASH_CHECKS {
+            assert!(
+                c.machine.validate().is_ok() && !c.expected.is_empty(),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The first instructions of every CPU.
 //!
 //! `_start` (boot CPU): keeps x0 (the device tree address, or 0), invalidates the data caches
-//! (`dcache_invalidate_set_way`), drops from EL2 to EL1 if entered at EL2, switches to the boot stack `__boot_stack_top`, zeroes `.bss`
+//! (`dcache_invalidate_set_way`), drops from EL2 to EL1 if entered at EL2, zeroes TPIDR_EL1,
+//! switches to the boot stack `__boot_stack_top`, zeroes `.bss`
 //! (`__bss_start`..`__bss_end`, 8-byte aligned; 64 bytes per loop with four `stp`, then 8 at
 //! a time: `.bss` is 0.6 MiB, most of it the page-table pool, which at 8 bytes per loop took
 //! 0.3 M guest instructions per boot and now takes 58 k; `dc zva` cannot be used, as the MMU is
@@ -9,8 +10,17 @@
 //! and which never returns.
 //!
 //! `board_secondary_entry` (other CPUs, started by PSCI or the spin table): keeps x0 (the
-//! kernel's `SecondaryBoot` context), drops to EL1 and branches to the kernel's
-//! `kernel_secondary_entry`. It uses no stack: the kernel's trampoline turns the MMU on first.
+//! kernel's `SecondaryBoot` context), drops to EL1, zeroes TPIDR_EL1 and branches to the
+//! kernel's `kernel_secondary_entry`. It uses no stack: the kernel's trampoline turns the MMU on
+//! first.
+//!
+//! TPIDR_EL1 is where the kernel finds a CPU's `cpu_info`, and until the kernel sets it the
+//! exception vectors and the panic path read 0 as "no `cpu_info` yet". Its reset value is
+//! UNKNOWN on hardware (QEMU resets it to 0), and a stale value sends an early fault's
+//! vector to load through a wild pointer and fault again, for ever, printing nothing. So both
+//! entries zero it. The test image (feature `ktest`) first writes garbage into it at both
+//! entries, as hardware may leave it, so that the early-crash checks of `cargo xtask test`
+//! fail if the zeroing goes.
 //!
 //! `dcache_invalidate_set_way`: called with `bl` with x0 = how many cache levels to invalidate,
 //! counting from level 1 (clamped to CLIDR_EL1.LoC); clobbers x0-x11. Invalidates (without
@@ -39,10 +49,15 @@ global_asm!(
     .section .text.boot, "ax"
     .global _start
 _start:
+    .if {poison}
+    movz    x9, #0xdead, lsl #48
+    msr     tpidr_el1, x9
+    .endif
     mov     x19, x0
     mov     x0, #7
     bl      dcache_invalidate_set_way
     bl      el2_to_el1
+    msr     tpidr_el1, xzr
     adrp    x1, __boot_stack_top
     add     x1, x1, :lo12:__boot_stack_top
     mov     sp, x1
@@ -73,8 +88,13 @@ _start:
 
     .global board_secondary_entry
 board_secondary_entry:
+    .if {poison}
+    movz    x9, #0xdead, lsl #48
+    msr     tpidr_el1, x9
+    .endif
     mov     x19, x0
     bl      el2_to_el1
+    msr     tpidr_el1, xzr
     mov     x0, x19
     b       kernel_secondary_entry
 
@@ -158,8 +178,13 @@ dcache_invalidate_set_way:
 6:  dsb     sy
     isb
     ret
-"#
+"#,
+    poison = const POISON_TPIDR,
 );
+
+/// 1 in the test image: the entries write garbage into TPIDR_EL1 before zeroing it (see the
+/// module documentation).
+const POISON_TPIDR: u32 = if cfg!(feature = "ktest") { 1 } else { 0 };
 
 unsafe extern "C" {
     /// The secondary-CPU entry above; its address goes to PSCI CPU_ON or the spin table.

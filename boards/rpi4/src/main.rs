@@ -9,14 +9,17 @@
 //! command line from the ATAGs), so the kernel boots the same way in both cases.
 //!
 //! `board_main` first routes the PL011 to the header pins (GPIO14/15 to ALT0; the firmware
-//! gives them to the mini UART and the PL011 to Bluetooth) and programs 115200 8N1, so every
-//! later message, including a refusal, reaches the serial console. The entry assembly, the
-//! EL2 -> EL1 drop, the GIC glue, the spin-table release and the UART driver live in
-//! `board-common`; this file is the wiring.
+//! gives them to the mini UART and the PL011 to Bluetooth) and programs 115200 8N1, then
+//! prints its first line, `rpi4: kernel8.img started; device tree address x0 = ...`, before it
+//! touches the tree: every later message, including a refusal, reaches the serial console, and
+//! a board that prints nothing at all has not run this far (`docs/rpi4.md`, first boot). The
+//! entry assembly, the EL2 -> EL1 drop, the GIC glue, the spin-table release and the UART
+//! driver live in `board-common`; this file is the wiring.
 //!
 //! Leaving the machine: semihosting only when the command line says `exit=semihosting` (as
 //! `cargo xtask` does under QEMU); on the board the `hlt` would trap, so it reports the status
-//! and parks the CPU instead.
+//! and parks the CPU instead. The board reads that word itself, from the tree or the ATAGs, so
+//! that even an exit before the MMU is on (the kernel has not parsed anything yet) knows.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -28,6 +31,8 @@ mod board {
     use board_common::uart::Pl011;
     use core::cell::UnsafeCell;
     use core::fmt::Write;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use kernel::bootinfo::find_bootarg;
     use kernel::devtree;
     use kernel::platform::{CpuStartError, PhysRange, Platform};
     use rpi4::{NoTree, ReleaseAddress, layout};
@@ -74,7 +79,7 @@ mod board {
         }
 
         fn exit(&self, code: i32) -> ! {
-            if kernel::boot::bootarg("exit") == Some("semihosting") {
+            if SEMIHOSTING_EXIT.load(Ordering::Relaxed) {
                 semihosting::exit(code);
             }
             let mut uart = self.uart;
@@ -103,6 +108,18 @@ mod board {
             })
         },
     };
+
+    /// Whether the command line says `exit=semihosting`: set by `board_main` (a plain store,
+    /// before the kernel runs) from the tree's or the ATAGs' command line.
+    static SEMIHOSTING_EXIT: AtomicBool = AtomicBool::new(false);
+
+    /// Notes whether the kernel command line `bootargs` asks to leave through semihosting.
+    fn note_exit_method(bootargs: &str) {
+        SEMIHOSTING_EXIT.store(
+            find_bootarg(bootargs, "exit") == Some("semihosting"),
+            Ordering::Relaxed,
+        );
+    }
 
     /// Room for the built-in device tree (`lib.rs` tests that it fits with the longest boot
     /// arguments the kernel keeps).
@@ -145,7 +162,8 @@ mod board {
         // SAFETY: `check_header` checked that the tree's claimed size stays inside that RAM;
         // the firmware handed the tree over (the kernel reserves it) and only this CPU runs.
         let tree = unsafe { core::slice::from_raw_parts_mut(x0 as *mut u8, size) };
-        let (_, nops) = rpi4::prepare_tree(x0, tree)?;
+        let (info, nops) = rpi4::prepare_tree(x0, tree)?;
+        note_exit_method(info.bootargs());
         let mut uart = PLATFORM.uart;
         let _ = write!(
             uart,
@@ -169,6 +187,7 @@ mod board {
     /// Builds the built-in device tree (see the module documentation).
     fn default_tree(uart: &mut Pl011, x0: u64) -> &'static [u8] {
         let bootargs = atag_bootargs(x0);
+        note_exit_method(bootargs);
         // SAFETY: only the boot CPU runs, once (see `TreeBuffer`).
         let buf = unsafe { &mut *DEFAULT_TREE.0.get() };
         let size = match rpi4::build_default_tree(buf, bootargs) {
@@ -225,6 +244,11 @@ mod board {
     extern "C" fn board_main(x0: u64) -> ! {
         kernel::boot::mark(kernel::boot::BootPhase::Entry);
         let mut uart = console_on_header_pins();
+        // The first words, before anything that reads the tree can fail.
+        let _ = write!(
+            uart,
+            "\r\nrpi4: kernel8.img started; device tree address x0 = {x0:#x}\r\n"
+        );
         let tree = match firmware_tree(x0) {
             Ok(tree) => {
                 report_release_addresses(&mut uart, tree);

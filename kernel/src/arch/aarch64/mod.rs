@@ -154,7 +154,19 @@ pub fn read_mpidr() -> u64 {
     MPIDR_EL1.get()
 }
 
-/// Reads TPIDR_EL1, which holds this CPU's `cpu_info` pointer once the CPU is set up.
+/// Whether this CPU runs with its MMU on (SCTLR_EL1.M). While it is off every data access is
+/// to Device memory, where load/store-exclusive instructions may never succeed (the Raspberry
+/// Pi 4), so the panic and fault paths take their early forms (`crate::early`).
+#[inline(always)]
+pub fn mmu_enabled() -> bool {
+    let sctlr: u64;
+    // SAFETY: reading SCTLR_EL1 has no side effect.
+    unsafe { asm!("mrs {}, sctlr_el1", out(reg) sctlr, options(nomem, nostack, preserves_flags)) };
+    sctlr & 1 != 0
+}
+
+/// Reads TPIDR_EL1, which holds this CPU's `cpu_info` pointer once the CPU is set up (the
+/// entry code zeroes it first: its reset value is UNKNOWN).
 #[inline(always)]
 pub fn read_tpidr() -> u64 {
     TPIDR_EL1.get()
@@ -211,6 +223,16 @@ pub fn current_el() -> u64 {
     // SAFETY: reading CurrentEL has no side effect.
     unsafe { asm!("mrs {}, CurrentEL", out(reg) value, options(nomem, nostack)) };
     (value >> 2) & 3
+}
+
+/// Executes a permanently undefined instruction (`udf #0`): the CPU takes a synchronous
+/// exception of class "unknown reason". Used to test the fault paths on purpose
+/// (`crash=early-fault`).
+#[inline(never)]
+pub fn undefined_instruction() {
+    // SAFETY: `udf` raises an exception, which the kernel's vectors handle; it touches no
+    // memory.
+    unsafe { asm!("udf #0", options(nomem, nostack)) };
 }
 
 /// Reads the frame pointer (x29) of the caller, for backtraces.
