@@ -190,7 +190,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     // `kprintln!`: with the MMU off every data access is Device memory, where exclusives need a
     // global monitor that the Raspberry Pi's interconnect does not have (they would never
     // succeed). Only registering the board (a plain store, so that a panic reaches the console
-    // through `early`), the device tree parse and the map come first.
+    // through `early`), the device tree parse and the map come first; `cargo xtask test`
+    // checks the code reachable from here to `kernel_main_mmu_on` for exclusives.
     // SAFETY: the first thing the boot CPU does in the kernel; no other CPU runs yet.
     unsafe { set_platform(board) };
     mark(BootPhase::Board);
@@ -231,7 +232,8 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     kernel_main_mmu_on(board, dtb, info, image, stacks, mmu_config)
 }
 
-/// The rest of [`kernel_main`], with the MMU and caches on: everything else may run.
+/// The rest of [`kernel_main`], with the MMU and caches on: everything else may run. Kept out
+/// of line: the pre-MMU check of `cargo xtask test` stops here.
 #[inline(never)]
 fn kernel_main_mmu_on(
     board: &'static dyn Platform,

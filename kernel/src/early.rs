@@ -8,7 +8,9 @@
 //! is found later, holds nothing yet. So nothing here takes a lock, makes an atomic
 //! read-modify-write or reads per-CPU data: text goes straight to the board's
 //! `Platform::console_write` (registered with a plain store as `kernel_main`'s first step), and
-//! the machine stops through `Platform::exit`.
+//! the machine stops through `Platform::exit`. `cargo xtask test` disassembles everything
+//! reachable before the MMU is on, this module included, and fails on any exclusive
+//! (`xtask/src/premmu.rs`).
 //!
 //! The panic handler and the exception entry come here while SCTLR_EL1.M is clear
 //! (`fault.rs`). `crash=early-panic` and `crash=early-fault` on the command line crash on

@@ -12,7 +12,9 @@
 //!
 //! Before the MMU is on, both take the early paths of `early.rs` instead (no lock, no atomic
 //! read-modify-write, no per-CPU data): the panic handler and `kernel_exception` check
-//! SCTLR_EL1.M first and keep everything else in `panic_mmu_on` and `exception_mmu_on`.
+//! SCTLR_EL1.M first and keep everything else in `panic_mmu_on` and `exception_mmu_on`, where
+//! `cargo xtask test`'s pre-MMU check stops (`xtask/src/premmu.rs`): it accepts them as the
+//! MMU-on halves only when called from a function that reads SCTLR_EL1.
 
 use crate::arch::aarch64::backtrace;
 use crate::arch::aarch64::vectors::{ExceptionKind, TrapFrame};
@@ -248,7 +250,7 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
     exception_mmu_on(frame, kind);
 }
 
-/// [`kernel_exception`] once the MMU is on.
+/// [`kernel_exception`] once the MMU is on. Kept out of line: the pre-MMU check stops here.
 #[inline(never)]
 fn exception_mmu_on(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_raw(kind) {
@@ -315,7 +317,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     panic_mmu_on(info)
 }
 
-/// The panic handler once the MMU is on.
+/// The panic handler once the MMU is on. Kept out of line: the pre-MMU check stops here.
 #[inline(never)]
 fn panic_mmu_on(info: &core::panic::PanicInfo<'_>) -> ! {
     if let Some(hooks) = RECOVERY.get() {

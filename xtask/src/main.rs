@@ -16,6 +16,7 @@ mod gdb;
 mod image;
 mod kvm;
 mod mtools;
+mod premmu;
 mod proc;
 mod qemu;
 mod sdcard;

@@ -3,10 +3,11 @@
 //! line `<passed> passed, <failed> failed` (and `, <skipped> skipped` when any were) that adds
 //! up everything.
 //!
-//! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]), the damaged device trees
-//! (`badtree`: QEMU's tree with one fault, booted with `-dtb`) and the kvm end-to-end check
-//! (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's own
-//! report, bad input, and a fuzz pass on the real artifacts) each add their tests.
+//! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]), the pre-MMU check of each
+//! board's image (`premmu.rs`: no exclusive reachable before the MMU is on), the damaged device
+//! trees (`badtree`: QEMU's tree with one fault, booted with `-dtb`) and the kvm end-to-end
+//! check (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's
+//! own report, bad input, and a fuzz pass on the real artifacts) each add their tests.
 //!
 //! The kernel prints one line per test and then a summary line that is exactly
 //! `N passed, N failed` (optionally followed by `, N skipped`); the last such line counts. QEMU's
@@ -225,6 +226,14 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
             let board = check.machine.board;
             if let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == board) {
                 total += crash_check(ws, kernel, check, args)?.counts;
+            }
+        }
+    }
+
+    if args.filter.is_none() {
+        for (board, kernel) in &images {
+            if let Some(kernel) = kernel {
+                total += premmu_check(*board, kernel, args.verbose).counts;
             }
         }
     }
@@ -509,6 +518,48 @@ fn crash_check(
     );
     println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
     Ok(verdict)
+}
+
+/// The pre-MMU check (`premmu.rs`) of `board`'s test image (`kernel`, or the ELF beside it):
+/// one test, failed with the functions and instructions named when any exclusive is reachable
+/// before the MMU is on, or when the check cannot run. `verbose` lists the functions reached.
+fn premmu_check(board: Board, kernel: &Path, verbose: bool) -> Verdict {
+    let elf = kernel.with_extension("elf");
+    let label = format!("{board} pre-MMU code");
+    let (counts, note) = match crate::premmu::check_file(&elf) {
+        Ok(report) if report.violations.is_empty() => {
+            eprintln!(
+                "xtask: {label}: {} functions, {} instructions reachable before the MMU is on; \
+                 no exclusives",
+                report.functions.len(),
+                report.instructions
+            );
+            if verbose {
+                for name in &report.functions {
+                    println!("  {name}");
+                }
+            }
+            (1, None)
+        }
+        Ok(report) => (
+            0,
+            Some(format!(
+                "exclusives before the MMU is on: {}",
+                crate::premmu::describe(&report.violations)
+            )),
+        ),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    let verdict = Verdict {
+        counts: Counts {
+            passed: counts,
+            failed: 1 - counts,
+            skipped: 0,
+        },
+        note,
+    };
+    println!("{}", result_line(&label, &verdict, None));
+    verdict
 }
 
 /// Judges a deliberate crash: QEMU must exit with status 1 and every expected line fragment
