@@ -94,12 +94,15 @@ Commands:
           --firmware DIR          take start4.elf, fixup4.dat, the licence and the .dtb
                                   from DIR instead of fetching them
           --test                  put the in-kernel test image on the card
+          --firmware-log          add uart_2ndstage=1 to config.txt: the firmware prints
+                                  what it loaded where on the serial console
 
   flash   Write the SD card image to a card, after showing its size and model and asking;
           refuses mounted devices and ones that look like a system disk
           --device /dev/sdX       the card's whole-disk device (required)
           --image FILE            the image to write (default: build it as `sdcard` does)
           --firmware DIR          as for `sdcard`, when building the image
+          --firmware-log          as for `sdcard`, when building the image
 
   fuzz    Run the project's structure-aware fuzzer on the device-tree reader (dtb) or the
           kvm reader (kvm) for as long as asked; prints its seed, and on a failure how to
@@ -161,6 +164,8 @@ pub struct FlashArgs {
     pub image: Option<PathBuf>,
     /// Firmware directory for building the image.
     pub firmware: Option<PathBuf>,
+    /// `uart_2ndstage=1` in the built image's config.txt.
+    pub firmware_log: bool,
 }
 
 /// Flags of `build`.
@@ -414,6 +419,7 @@ fn parse_sdcard(mut flags: Flags) -> Result<Command> {
             "--boot-dir" => out.boot_dir = Some(PathBuf::from(flags.value(&flag)?)),
             "--firmware" => out.firmware = Some(PathBuf::from(flags.value(&flag)?)),
             "--test" => out.test = flags.switch(&flag)?,
+            "--firmware-log" => out.firmware_log = flags.switch(&flag)?,
             _ => return Err(flags.unknown(&flag)),
         }
     }
@@ -427,21 +433,30 @@ fn parse_sdcard(mut flags: Flags) -> Result<Command> {
 
 fn parse_flash(mut flags: Flags) -> Result<Command> {
     let (mut device, mut image, mut firmware) = (None, None, None);
+    let mut firmware_log = false;
     while let Some(flag) = flags.next_flag()? {
         match flag.name.as_str() {
             "--device" => device = Some(PathBuf::from(flags.value(&flag)?)),
             "--image" => image = Some(PathBuf::from(flags.value(&flag)?)),
             "--firmware" => firmware = Some(PathBuf::from(flags.value(&flag)?)),
+            "--firmware-log" => firmware_log = flags.switch(&flag)?,
             _ => return Err(flags.unknown(&flag)),
         }
     }
     let device = device.ok_or_else(|| {
         Error::new("`cargo xtask flash` needs --device /dev/sdX (the card's whole-disk device)")
     })?;
+    if firmware_log && image.is_some() {
+        return Err(Error::new(
+            "`cargo xtask flash`: --firmware-log changes the image it builds; with --image, \
+             build that image with `cargo xtask sdcard --firmware-log`",
+        ));
+    }
     Ok(Command::Flash(FlashArgs {
         device,
         image,
         firmware,
+        firmware_log,
     }))
 }
 
@@ -1064,8 +1079,13 @@ mod tests {
                 boot_dir: None,
                 firmware: Some(PathBuf::from("fw")),
                 test: true,
+                firmware_log: false,
             })
         );
+        let Command::Sdcard(logged) = parse_ok(&["sdcard", "--firmware-log"]) else {
+            panic!("not sdcard")
+        };
+        assert!(logged.firmware_log);
         assert!(parse_err(&["sdcard", "--out", "a", "--boot-dir", "b"]).contains("exclude"));
         assert_eq!(
             parse_ok(&["flash", "--device", "/dev/sdz"]),
@@ -1073,7 +1093,17 @@ mod tests {
                 device: PathBuf::from("/dev/sdz"),
                 image: None,
                 firmware: None,
+                firmware_log: false,
             })
+        );
+        let Command::Flash(logged) = parse_ok(&["flash", "--device", "/dev/sdz", "--firmware-log"])
+        else {
+            panic!("not flash")
+        };
+        assert!(logged.firmware_log);
+        assert!(
+            parse_err(&["flash", "--device", "d", "--image", "i", "--firmware-log"])
+                .contains("sdcard --firmware-log")
         );
         assert!(parse_err(&["flash"]).contains("needs --device"));
         assert!(parse_err(&["flash", "--device"]).contains("needs a value"));

@@ -226,7 +226,8 @@ fn image_bytes(ws: &Workspace, args: &FlashArgs) -> Result<(Vec<u8>, String)> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok((bytes, path.display().to_string()));
     }
-    let files = sdcard::gather(ws, args.firmware.as_deref(), false)?;
+    let files = sdcard::gather(ws, args.firmware.as_deref(), false, args.firmware_log)?;
+    sdcard::print_config(&files);
     let image = sdcard::build_image(&files)?;
     sdcard::verify_image(&image, &files)?;
     Ok((image, "the SD card image just built".to_owned()))

@@ -6,9 +6,11 @@
 //! signature "rpi4" and one bootable partition of type 0x0c (FAT32, LBA) from sector 2048
 //! (1 MiB) to the end; FAT32 with a fixed volume ID and label, every file in the root directory
 //! (fatfs 0.3.6 writes broken `.`/`..` entries in subdirectories) with the timestamp
-//! 2025-01-01 00:00, written in name order. The files: `config.txt` (64-bit, UART on,
-//! `kernel8.img` loaded at 0x80000 as it is linked), `kernel8.img`, `start4.elf`,
-//! `fixup4.dat`, `LICENCE.broadcom` and `bcm2711-rpi-4-b.dtb` (see `firmware.rs`).
+//! 2025-01-01 00:00, written in name order. The files: `config.txt` ([`config_settings`]:
+//! 64-bit, `kernel8.img` loaded at 0x80000 as it is linked, UART on with its clock pinned,
+//! the GIC-400, and with `--firmware-log` the firmware's messages), `kernel8.img`,
+//! `start4.elf`, `fixup4.dat`, `LICENCE.broadcom` and `bcm2711-rpi-4-b.dtb` (see
+//! `firmware.rs`).
 //!
 //! `--boot-dir DIR` writes the same files into a directory (the FAT partition of a card the
 //! user already has) instead of an image. [`read_image`] reads an image back without trusting
@@ -45,21 +47,124 @@ pub const KERNEL: &str = "kernel8.img";
 /// The firmware's configuration file.
 pub const CONFIG: &str = "config.txt";
 
-/// The firmware configuration: 64-bit mode, the UART enabled (on real hardware the kernel then
-/// moves GPIO14/15 from the mini UART to the PL011 itself), `kernel8.img` loaded at 0x80000
-/// where `boards/rpi4/link.ld` links it.
-pub fn config_txt() -> String {
-    format!(
+/// The settings `config.txt` holds, one `key=value` line each, in order: 64-bit mode,
+/// `kernel8.img` loaded at 0x80000 where `boards/rpi4/link.ld` links it (also its arm64
+/// header's text_offset), the UART enabled (the kernel then moves GPIO14/15 from the mini UART
+/// to the PL011 itself), the PL011's clock pinned to the 48 MHz the kernel's divisors assume
+/// (`rpi4::layout::UART_CLOCK_HZ`), and the GIC-400 (not the legacy interrupt controller)
+/// asked for explicitly: the firmware chooses it by default only when it loads a device tree.
+/// With `firmware_log`, `uart_2ndstage=1` as well: the firmware then reports on the serial
+/// console what it loaded where, so a silent first boot shows which stage is silent.
+pub fn config_settings(firmware_log: bool) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
+        ("arm_64bit", "1".to_owned()),
+        ("kernel", KERNEL.to_owned()),
+        (
+            "kernel_address",
+            format!("{:#x}", rpi4::layout::LOAD_ADDRESS),
+        ),
+        ("enable_uart", "1".to_owned()),
+        ("init_uart_clock", rpi4::layout::UART_CLOCK_HZ.to_string()),
+        ("enable_gic", "1".to_owned()),
+    ];
+    if firmware_log {
+        settings.push(("uart_2ndstage", "1".to_owned()));
+    }
+    settings
+}
+
+/// The firmware configuration file: [`config_settings`] with a comment above each.
+pub fn config_txt(firmware_log: bool) -> String {
+    let mut text = String::from(
         "# Raspberry Pi 4 boot configuration, written by `cargo xtask sdcard`.\n\
-         # See docs/rpi4.md in the kernel's repository.\n\
-         arm_64bit=1\n\
-         kernel={KERNEL}\n\
-         # Where boards/rpi4/link.ld links the image (also its arm64 header's text_offset).\n\
-         kernel_address=0x80000\n\
-         enable_uart=1\n\
-         # Uncomment to see the firmware's own messages on the serial console.\n\
-         #uart_2ndstage=1\n"
-    )
+         # See docs/rpi4.md in the kernel's repository (first boot).\n",
+    );
+    for (key, value) in config_settings(firmware_log) {
+        // Lines stay within 80 columns (the config.txt documentation warns of an 80-character
+        // line limit).
+        let why = match key {
+            "arm_64bit" => "Start the cores in AArch64.",
+            "kernel" => "The kernel image on this partition.",
+            "kernel_address" => {
+                "Where boards/rpi4/link.ld links the image (its header's text_offset)."
+            }
+            "enable_uart" => "The serial console on header pins 8 (TX) and 10 (RX).",
+            "init_uart_clock" => "The PL011's clock, which the kernel's baud divisors assume.",
+            "enable_gic" => "The GIC-400, not the legacy interrupt controller.",
+            "uart_2ndstage" => "The firmware's own messages on the serial console.",
+            _ => "",
+        };
+        text.push_str(&format!("# {why}\n{key}={value}\n"));
+    }
+    if !firmware_log {
+        text.push_str(
+            "# `cargo xtask sdcard --firmware-log` adds uart_2ndstage=1: the firmware's own\n\
+             # messages on the serial console.\n",
+        );
+    }
+    text
+}
+
+/// Checks that `text` (a `config.txt`) holds every line of [`config_settings`].
+pub fn check_config(text: &str, firmware_log: bool) -> Result<()> {
+    let missing: Vec<String> = config_settings(firmware_log)
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .filter(|line| !text.lines().any(|l| l.trim() == line))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!("{CONFIG} lacks {}", missing.join(", "))))
+    }
+}
+
+/// The arm64 Image header's magic ("ARM\x64") at offset 0x38.
+pub const IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
+
+/// Checks that `kernel8` starts with the arm64 Image header the firmware and QEMU read: a `b`
+/// instruction first, text_offset 0x80000 at 0x08, an image size at 0x10 no smaller than the
+/// file, and the magic "ARM\x64" at 0x38 (Linux's `Documentation/arch/arm64/booting.rst`).
+pub fn check_kernel_header(kernel8: &[u8]) -> Result<()> {
+    let header = kernel8
+        .get(..64)
+        .ok_or_else(|| Error::new(format!("{KERNEL} is shorter than the 64-byte header")))?;
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let quad = |at: usize| u64::from(word(at)) | (u64::from(word(at + 4)) << 32);
+    let mut problems = Vec::new();
+    if word(0) & 0xfc00_0000 != 0x1400_0000 {
+        problems.push(format!("the first word {:#010x} is not a branch", word(0)));
+    }
+    let text_offset = quad(8);
+    if text_offset != rpi4::layout::LOAD_ADDRESS {
+        problems.push(format!(
+            "text_offset {text_offset:#x}, not {:#x}",
+            rpi4::layout::LOAD_ADDRESS
+        ));
+    }
+    let image_size = quad(16);
+    if image_size < kernel8.len() as u64 {
+        problems.push(format!(
+            "image size {image_size:#x} is smaller than the file ({:#x} bytes)",
+            kernel8.len()
+        ));
+    }
+    if &header[0x38..0x3c] != IMAGE_MAGIC {
+        problems.push(format!(
+            "magic {:02x?} at 0x38, not \"ARM\\x64\"",
+            &header[0x38..0x3c]
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{KERNEL} has no valid arm64 Image header: {}",
+            problems.join("; ")
+        )))
+    }
 }
 
 /// One file of the boot partition.
@@ -71,12 +176,12 @@ pub struct BootFile {
     pub bytes: Vec<u8>,
 }
 
-/// The boot partition's files, in name order.
-pub fn boot_files(kernel8: Vec<u8>, firmware: Firmware) -> Vec<BootFile> {
+/// The boot partition's files, in name order (`firmware_log`: see [`config_settings`]).
+pub fn boot_files(kernel8: Vec<u8>, firmware: Firmware, firmware_log: bool) -> Vec<BootFile> {
     let mut files = vec![
         BootFile {
             name: CONFIG,
-            bytes: config_txt().into_bytes(),
+            bytes: config_txt(firmware_log).into_bytes(),
         },
         BootFile {
             name: KERNEL,
@@ -319,6 +424,8 @@ pub struct SdcardArgs {
     pub firmware: Option<PathBuf>,
     /// Put the in-kernel test image on the card instead of the normal kernel.
     pub test: bool,
+    /// Add `uart_2ndstage=1` to config.txt (the firmware's messages on the serial console).
+    pub firmware_log: bool,
 }
 
 /// The default image path.
@@ -326,8 +433,14 @@ pub fn default_image_path(ws: &Workspace) -> PathBuf {
     ws.target_dir.join("rpi4").join("sdcard.img")
 }
 
-/// The boot files for `args`: the kernel built in release mode and the firmware.
-pub fn gather(ws: &Workspace, firmware_dir: Option<&Path>, test: bool) -> Result<Vec<BootFile>> {
+/// The boot files: the kernel (the test image with `test`) built in release mode, the
+/// firmware, and config.txt (`firmware_log`: see [`config_settings`]).
+pub fn gather(
+    ws: &Workspace,
+    firmware_dir: Option<&Path>,
+    test: bool,
+    firmware_log: bool,
+) -> Result<Vec<BootFile>> {
     // Firmware first: when it is missing, say so before a long build.
     let firmware = firmware::obtain(ws, firmware_dir)?;
     let variant = if test {
@@ -337,7 +450,21 @@ pub fn gather(ws: &Workspace, firmware_dir: Option<&Path>, test: bool) -> Result
     };
     let raw = image::boot_image(ws, Board::Rpi4, variant, Profile::Release)?;
     let kernel8 = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
-    Ok(boot_files(kernel8, firmware))
+    Ok(boot_files(kernel8, firmware, firmware_log))
+}
+
+/// Prints the settings of the config.txt among `files`, so the user sees what the firmware
+/// will be told.
+pub fn print_config(files: &[BootFile]) {
+    let Some(config) = files.iter().find(|f| f.name == CONFIG) else {
+        return;
+    };
+    eprintln!("xtask: {CONFIG}:");
+    for line in String::from_utf8_lossy(&config.bytes).lines() {
+        if !line.starts_with('#') && !line.trim().is_empty() {
+            eprintln!("xtask:   {line}");
+        }
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file, so a failed write leaves no half file.
@@ -365,7 +492,7 @@ pub fn run(ws: &Workspace, args: &SdcardArgs) -> Result<ExitCode> {
             dir.display()
         )));
     }
-    let files = gather(ws, args.firmware.as_deref(), args.test)?;
+    let files = gather(ws, args.firmware.as_deref(), args.test, args.firmware_log)?;
     if let Some(dir) = &args.boot_dir {
         for file in &files {
             let path = dir.join(file.name);
@@ -373,6 +500,7 @@ pub fn run(ws: &Workspace, args: &SdcardArgs) -> Result<ExitCode> {
                 .with_context(|| format!("writing {}", path.display()))?;
             println!("{} ({} bytes)", path.display(), file.bytes.len());
         }
+        print_config(&files);
         eprintln!(
             "xtask: wrote {} files to {}; the card must have a FAT partition the Pi boots from",
             files.len(),
@@ -387,6 +515,7 @@ pub fn run(ws: &Workspace, args: &SdcardArgs) -> Result<ExitCode> {
     for file in &files {
         eprintln!("xtask:   {:<22} {:>9} bytes", file.name, file.bytes.len());
     }
+    print_config(&files);
     eprintln!(
         "xtask: {} MiB image, MBR with one bootable FAT32 partition from sector {PARTITION_START}; \
          read back and checked. Write it with `cargo xtask flash --device /dev/sdX`.",
@@ -408,7 +537,7 @@ mod tests {
             licence: b"Copyright (c) Broadcom; redistribution in binary form...".to_vec(),
         };
         let kernel8 = (0..700_000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
-        boot_files(kernel8, firmware)
+        boot_files(kernel8, firmware, false)
     }
 
     #[test]
@@ -468,20 +597,84 @@ mod tests {
     }
 
     #[test]
-    fn config_txt_asks_for_64_bits_the_uart_and_the_link_address() {
-        let config = config_txt();
+    fn config_txt_pins_what_the_kernel_assumes() {
+        let config = config_txt(false);
         for line in [
             "arm_64bit=1",
             "kernel=kernel8.img",
             "kernel_address=0x80000",
             "enable_uart=1",
+            "init_uart_clock=48000000",
+            "enable_gic=1",
         ] {
             assert!(config.lines().any(|l| l == line), "{line} missing");
         }
+        assert!(!config.lines().any(|l| l.starts_with("uart_2ndstage")));
+        check_config(&config, false).unwrap();
         // The link address in the board's linker script is the same.
         let link =
             std::fs::read_to_string(Workspace::locate().root.join("boards/rpi4/link.ld")).unwrap();
         assert!(link.contains(". = 0x80000;"));
+    }
+
+    #[test]
+    fn config_lines_fit_80_columns() {
+        for firmware_log in [false, true] {
+            for line in config_txt(firmware_log).lines() {
+                assert!(line.len() <= 80, "{line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_firmware_log_flag_adds_uart_2ndstage() {
+        let config = config_txt(true);
+        assert!(config.lines().any(|l| l == "uart_2ndstage=1"));
+        check_config(&config, true).unwrap();
+        let err = check_config(&config_txt(false), true).unwrap_err();
+        assert!(err.to_string().contains("uart_2ndstage=1"), "{err}");
+    }
+
+    #[test]
+    fn a_config_without_a_setting_is_refused() {
+        let config = config_txt(false).replace("init_uart_clock=48000000\n", "");
+        let err = check_config(&config, false).unwrap_err().to_string();
+        assert_eq!(err, "config.txt lacks init_uart_clock=48000000");
+        let commented = config_txt(false).replace("enable_gic=1", "#enable_gic=1");
+        assert!(check_config(&commented, false).is_err());
+    }
+
+    /// A kernel8.img-like file: the header as `boards/rpi4/link.ld` writes it, then code.
+    fn kernel_with_header(len: usize) -> Vec<u8> {
+        let mut k = vec![0u8; len];
+        k[0..4].copy_from_slice(&0x1400_0010u32.to_le_bytes()); // b +0x40
+        k[8..16].copy_from_slice(&0x80000u64.to_le_bytes());
+        k[16..24].copy_from_slice(&(len as u64 + 0x1000).to_le_bytes());
+        k[24..32].copy_from_slice(&2u64.to_le_bytes());
+        k[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        k
+    }
+
+    #[test]
+    fn the_image_header_is_checked_field_by_field() {
+        check_kernel_header(&kernel_with_header(4096)).unwrap();
+        let broken = |at: usize, byte: u8| {
+            let mut k = kernel_with_header(4096);
+            k[at] = byte;
+            check_kernel_header(&k).unwrap_err().to_string()
+        };
+        assert!(broken(3, 0x00).contains("not a branch"));
+        assert!(broken(10, 0x20).contains("text_offset 0x200000"));
+        assert!(broken(0x3b, 0x65).contains("magic"));
+        let mut short_size = kernel_with_header(4096);
+        short_size[16..24].copy_from_slice(&16u64.to_le_bytes());
+        assert!(
+            check_kernel_header(&short_size)
+                .unwrap_err()
+                .to_string()
+                .contains("smaller than the file")
+        );
+        assert!(check_kernel_header(&[0x10, 0, 0, 0x14]).is_err());
     }
 
     #[test]

@@ -337,9 +337,10 @@ fn run_config(
 ///   patches, leaving NOP tokens) when `cargo xtask sdcard` has cached it; skipped otherwise,
 ///   so that the test needs no 60 MB download.
 /// - `rpi4 sdcard image`: the SD card image with the test kernel, built twice (the bytes must
-///   be equal) and read back (partition table, FAT32, every file); the firmware is the cached
-///   one, or placeholder files when there is none. With mtools installed, `mdir`/`mcopy` read
-///   it back too (skipped otherwise).
+///   be equal) and read back (partition table, FAT32, every file; kernel8.img's arm64 Image
+///   header and config.txt's settings); the firmware is the cached one, or placeholder files
+///   when there is none. With mtools installed, `mdir`/`mcopy` read it back too (skipped
+///   otherwise).
 /// - `rpi4 sdcard boot`: the kernel8.img read back from that image, booted on raspi4b (with
 ///   the image's device tree when it is the real one).
 fn rpi4_extras(
@@ -406,7 +407,7 @@ fn sdcard_image_checks(
     let built = std::fs::read(kernel)
         .with_context(|| format!("reading {}", kernel.display()))
         .and_then(|kernel8| {
-            let files = sdcard::boot_files(kernel8, firmware);
+            let files = sdcard::boot_files(kernel8, firmware, false);
             let first = sdcard::build_image(&files)?;
             Ok((files, first))
         });
@@ -431,6 +432,26 @@ fn sdcard_image_checks(
             });
             check(written, &mut counts);
             check(sdcard::verify_image(&image, &files), &mut counts);
+            // What the firmware will read: kernel8.img's arm64 Image header and every line of
+            // config.txt, from the FAT partition as read back.
+            let back = sdcard::read_image(&image);
+            let read_back = |name: &str| -> Result<Vec<u8>> {
+                let back = back.as_ref().map_err(|e| Error::new(e.to_string()))?;
+                back.files
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, b)| b.clone())
+                    .ok_or_else(|| Error::new(format!("{name} missing from the image")))
+            };
+            check(
+                read_back(sdcard::KERNEL).and_then(|k| sdcard::check_kernel_header(&k)),
+                &mut counts,
+            );
+            check(
+                read_back(sdcard::CONFIG)
+                    .and_then(|c| sdcard::check_config(&String::from_utf8_lossy(&c), false)),
+                &mut counts,
+            );
             if mtools::available() {
                 check(mtools::verify(&path, &files), &mut counts);
             } else {
