@@ -63,6 +63,14 @@ fn image_layout() -> ImageLayout {
     }
 }
 
+/// The whole image: text to the end of data, bss, the boot stack and the page-table pool.
+fn image_range(image: &ImageLayout) -> PhysRange {
+    PhysRange {
+        start: image.text.start,
+        size: image.data.end() - image.text.start,
+    }
+}
+
 /// Size of each CPU's exception stack (synchronous exceptions run on it); the vectors'
 /// nesting check in `arch/aarch64/vectors.rs` uses the same size.
 pub const EXCEPTION_STACK_SIZE: usize = 0x4000;
@@ -204,8 +212,20 @@ pub fn kernel_main(board: &'static dyn Platform, dtb: &'static [u8]) -> ! {
     crate::early::crash_on_request(info.bootargs());
     mark(BootPhase::DeviceTree);
     let image = image_layout();
+    // The thread stacks stay clear of the image, the tree, its reserved ranges and the board's.
+    let mut avoid = [PhysRange::default(); 1 + devtree::MAX_RESERVED + MAX_BOARD_RESERVED];
+    avoid[0] = image_range(&image);
+    let mut avoid_count = 1;
+    for r in info
+        .reserved()
+        .iter()
+        .chain(board.reserved_ranges().iter().take(MAX_BOARD_RESERVED))
+    {
+        avoid[avoid_count] = *r;
+        avoid_count += 1;
+    }
     // Plain stores only (no read-modify-write): fine with the MMU off.
-    let stacks = sched::stack::reserve(info.memory()).unwrap_or_default();
+    let stacks = sched::stack::reserve(info.memory(), &avoid[..avoid_count]).unwrap_or_default();
     // SAFETY: boot CPU, MMU off, first use of the page-table pool; RAM from the device tree
     // covers the image and boot stack, and the board lists its devices.
     let mmu_config = match unsafe {
@@ -284,10 +304,7 @@ fn kernel_main_mmu_on(
     }
 
     let mut holes = [PhysRange::default(); 2 + devtree::MAX_RESERVED + MAX_BOARD_RESERVED];
-    holes[0] = PhysRange {
-        start: image.text.start,
-        size: image.data.end() - image.text.start,
-    };
+    holes[0] = image_range(&image);
     holes[1] = stacks;
     let board_reserved = board.reserved_ranges();
     if board_reserved.len() > MAX_BOARD_RESERVED {

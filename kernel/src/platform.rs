@@ -25,6 +25,41 @@ impl PhysRange {
     pub const fn contains(&self, addr: u64) -> bool {
         addr >= self.start && addr < self.end()
     }
+
+    /// Whether the two ranges share a byte (an empty range overlaps nothing).
+    pub const fn overlaps(&self, other: &PhysRange) -> bool {
+        self.size > 0 && other.size > 0 && self.start < other.end() && other.start < self.end()
+    }
+
+    /// The highest range of `size` bytes starting at a multiple of `align` (a power of two)
+    /// that lies inside this one and overlaps nothing in `avoid`, if there is one. Each step
+    /// moves the candidate below the lowest range in its way, so it takes at most
+    /// `avoid.len() + 1` steps. Pure arithmetic: used before the MMU is on.
+    pub fn highest_free(&self, size: u64, align: u64, avoid: &[PhysRange]) -> Option<PhysRange> {
+        if size == 0 {
+            return None;
+        }
+        let mut end = self.end();
+        loop {
+            if end < self.start || end - self.start < size {
+                return None;
+            }
+            let start = (end - size) & !(align - 1);
+            if start < self.start {
+                return None;
+            }
+            let candidate = PhysRange { start, size };
+            match avoid
+                .iter()
+                .filter(|a| a.overlaps(&candidate))
+                .map(|a| a.start)
+                .min()
+            {
+                None => return Some(candidate),
+                Some(lowest) => end = lowest,
+            }
+        }
+    }
 }
 
 /// Which CPUs an inter-processor interrupt goes to.
@@ -156,4 +191,56 @@ pub fn try_platform() -> Option<&'static dyn Platform> {
 /// The board's platform object. Panics if called before boot registered it.
 pub fn platform() -> &'static dyn Platform {
     try_platform().expect("platform() called before kernel_main registered the board")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PhysRange;
+
+    const fn r(start: u64, size: u64) -> PhysRange {
+        PhysRange { start, size }
+    }
+
+    #[test]
+    fn overlap_needs_a_shared_byte() {
+        assert!(r(0, 10).overlaps(&r(9, 1)));
+        assert!(!r(0, 10).overlaps(&r(10, 1)));
+        assert!(!r(0, 10).overlaps(&r(5, 0)));
+    }
+
+    #[test]
+    fn the_highest_free_range_sits_at_the_top_when_nothing_is_in_the_way() {
+        let ram = r(0, 0x3b40_0000);
+        assert_eq!(
+            ram.highest_free(0x200_0000, 0x8000, &[]),
+            Some(r(0x3940_0000, 0x200_0000))
+        );
+        // An unaligned end rounds the start down.
+        assert_eq!(
+            r(0, 0x1_0100).highest_free(0x8000, 0x8000, &[]),
+            Some(r(0x8000, 0x8000))
+        );
+    }
+
+    #[test]
+    fn the_highest_free_range_moves_below_everything_in_its_way() {
+        let ram = r(0, 0x3b40_0000);
+        // A device tree near the top (where a firmware may put it) and a reservation just
+        // below: the range ends below both.
+        let tree = r(0x3b3f_2e00, 0xd151);
+        let reserved = r(0x3a00_0000, 0x10_0000);
+        let got = ram
+            .highest_free(0x200_0000, 0x8000, &[tree, reserved])
+            .unwrap();
+        assert_eq!(got, r(0x3800_0000, 0x200_0000));
+        assert!(!got.overlaps(&tree) && !got.overlaps(&reserved));
+    }
+
+    #[test]
+    fn no_room_is_none() {
+        let ram = r(0x1000, 0x10_0000);
+        assert_eq!(ram.highest_free(0x20_0000, 0x8000, &[]), None);
+        assert_eq!(ram.highest_free(0x8000, 0x8000, &[r(0, 0x20_0000)]), None);
+        assert_eq!(ram.highest_free(0, 0x8000, &[]), None);
+    }
 }

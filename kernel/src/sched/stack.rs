@@ -51,24 +51,30 @@ impl StackSlot {
     }
 }
 
-/// Chooses the stack region: `MAX_SLOTS` slots (fewer on a small machine) at the top of the
-/// largest RAM range, slot aligned. Boot CPU, before the MMU and the heap are set up; the
-/// caller keeps the heap out of the returned range and has the MMU leave the lowest
-/// [`GUARD_SIZE`] bytes of every [`SLOT_SIZE`] unmapped.
-pub fn reserve(ram: &[PhysRange]) -> Option<PhysRange> {
+/// Chooses the stack region: `MAX_SLOTS` slots (fewer on a small machine: an eighth of the
+/// largest RAM range), slot aligned, as high as it fits in the largest RAM range (then in the
+/// others) without overlapping anything in `avoid`: the image, the device tree and every range
+/// it reserves, the board's reserved ranges (a firmware may put its tree or its own data at
+/// the top of RAM). With no room for that many, half as many, and so on. Boot CPU, before the
+/// MMU and the heap are set up; the caller keeps the heap out of the returned range and has
+/// the MMU leave the lowest [`GUARD_SIZE`] bytes of every [`SLOT_SIZE`] unmapped.
+pub fn reserve(ram: &[PhysRange], avoid: &[PhysRange]) -> Option<PhysRange> {
     let largest = ram.iter().max_by_key(|r| r.size)?;
-    let slots = MAX_SLOTS.min((largest.size / 8 / SLOT_SIZE) as usize);
-    if slots == 0 {
-        return None;
+    let mut slots = MAX_SLOTS.min((largest.size / 8 / SLOT_SIZE) as usize);
+    while slots > 0 {
+        let size = slots as u64 * SLOT_SIZE;
+        let others = ram.iter().filter(|r| !core::ptr::eq(*r, largest));
+        if let Some(region) = core::iter::once(largest)
+            .chain(others)
+            .find_map(|r| r.highest_free(size, SLOT_SIZE, avoid))
+        {
+            REGION_START.store(region.start, Ordering::Relaxed);
+            SLOTS.store(slots, Ordering::Relaxed);
+            return Some(region);
+        }
+        slots /= 2;
     }
-    let size = slots as u64 * SLOT_SIZE;
-    let start = (largest.end() - size) & !(SLOT_SIZE - 1);
-    if start < largest.start {
-        return None;
-    }
-    REGION_START.store(start, Ordering::Relaxed);
-    SLOTS.store(slots, Ordering::Relaxed);
-    Some(PhysRange { start, size })
+    None
 }
 
 /// How many slots the region holds (0 before [`reserve`] or on a machine too small for one).
