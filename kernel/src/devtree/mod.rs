@@ -51,8 +51,9 @@ pub const MAX_DEPTH: usize = 32;
 pub const PHYS_ADDR_LIMIT: u64 = 1 << 48;
 /// Memory regions kept (more are reported as ignored).
 pub const MAX_MEMORY_REGIONS: usize = 8;
-/// Reserved ranges kept (the DTB itself plus `/memreserve/` entries); a tree with more is
-/// refused, since a reservation left out would let the heap hand out reserved memory.
+/// Reserved ranges kept (the DTB itself, `/memreserve/` entries and the `reg` ranges of
+/// `/reserved-memory`'s children); a tree with more is refused, since a reservation left out
+/// would let the heap hand out reserved memory.
 pub const MAX_RESERVED: usize = 8;
 /// Longest boot-argument string kept.
 pub const MAX_BOOTARGS: usize = 256;
@@ -200,7 +201,10 @@ impl SystemInfo {
         &self.memory[..self.memory_count]
     }
 
-    /// Ranges the kernel must not allocate from (the tree itself, `/memreserve/` entries).
+    /// Ranges the kernel must not allocate from: the tree itself, the `/memreserve/` entries,
+    /// then the `reg` ranges of `/reserved-memory`'s children (`no-map` or not; a child with
+    /// only a `size`, for the OS to place, reserves nothing), each checked as by
+    /// [`checked_range`].
     pub fn reserved(&self) -> &[PhysRange] {
         &self.reserved[..self.reserved_count]
     }
@@ -422,6 +426,37 @@ impl Collect {
         Ok(())
     }
 
+    /// Keeps `range` as reserved, or refuses the tree when [`MAX_RESERVED`] are kept already.
+    fn reserve(&mut self, node: NodePath, start: u64, size: u64) -> Result<(), DtbError> {
+        if size == 0 {
+            return Ok(());
+        }
+        let range = checked_range(node, start, size)?;
+        if self.info.reserved_count == MAX_RESERVED {
+            return Err(DtbError::Invalid {
+                node,
+                rule: Rule::TooManyReservations(MAX_RESERVED - 1),
+            });
+        }
+        self.info.reserved[self.info.reserved_count] = range;
+        self.info.reserved_count += 1;
+        Ok(())
+    }
+
+    /// A child of `/reserved-memory`: its `reg` ranges are reserved like `/memreserve/`
+    /// entries (the firmware keeps its own data there), unless it is disabled.
+    fn reserved_memory(&mut self, node: &Node<'_, '_>) -> Result<(), DtbError> {
+        if node.prop_str("status") == Some("disabled") {
+            return Ok(());
+        }
+        if let Some(reg) = node.reg()? {
+            for (start, size) in reg {
+                self.reserve(node.path(), start, size)?;
+            }
+        }
+        Ok(())
+    }
+
     fn bootargs(&mut self, args: &str) {
         let mut n = args.len().min(MAX_BOOTARGS);
         while !args.is_char_boundary(n) {
@@ -469,24 +504,21 @@ impl<'a> DeviceTree<'a> {
         c.info.reserved_count = 1;
         let rsv = || NodePath::text("the memory reservation block");
         for (start, size) in self.reservations() {
-            if size == 0 {
-                continue;
-            }
-            let range = checked_range(rsv(), start, size)?;
-            if c.info.reserved_count == MAX_RESERVED {
-                return Err(DtbError::Invalid {
-                    node: rsv(),
-                    rule: Rule::TooManyReservations(MAX_RESERVED - 1),
-                });
-            }
-            c.info.reserved[c.info.reserved_count] = range;
-            c.info.reserved_count += 1;
+            c.reserve(rsv(), start, size)?;
         }
 
+        // Whether the last node met at depth 2 was `/reserved-memory` (its children are at
+        // depth 3, each right after it or after a sibling).
+        let mut in_reserved_memory = false;
         self.walk(|node| {
             let base = node.base_name();
             let device_type = node.prop_str("device_type");
-            if base == b"memory" || device_type == Some("memory") {
+            if node.depth() == 2 {
+                in_reserved_memory = base == b"reserved-memory";
+            }
+            if in_reserved_memory && node.depth() == 3 {
+                c.reserved_memory(node)?;
+            } else if base == b"memory" || device_type == Some("memory") {
                 if device_type.is_none_or(|t| t == "memory") {
                     c.memory(node)?;
                 }

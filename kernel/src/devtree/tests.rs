@@ -525,6 +525,93 @@ fn reserved_ranges_that_wrap_or_are_too_many_are_refused() {
 }
 
 #[test]
+fn reserved_memory_children_with_reg_are_reserved_like_memreserve() {
+    // As a Pi firmware might write it: two address cells, one size cell, a `no-map` region
+    // with `reg`, one without `no-map`, a dynamically placed pool (`size` only) and a disabled
+    // node, which reserve nothing.
+    let dtb = tree_with(|b| {
+        b.begin_node("reserved-memory");
+        b.property_cells("#address-cells", &[2]);
+        b.property_cells("#size-cells", &[1]);
+        b.property("ranges", &[]);
+        b.begin_node("nvram@7ff00000");
+        b.property_cells("reg", &[0, 0x7ff0_0000, 0x1000]);
+        b.property("no-map", &[]);
+        b.end_node();
+        b.begin_node("firmware@7fe00000");
+        b.property_cells("reg", &[0, 0x7fe0_0000, 0x2_0000]);
+        b.end_node();
+        b.begin_node("linux,cma");
+        b.property_str("compatible", "shared-dma-pool");
+        b.property_cells("size", &[0x400_0000]);
+        b.property("reusable", &[]);
+        b.end_node();
+        b.begin_node("off@7fd00000");
+        b.property_cells("reg", &[0, 0x7fd0_0000, 0x1000]);
+        b.property_str("status", "disabled");
+        b.end_node();
+        b.end_node();
+        // A node of the same name deeper down is not /reserved-memory.
+        b.begin_node("soc");
+        b.property_cells("#address-cells", &[2]);
+        b.property_cells("#size-cells", &[2]);
+        b.begin_node("reserved-memory");
+        b.begin_node("not@1000");
+        b.property_u64s("reg", &[0x1000, 0x1000]);
+        b.end_node();
+        b.end_node();
+        b.end_node();
+    });
+    let info = parse(&dtb, 0).unwrap();
+    assert_eq!(
+        info.reserved()[1..],
+        [
+            PhysRange {
+                start: 0x7ff0_0000,
+                size: 0x1000
+            },
+            PhysRange {
+                start: 0x7fe0_0000,
+                size: 0x2_0000
+            },
+        ]
+    );
+}
+
+#[test]
+fn reserved_memory_ranges_are_checked_and_counted_with_memreserve() {
+    let with_children = |n: u64, start: u64, size: u64| {
+        tree_with(|b| {
+            b.begin_node("reserved-memory");
+            b.property_cells("#address-cells", &[2]);
+            b.property_cells("#size-cells", &[2]);
+            for i in 0..n {
+                b.begin_node(&format!("r@{i:x}"));
+                b.property_u64s("reg", &[start + (i << 20), size]);
+                b.end_node();
+            }
+            b.end_node();
+        })
+    };
+    assert_eq!(
+        rule_of(&with_children(1, u64::MAX, 2)),
+        Some(Rule::Wraps(PhysRange {
+            start: u64::MAX,
+            size: 2
+        }))
+    );
+    let e = parse(&with_children(1, u64::MAX, 2), 0).unwrap_err();
+    assert_eq!(e.node().unwrap().to_string(), "/reserved-memory/r@0");
+    // The tree itself takes one of the MAX_RESERVED slots.
+    let fits = MAX_RESERVED as u64 - 1;
+    assert!(parse(&with_children(fits, 0x4800_0000, 0x1000), 0).is_ok());
+    assert_eq!(
+        rule_of(&with_children(fits + 1, 0x4800_0000, 0x1000)),
+        Some(Rule::TooManyReservations(MAX_RESERVED - 1))
+    );
+}
+
+#[test]
 fn cpu_nodes_sharing_an_mpidr_are_refused() {
     // Four CPU nodes with the same MPIDR were four CPUs.
     let dtb = tree_with(|b| {
