@@ -8,39 +8,18 @@
 //! (PSCI or spin table) and waits for them; each checks its DPCPU offset as it comes online. What it runs next depends on the image: the normal kernel idles, the test image
 //! runs the in-kernel tests, the bench image the benchmarks.
 //!
-//! The board's linker script must define the symbols declared in [`linker`].
+//! The board's linker script must define the symbols declared in [`arch::linker`].
 
+use crate::arch::aarch64::linker;
 use crate::arch::aarch64::mmu::{self, ImageLayout, MmuConfig};
-use crate::arch::aarch64::secondary::{SecondaryBoot, kernel_secondary_entry};
+use crate::arch::aarch64::secondary::SecondaryBoot;
 use crate::arch::aarch64::{self as arch, vectors};
 use crate::cpu::{self, CpuState, cpu_lookup, cpus, curcpu};
 use crate::devtree;
 use crate::platform::{PhysRange, Platform, platform, set_platform};
-use crate::{clock, heap, intr, kprintln, percpu, sched};
+use crate::{boottime, clock, heap, intr, kprintln, percpu, sched};
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicU64, Ordering};
-
-/// Symbols the board's linker script defines.
-pub mod linker {
-    unsafe extern "C" {
-        /// Start of `.text` (page aligned).
-        pub static __text_start: u8;
-        /// End of `.text` (page aligned).
-        pub static __text_end: u8;
-        /// Start of `.rodata` (page aligned).
-        pub static __rodata_start: u8;
-        /// End of `.rodata` (page aligned).
-        pub static __rodata_end: u8;
-        /// Start of `.data` (page aligned); data, bss and the boot stack follow.
-        pub static __data_start: u8;
-        /// End of the image (page aligned).
-        pub static __kernel_end: u8;
-        /// Lowest address of the boot CPU's stack.
-        pub static __boot_stack_bottom: u8;
-        /// Top of the boot CPU's stack.
-        pub static __boot_stack_top: u8;
-    }
-}
+use core::sync::atomic::Ordering;
 
 fn sym(s: &u8) -> u64 {
     s as *const u8 as u64
@@ -86,110 +65,8 @@ const CPU_START_TIMEOUT_MS: u64 = 2000;
 
 static MMU_CONFIG: spin::Once<MmuConfig> = spin::Once::new();
 
-/// Counter value at which each CPU reported online (for `boot_all_cpus_online`).
-static ONLINE_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
-
-/// Counter value at which the boot CPU asked the platform to start each CPU.
-static START_AT: [AtomicU64; cpu::MAXCPUS] = [const { AtomicU64::new(0) }; cpu::MAXCPUS];
-
-/// The steps of the boot CPU's part of the boot, in order. [`mark`] records the counter at the
-/// end of each; the bench image prints the differences (`boot_phase_*`), so a change in
-/// `boot_all_cpus_online` can be traced to a step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BootPhase {
-    /// QEMU's start to the board's `board_main`: QEMU's boot stub, the data-cache invalidation
-    /// by set/way, EL2 to EL1 and zeroing `.bss` (the board marks it).
-    Entry,
-    /// `board_main` up to `kernel_main`: the board reads the device tree for its devices.
-    Board,
-    /// The kernel's parse of the device tree (memory, CPUs, reserved ranges, bootargs).
-    DeviceTree,
-    /// The thread-stack region, the page tables and turning the MMU on.
-    PageTables,
-    /// Platform registered, CPU 0 attached, the banner.
-    Console,
-    /// The heap given the rest of RAM, the thread-stack free list.
-    Heap,
-    /// The other CPUs attached, the DPCPU copies and their checks, the exception stacks.
-    PerCpu,
-    /// Interrupt controller, IPIs and clock tick on CPU 0, the scheduler and kthread(9) set up.
-    Interrupts,
-}
-
-impl BootPhase {
-    /// Every phase, in boot order.
-    pub const ALL: [BootPhase; 8] = [
-        BootPhase::Entry,
-        BootPhase::Board,
-        BootPhase::DeviceTree,
-        BootPhase::PageTables,
-        BootPhase::Console,
-        BootPhase::Heap,
-        BootPhase::PerCpu,
-        BootPhase::Interrupts,
-    ];
-
-    /// The phase's name in `boot_phase_<name>`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BootPhase::Entry => "entry",
-            BootPhase::Board => "board",
-            BootPhase::DeviceTree => "devtree",
-            BootPhase::PageTables => "page_tables",
-            BootPhase::Console => "console",
-            BootPhase::Heap => "heap",
-            BootPhase::PerCpu => "percpu",
-            BootPhase::Interrupts => "interrupts",
-        }
-    }
-}
-
-/// Counter value at the end of each [`BootPhase`] (0 if it was not marked).
-static PHASE_END: [AtomicU64; BootPhase::ALL.len()] =
-    [const { AtomicU64::new(0) }; BootPhase::ALL.len()];
-
-/// Records that `phase` ends now. Boot CPU; a plain store, so it may run with the MMU off.
-pub fn mark(phase: BootPhase) {
-    PHASE_END[phase as usize].store(arch::counter(), Ordering::Relaxed);
-}
-
-/// The counter ticks each marked [`BootPhase`] took, from the end of the previous marked one
-/// (or from 0, QEMU's start), in boot order; unmarked phases are left out.
-pub fn phase_ticks() -> impl Iterator<Item = (BootPhase, u64)> {
-    let mut previous = 0;
-    BootPhase::ALL.into_iter().filter_map(move |phase| {
-        let end = PHASE_END[phase as usize].load(Ordering::Relaxed);
-        if end == 0 {
-            return None;
-        }
-        let ticks = end.saturating_sub(previous);
-        previous = end;
-        Some((phase, ticks))
-    })
-}
-
-/// For each CPU the boot CPU started: its index, the counter when its start was requested
-/// and the counter when it came online (0 if it never did).
-pub fn secondary_ticks() -> impl Iterator<Item = (usize, u64, u64)> {
-    cpus().skip(1).map(|ci| {
-        let i = ci.index();
-        (
-            i,
-            START_AT[i].load(Ordering::Relaxed),
-            ONLINE_AT[i].load(Ordering::Relaxed),
-        )
-    })
-}
-
 pub use crate::bootinfo::{bootarg, device_tree, system_info};
-
-/// The counter value at which the last CPU came online.
-pub fn all_online_at() -> u64 {
-    cpus()
-        .map(|ci| ONLINE_AT[ci.index()].load(Ordering::Relaxed))
-        .max()
-        .unwrap_or(0)
-}
+pub use crate::boottime::{BootPhase, mark};
 
 /// The kernel's entry on the boot CPU. `dtb` is the device tree the firmware passed (the board
 /// has checked its header). Runs with the MMU off and IRQs masked; never returns.
@@ -357,7 +234,7 @@ fn kernel_main_mmu_on(
     clock::start_this_cpu();
     crate::spl::set_online(ci0, true);
     ci0.set_state(CpuState::Online);
-    ONLINE_AT[0].store(arch::counter(), Ordering::Relaxed);
+    boottime::online(0);
     sched::init_boot_cpu();
     // The idle threads have their stack slots: what is left bounds the kernel threads.
     crate::kthread::init(bootarg("kthread.max").and_then(|v| v.parse().ok()));
@@ -419,7 +296,7 @@ fn start_secondaries(board: &dyn Platform, mmu_config: &MmuConfig) {
         arch::clean_dcache_range(boot_addr, core::mem::size_of::<SecondaryBoot>() as u64);
         ci.set_state(CpuState::Starting);
         arch::clean_dcache_range(ci as *const _ as u64, core::mem::size_of_val(ci) as u64);
-        START_AT[ci.index()].store(arch::counter(), Ordering::Relaxed);
+        boottime::start_requested(ci.index());
         if let Err(e) = board.start_cpu(ci.index(), ci.mpidr(), boot_addr) {
             kprintln!(
                 "cpu{} (MPIDR {:#x}): start failed: {e:?}",
@@ -476,18 +353,14 @@ extern "C" fn kernel_secondary_main(boot: &SecondaryBoot) -> ! {
     board.irq_init_cpu(index);
     intr::init_cpu();
     clock::start_this_cpu();
-    ONLINE_AT[index].store(arch::counter(), Ordering::Relaxed);
+    boottime::online(index);
     crate::spl::set_online(ci, true);
     ci.set_state(CpuState::Online);
     arch::send_event();
     sched::start_secondary()
 }
 
-/// The starting address the board passes to the firmware for secondary CPUs must reach
-/// [`kernel_secondary_entry`] at EL1; boards that enter at EL2 drop first, then branch here.
-pub fn secondary_entry_address() -> u64 {
-    kernel_secondary_entry as *const () as u64
-}
+pub use crate::arch::aarch64::secondary::secondary_entry_address;
 
 /// Shorthand used by diagnostics: this CPU's index.
 pub fn this_cpu() -> usize {

@@ -9,7 +9,7 @@
 
 use crate::arch::aarch64::{counter_frequency, timer};
 use crate::cpu::curcpu;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Default ticks per second.
 pub const DEFAULT_HZ: u64 = 100;
@@ -65,8 +65,23 @@ pub fn tick() {
     timer::arm_at(deadline);
     curcpu().tick_count.fetch_add(1, Ordering::Relaxed);
     crate::sched::tick();
-    #[cfg(feature = "ktest")]
-    crate::ktest::watchdog_check(now);
+    let hook = TICK_HOOK.load(Ordering::Relaxed);
+    if hook != 0 {
+        // SAFETY: only `set_tick_hook` stores here, from a `fn(u64)`.
+        let hook: fn(u64) = unsafe { core::mem::transmute::<usize, fn(u64)>(hook) };
+        hook(now);
+    }
+}
+
+/// A function every CPU's tick calls with the counter value, after the scheduler's work (0:
+/// none). The test harness's watchdog uses it; the clock does not depend on its user.
+static TICK_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs `hook`, which every CPU's clock tick then calls at IPL_SCHED in hard interrupt
+/// context with the counter value (it must not block). One hook; a second call replaces it.
+/// Context: any.
+pub fn set_tick_hook(hook: fn(u64)) {
+    TICK_HOOK.store(hook as usize, Ordering::Release);
 }
 
 /// The counter value of the `n`-th clock tick from now on this CPU (`n` >= 1): the deadline

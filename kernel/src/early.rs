@@ -16,9 +16,9 @@
 //! (`fault.rs`). `crash=early-panic` and `crash=early-fault` on the command line crash on
 //! purpose right after the device tree is parsed, so the test suite sees both paths print.
 
+use crate::arch::aarch64::esr::{Describe, write_fault_registers};
 use crate::arch::aarch64::vectors::{ExceptionKind, TrapFrame};
 use crate::arch::aarch64::{self as arch, backtrace};
-use crate::fault::{Describe, write_fault_registers};
 use crate::platform::{Platform, try_platform};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -76,8 +76,8 @@ fn boot_stack() -> (u64, u64) {
     // SAFETY: linker-script symbols; only their addresses are taken.
     unsafe {
         (
-            &crate::boot::linker::__boot_stack_bottom as *const u8 as u64,
-            &crate::boot::linker::__boot_stack_top as *const u8 as u64,
+            &crate::arch::aarch64::linker::__boot_stack_bottom as *const u8 as u64,
+            &crate::arch::aarch64::linker::__boot_stack_top as *const u8 as u64,
         )
     }
 }

@@ -29,6 +29,8 @@ pub mod sync;
 pub mod boot;
 pub mod bootinfo;
 #[cfg(target_arch = "aarch64")]
+pub mod boottime;
+#[cfg(target_arch = "aarch64")]
 pub mod clock;
 #[cfg(target_arch = "aarch64")]
 pub mod early;

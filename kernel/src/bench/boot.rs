@@ -26,10 +26,10 @@ fn once(metric: &str, ns: u64) {
 pub fn boot() {
     once(
         "boot_all_cpus_online",
-        counter_to_ns(crate::boot::all_online_at()),
+        counter_to_ns(crate::boottime::all_online_at()),
     );
     let mut boot_cpu_end = 0;
-    for (phase, ticks) in crate::boot::phase_ticks() {
+    for (phase, ticks) in crate::boottime::phase_ticks() {
         boot_cpu_end += ticks;
         once(
             &alloc::format!("boot_phase_{}", phase.name()),
@@ -39,10 +39,10 @@ pub fn boot() {
     if crate::cpu::ncpu() > 1 {
         once(
             "boot_phase_secondaries",
-            counter_to_ns(crate::boot::all_online_at().saturating_sub(boot_cpu_end)),
+            counter_to_ns(crate::boottime::all_online_at().saturating_sub(boot_cpu_end)),
         );
     }
-    for (cpu, start, online) in crate::boot::secondary_ticks() {
+    for (cpu, start, online) in crate::boottime::secondary_ticks() {
         if online != 0 {
             once(
                 &alloc::format!("boot_phase_cpu{cpu}"),

@@ -570,7 +570,7 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
 /// Runs every registered test (matching `ktest.filter`), prints the summary and leaves QEMU
 /// with status 0 if nothing failed, 1 otherwise. Boot CPU, after all CPUs are up.
 pub fn run_all() -> ! {
-    let filter = crate::boot::bootarg("ktest.filter");
+    let filter = crate::bootinfo::bootarg("ktest.filter");
     let all = tests();
     let selected = all
         .iter()
@@ -582,6 +582,7 @@ pub fn run_all() -> ! {
         all.len()
     );
     crate::fault::set_recovery_hooks(crate::fault::RecoveryHooks { on_panic, on_fault });
+    clock::set_tick_hook(watchdog_check);
     start_workers();
     for test in all
         .iter()

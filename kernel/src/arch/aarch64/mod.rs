@@ -4,6 +4,8 @@
 
 pub mod backtrace;
 pub mod context;
+pub mod esr;
+pub mod linker;
 pub mod mmu;
 pub mod nopreempt;
 pub mod recover;

@@ -55,3 +55,9 @@ unsafe extern "C" {
     /// The trampoline above. Boards jump here (at EL1) from their secondary entry.
     pub fn kernel_secondary_entry() -> !;
 }
+
+/// The starting address the board passes to the firmware for secondary CPUs: it must reach
+/// [`kernel_secondary_entry`] at EL1; boards that enter at EL2 drop first, then branch here.
+pub fn secondary_entry_address() -> u64 {
+    kernel_secondary_entry as *const () as u64
+}

@@ -69,7 +69,7 @@ ktest! {
     #[min_cpus(2)]
     fn starting_a_cpu_that_is_already_on_is_refused() {
         let ci = cpu_lookup(1).expect("cpu1");
-        let boot = crate::boot::secondary_entry_address();
+        let boot = crate::arch::aarch64::secondary::secondary_entry_address();
         let r = crate::platform::platform().start_cpu(1, ci.mpidr(), boot);
         assert!(r.is_err(), "CPU_ON of an online CPU succeeded");
         assert!(ci.is_online());
@@ -111,8 +111,8 @@ ktest! {
     fn cpus_beyond_maxcpus_are_counted_and_left_offline() {
         // Count the cpu nodes with a plain token scan, independently of `devtree::parse`,
         // then check the kernel kept min(count, MAXCPUS) and reported the rest.
-        let info = crate::boot::system_info();
-        let in_tree = count_cpu_nodes(crate::boot::device_tree());
+        let info = crate::bootinfo::system_info();
+        let in_tree = count_cpu_nodes(crate::bootinfo::device_tree());
         assert_eq!(info.cpus().len() + info.cpus_ignored, in_tree);
         assert_eq!(ncpu(), in_tree.min(MAXCPUS), "{in_tree} CPUs in the tree");
         assert_eq!(info.cpus_ignored, in_tree.saturating_sub(MAXCPUS));

@@ -130,7 +130,7 @@ ktest! {
             "created {created} threads before EAGAIN; the limit {limit} minus the {before} that \
              existed is {}", limit - before);
         assert_eq!(count_at_refusal, limit, "thread_count() when kthread_create refused");
-        if crate::boot::bootarg("kthread.max").is_none() {
+        if crate::bootinfo::bootarg("kthread.max").is_none() {
             // The default limit is every slot the kernel threads can have, not fewer.
             assert_eq!(free_slots_at_refusal, 0,
                 "the default limit {limit} left {free_slots_at_refusal} stack slots unusable");

@@ -99,7 +99,7 @@ ktest! {
 
 ktest! {
     fn every_page_of_the_image_and_the_ram_beside_it_has_its_sections_permissions() {
-        use crate::boot::linker::{__kernel_end, __rodata_end, __text_start};
+        use crate::arch::aarch64::linker::{__kernel_end, __rodata_end, __text_start};
         // SAFETY: linker symbols; only their addresses are taken.
         let (start, rodata_end, end) = unsafe {
             (

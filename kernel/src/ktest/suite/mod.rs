@@ -51,7 +51,7 @@ pub fn spin_ms(ms: u64) {
 
 /// The seed for this run: `ktest.seed=` from the command line, else the counter.
 pub fn seed() -> u64 {
-    crate::boot::bootarg("ktest.seed")
+    crate::bootinfo::bootarg("ktest.seed")
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .unwrap_or_else(crate::arch::aarch64::counter)
 }
