@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The largest number of CPUs the kernel supports. CPUs beyond it in the device tree are
 /// reported on the console and left offline.
-pub const MAXCPUS: usize = 16;
+pub const MAXCPUS: usize = 64;
 
 /// Version of the [`CpuInfo`] layout. Bump it whenever a field moves or changes meaning.
 pub const CPUINFO_LAYOUT_VERSION: u32 = 4;

@@ -51,6 +51,7 @@ Commands:
   bench   Run the benchmark image on every QEMU configuration and print metric= lines
           --json FILE             also write the figures to FILE as JSON
           --timeout SECS          per-configuration time limit (default: 300)
+          --smp N                 run only virt GICv3 with N CPUs instead of the matrix
 
   gdb     Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
           --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
@@ -218,6 +219,8 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     /// Time limit per QEMU configuration.
     pub timeout: Duration,
+    /// Run only virt GICv3 with this many CPUs instead of the bench matrix.
+    pub smp: Option<u32>,
 }
 
 /// Flags of `gdb`.
@@ -400,11 +403,13 @@ fn parse_bench(mut flags: Flags) -> Result<Command> {
     let mut out = BenchArgs {
         json: None,
         timeout: DEFAULT_TIMEOUT,
+        smp: None,
     };
     while let Some(flag) = flags.next_flag()? {
         match flag.name.as_str() {
             "--json" => out.json = Some(PathBuf::from(flags.value(&flag)?)),
             "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
+            "--smp" => out.smp = Some(parse_number(&flag, &flags.value(&flag)?)?),
             _ => return Err(flags.unknown(&flag)),
         }
     }
@@ -944,8 +949,18 @@ mod tests {
             Command::Bench(BenchArgs {
                 json: Some(PathBuf::from("out.json")),
                 timeout: Duration::from_secs(10),
+                smp: None,
             })
         );
+        assert_eq!(
+            parse_ok(&["bench", "--smp", "32"]),
+            Command::Bench(BenchArgs {
+                json: None,
+                timeout: DEFAULT_TIMEOUT,
+                smp: Some(32),
+            })
+        );
+        assert!(parse_err(&["bench", "--smp", "0"]).contains("positive whole number"));
     }
 
     #[test]

@@ -225,7 +225,9 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
     let kernel = image::build(ws, Board::Virt, Variant::Bench, Profile::Release)?;
     let mut metrics = Vec::new();
     let mut problems = Vec::new();
-    for &machine in BENCH_MATRIX {
+    let only = args.smp.map(|smp| [Machine::virt(Gic::V3, smp)]);
+    let machines: &[Machine] = only.as_ref().map_or(BENCH_MATRIX, |m| m.as_slice());
+    for &machine in machines {
         let run = QemuRun {
             icount: true,
             ..QemuRun::new(machine, &kernel)

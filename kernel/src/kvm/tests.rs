@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 const BUILD_ID: [u8; 16] = [0x11; 16];
 const PTRS: u64 = 0x1100;
-const OFFS: u64 = 0x1200;
+const OFFS: u64 = 0x1300;
 const CPU_INFO: u64 = 0x2000;
 const DPCPU_START: u64 = 0x8000;
 const DPCPU_END: u64 = 0x8040;
@@ -65,7 +65,7 @@ impl Fake {
             image_build_id: Some(BUILD_ID),
             ..Self::default()
         };
-        f.put(0x1000, &[0; 0x400]);
+        f.put(0x1000, &[0; 0x800]);
         f.put(0x1000, &BUILD_ID);
         f.put(0x1010, &CPUINFO_LAYOUT_VERSION.to_le_bytes());
         f.put(0x1014, &(CpuInfoSnapshot::SIZE as u32).to_le_bytes());
@@ -78,7 +78,7 @@ impl Fake {
         f.sym(symbols::NCPU, 0x101c);
         f.sym(symbols::CPU_INFO_PTRS, PTRS);
         f.sym(symbols::DPCPU_OFF, OFFS);
-        f.sym("kern_other", 0x1300);
+        f.sym("kern_other", 0x1600);
         f.sym(symbols::DPCPU_START, DPCPU_START);
         f.sym(symbols::DPCPU_END, DPCPU_END);
         f.sym("dpcpu_entry_COUNTER", COUNTER);
@@ -105,7 +105,7 @@ impl Fake {
 /// Where CPU `cpu`'s DPCPU copy lives: CPU 0's below the template (a wrapped offset).
 fn copy_of(cpu: u32) -> u64 {
     if cpu == 0 {
-        0x4000
+        0x6000
     } else {
         0x10000 + u64::from(cpu) * 0x1000
     }
@@ -189,16 +189,17 @@ fn getmaxcpu_and_getpcpu_read_the_exported_structures() {
 #[test]
 fn a_cpu_out_of_range_is_an_error_with_a_message() {
     let mut kd = open(Fake::kernel(4));
+    let max = MAXCPUS as u32;
     assert_eq!(
-        kd.getpcpu(16),
+        kd.getpcpu(MAXCPUS),
         Err(KvmError::CpuTooBig {
-            cpu: 16,
-            maxcpu: 16
+            cpu: MAXCPUS as i64,
+            maxcpu: max
         })
     );
-    assert_eq!(kd.geterr(), "CPU 16 too big (maxcpu 16)");
+    assert_eq!(kd.geterr(), format!("CPU {max} too big (maxcpu {max})"));
     assert_eq!(kvm_getpcpu(Some(&mut kd), -1), PcpuReturn::Error);
-    assert_eq!(kvm_geterr(&kd), "CPU -1 too big (maxcpu 16)");
+    assert_eq!(kvm_geterr(&kd), format!("CPU -1 too big (maxcpu {max})"));
 }
 
 #[test]
@@ -301,7 +302,7 @@ fn nlist_moves_dpcpu_symbols_to_the_selected_cpu() {
             Some(copy_of(0)),
             Some(copy_of(0)),
             Some(copy_of(0) + 8),
-            Some(0x1300),
+            Some(0x1600),
             None
         ])
     );
@@ -323,8 +324,11 @@ fn nlist_moves_dpcpu_symbols_to_the_selected_cpu() {
 #[test]
 fn dpcpu_setcpu_errors_follow_the_manual() {
     let mut kd = open(Fake::kernel(4));
-    assert_eq!(kvm_dpcpu_setcpu(&mut kd, 16), -1);
-    assert_eq!(kd.geterr(), "CPU 16 too big (maxcpu 16)");
+    assert_eq!(kvm_dpcpu_setcpu(&mut kd, MAXCPUS as u32), -1);
+    assert_eq!(
+        kd.geterr(),
+        format!("CPU {MAXCPUS} too big (maxcpu {MAXCPUS})")
+    );
     assert_eq!(kvm_dpcpu_setcpu(&mut kd, 5), -1);
     assert_eq!(kd.geterr(), "CPU 5 not found (it has no DPCPU copy)");
     assert_eq!(kd.dpcpu_curcpu(), Some(0), "a failed setcpu keeps the CPU");
@@ -343,7 +347,7 @@ fn dpcpu_setcpu_errors_follow_the_manual() {
         kd.nlist(&["COUNTER"]).is_err(),
         "a DPCPU symbol cannot be resolved"
     );
-    assert_eq!(kd.nlist(&["kern_other"]), Ok(alloc::vec![Some(0x1300)]));
+    assert_eq!(kd.nlist(&["kern_other"]), Ok(alloc::vec![Some(0x1600)]));
 
     let mut f = Fake::kernel(4);
     f.symbols.retain(|(n, _)| n != symbols::DPCPU_START);
@@ -377,7 +381,7 @@ fn the_cache_holds_until_cleared_by_a_call_without_a_handle() {
     kd.source_mut().put(OFFS + 16, &ci2.dpcpu_off.to_le_bytes());
     kd.source_mut().put(ci2.self_addr, &ci2.to_bytes());
     assert_eq!(kd.getpcpu(2), Ok(None));
-    assert_eq!(kd.getmaxcpu(), Ok(16));
+    assert_eq!(kd.getmaxcpu(), Ok(MAXCPUS as u32));
     assert_eq!(
         kd.source_mut().ptr_reads(),
         1,
@@ -394,7 +398,7 @@ fn the_cache_holds_until_cleared_by_a_call_without_a_handle() {
     assert_eq!(kd.getpcpu(2), Ok(Some(ci2)));
     assert_eq!(kd.source_mut().ptr_reads(), 2);
     assert_eq!(kvm_getmaxcpu::<Fake>(None), 0);
-    assert_eq!(kvm_getmaxcpu(Some(&mut kd)), 16);
+    assert_eq!(kvm_getmaxcpu(Some(&mut kd)), MAXCPUS as i32);
     assert_eq!(kd.source_mut().ptr_reads(), 3);
 
     // And clear_cache clears this handle's only.
@@ -406,17 +410,20 @@ fn the_cache_holds_until_cleared_by_a_call_without_a_handle() {
 #[test]
 fn c_style_wrappers_use_the_manual_return_values() {
     let mut kd = open(Fake::kernel(3));
-    assert_eq!(kvm_getmaxcpu(Some(&mut kd)), 16);
+    assert_eq!(kvm_getmaxcpu(Some(&mut kd)), MAXCPUS as i32);
     assert_eq!(
         kvm_getpcpu(Some(&mut kd), 2),
         PcpuReturn::Pcpu(alloc::boxed::Box::new(Fake::cpu_info(2)))
     );
     assert_eq!(kvm_getpcpu(Some(&mut kd), 3), PcpuReturn::Null);
-    assert_eq!(kvm_getpcpu(Some(&mut kd), 16), PcpuReturn::Error);
+    assert_eq!(
+        kvm_getpcpu(Some(&mut kd), MAXCPUS as i32),
+        PcpuReturn::Error
+    );
     assert_eq!(kvm_dpcpu_setcpu(&mut kd, 1), 0);
     assert_eq!(
         kd.geterr(),
-        "CPU 16 too big (maxcpu 16)",
+        format!("CPU {MAXCPUS} too big (maxcpu {MAXCPUS})"),
         "success leaves the last error"
     );
 }
@@ -429,7 +436,7 @@ impl Fake {
         let data = SymbolSection {
             name: ".data".into(),
             start: 0x1000,
-            end: 0x1400,
+            end: 0x1800,
         };
         let dpcpu = SymbolSection {
             name: ".dpcpu".into(),
@@ -476,24 +483,28 @@ fn elf_facts_of_a_sound_kernel_change_no_answer() {
 
 #[test]
 fn kern_maxcpus_beyond_the_arrays_the_elf_declares_is_refused() {
-    // A core that says 24 while the ELF's arrays hold 16: CPUs past 16 would read whatever
-    // follows the arrays.
+    // A core that says MAXCPUS + 8 while the ELF's arrays hold MAXCPUS: CPUs past MAXCPUS
+    // would read whatever follows the arrays.
+    let big = MAXCPUS + 8;
     let mut f = Fake::kernel(4).with_elf_facts();
-    f.put(0x1018, &24u32.to_le_bytes());
+    f.put(0x1018, &(big as u32).to_le_bytes());
     let mut kd = open(f);
-    let expected = "kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 \
-                    bytes) in the fake";
+    let expected = format!(
+        "kern_maxcpus = {big} in memory, but kern_cpu_info_ptrs has {MAXCPUS} entries ({} \
+         bytes) in the fake",
+        8 * MAXCPUS
+    );
     assert_eq!(err(kd.getmaxcpu()), expected);
     assert_eq!(
-        err(kd.getpcpu(20)),
+        err(kd.getpcpu(MAXCPUS + 4)),
         expected,
         "not an unrelated 'outside the dump'"
     );
     // Without sizes (the running kernel's embedded table) the limit is MAXCPU_LIMIT.
     let mut f = Fake::kernel(4);
-    f.put(0x1018, &24u32.to_le_bytes());
-    f.put(PTRS, &[0; 8 * 24]);
-    assert_eq!(open(f).getmaxcpu(), Ok(24));
+    f.put(0x1018, &(big as u32).to_le_bytes());
+    f.put(PTRS, &[0; 8 * (MAXCPUS + 8)]);
+    assert_eq!(open(f).getmaxcpu(), Ok(big as u32));
 }
 
 #[test]
@@ -523,12 +534,13 @@ fn dpcpu_bounds_that_are_empty_or_outside_their_section_are_refused() {
 fn a_symbol_outside_its_section_is_refused() {
     let mut f = Fake::kernel(2).with_elf_facts();
     f.symbols.retain(|(n, _)| n != symbols::CPU_INFO_PTRS);
-    f.sym(symbols::CPU_INFO_PTRS, 0x13c0);
+    f.sym(symbols::CPU_INFO_PTRS, 0x17c0);
     let e = err(open(f).getmaxcpu());
-    assert!(
-        e.starts_with("symbol kern_cpu_info_ptrs (0x13c0, 128 bytes) lies outside its section"),
-        "{e}"
+    let want = format!(
+        "symbol kern_cpu_info_ptrs (0x17c0, {} bytes) lies outside its section",
+        8 * MAXCPUS
     );
+    assert!(e.starts_with(&want), "{e}");
 }
 
 #[test]

@@ -194,7 +194,7 @@ pub fn synthetic_with(ncpu: usize, edit: impl FnOnce(&mut Vec<(String, u64, u64)
     const NCPU: u64 = 28;
     const PTRS: u64 = 64;
     const OFFS: u64 = PTRS + 8 * MAXCPUS as u64;
-    const CPU_INFO: u64 = 0x200;
+    const CPU_INFO: u64 = (OFFS + 8 * MAXCPUS as u64).next_multiple_of(0x40);
     const DPCPU: u64 = CPU_INFO + (CpuInfoSnapshot::SIZE * MAXCPUS) as u64;
     const DPCPU_LEN: u64 = 64;
     let len = (DPCPU + DPCPU_LEN) as usize;

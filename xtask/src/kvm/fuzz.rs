@@ -28,6 +28,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+use kernel::cpu::MAXCPUS;
 use kernel::kvm::{Kvm, symbols};
 use object::read::elf::{ElfFile64, FileHeader};
 use object::{Endianness, Object, ObjectSection, ObjectSymbol};
@@ -169,7 +170,7 @@ pub fn spots(elf: &[u8], core: &[u8]) -> Spots {
     let entries = kernel
         .symbol_size(symbols::CPU_INFO_PTRS)
         .filter(|&s| s > 0)
-        .map_or(16, |s| (s / 8).min(64));
+        .map_or(MAXCPUS as u64, |s| (s / 8).min(64));
     out.maxcpus = entries as u32;
     out.dpcpu_start = kernel.symbol(symbols::DPCPU_START).unwrap_or(0);
     out.values.push(out.dpcpu_start);
@@ -475,9 +476,9 @@ pub fn exercise(elf_bytes: &[u8], core_bytes: &[u8]) -> Outcome {
     }
 }
 
-/// The synthetic cases: kernels with 1, 4 and 16 CPUs.
+/// The synthetic cases: kernels with 1, 4, 16 and MAXCPUS CPUs.
 pub fn synthetic_cases() -> Vec<(Vec<u8>, Vec<u8>)> {
-    [1, 4, 16]
+    [1, 4, 16, MAXCPUS]
         .into_iter()
         .map(|n| {
             let s = fixture::synthetic(n);
@@ -579,7 +580,7 @@ mod tests {
 
     #[test]
     fn unmutated_inputs_read_completely() {
-        for ncpu in [1, 4, 16] {
+        for ncpu in [1, 4, 16, MAXCPUS] {
             let s = fixture::synthetic(ncpu);
             assert_eq!(exercise(&s.elf, &s.core), Outcome::Accepted, "{ncpu} CPUs");
         }
@@ -589,10 +590,10 @@ mod tests {
     fn the_fields_are_found() {
         let s = fixture::synthetic(4);
         let spots = spots(&s.elf, &s.core);
-        assert_eq!(spots.maxcpus, 16);
+        assert_eq!(spots.maxcpus, MAXCPUS as u32);
         let count = |kind| spots.core.iter().filter(|s| s.kind == kind).count();
-        assert_eq!(count(Kind::Ptr), 16);
-        assert_eq!(count(Kind::Off), 16);
+        assert_eq!(count(Kind::Ptr), MAXCPUS);
+        assert_eq!(count(Kind::Off), MAXCPUS);
         assert_eq!(count(Kind::CpuInfo), 3 * 4);
         assert_eq!(count(Kind::MaxCpus), 1);
         assert_eq!(count(Kind::NoteType), 1);
@@ -605,16 +606,20 @@ mod tests {
         let elf = ElfFacts::of(&KernelElf::parse(&s.elf).unwrap());
         let core = Core::parse(&s.core[..]).unwrap();
         let cpus: Vec<(u32, _)> = s.cpus.iter().map(|c| (c.index, *c)).collect();
-        assert_eq!(check_answers(&elf, &core, 16, &cpus, &[0, 1, 2, 3]), Ok(()));
+        let max = MAXCPUS as u32;
+        assert_eq!(
+            check_answers(&elf, &core, max, &cpus, &[0, 1, 2, 3]),
+            Ok(())
+        );
         assert!(
-            check_answers(&elf, &core, 24, &cpus, &[]).is_err(),
-            "maxcpu 24"
+            check_answers(&elf, &core, max + 8, &cpus, &[]).is_err(),
+            "maxcpu beyond the arrays"
         );
         let mut wrong = cpus.clone();
         wrong[2].1.dpcpu_off = wrong[1].1.dpcpu_off;
-        assert!(check_answers(&elf, &core, 16, &wrong, &[]).is_err());
+        assert!(check_answers(&elf, &core, max, &wrong, &[]).is_err());
         assert!(
-            check_answers(&elf, &core, 16, &cpus, &[5]).is_err(),
+            check_answers(&elf, &core, max, &cpus, &[5]).is_err(),
             "a CPU without an offset"
         );
     }

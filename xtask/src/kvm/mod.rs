@@ -473,8 +473,9 @@ mod tests {
         let mut kd = open(&s);
         let a = answer(&mut kd, &Query::Pcpu(Some(3))).unwrap();
         assert_eq!(a.missing.as_deref(), Some("CPU 3 is not active"));
-        let e = answer(&mut kd, &Query::Pcpu(Some(16))).unwrap_err();
-        assert_eq!(e.to_string(), "CPU 16 too big (maxcpu 16)");
+        let max = kernel::cpu::MAXCPUS;
+        let e = answer(&mut kd, &Query::Pcpu(Some(max as u32))).unwrap_err();
+        assert_eq!(e.to_string(), format!("CPU {max} too big (maxcpu {max})"));
         let q = Query::Nlist {
             symbols: vec!["kern_ncpu".into(), "nope".into()],
             cpu: None,
@@ -564,12 +565,17 @@ mod tests {
     #[test]
     fn kern_maxcpus_past_the_elfs_arrays_is_an_error_naming_them() {
         let s = fixture::synthetic(4);
-        let core = patched_core(&s, sym(&s, "kern_maxcpus"), &24u32.to_le_bytes());
-        let expected = "kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 \
-                        bytes) in ELF";
+        let max = kernel::cpu::MAXCPUS;
+        let big = max as u32 + 8;
+        let core = patched_core(&s, sym(&s, "kern_maxcpus"), &big.to_le_bytes());
+        let expected = format!(
+            "kern_maxcpus = {big} in memory, but kern_cpu_info_ptrs has {max} entries ({} \
+             bytes) in ELF",
+            8 * max
+        );
         assert_eq!(query(&s.elf, &core, &Query::MaxCpu).unwrap_err(), expected);
         assert_eq!(
-            query(&s.elf, &core, &Query::Pcpu(Some(20))).unwrap_err(),
+            query(&s.elf, &core, &Query::Pcpu(Some(big - 4))).unwrap_err(),
             expected
         );
     }

@@ -47,7 +47,7 @@ ktest! {
             assert_eq!(kd.getpcpu(cpu), Ok(None), "cpu{cpu} is not attached");
         }
         assert_eq!(kvm_getpcpu(Some(&mut kd), MAXCPUS as i32), PcpuReturn::Error);
-        assert_eq!(kd.geterr(), "CPU 16 too big (maxcpu 16)");
+        assert_eq!(kd.geterr(), alloc::format!("CPU {MAXCPUS} too big (maxcpu {MAXCPUS})"));
     }
 }
 
@@ -66,7 +66,7 @@ ktest! {
             own.store(0, Ordering::Relaxed);
         }
         assert_eq!(kvm_dpcpu_setcpu(&mut kd, MAXCPUS as u32), -1);
-        assert_eq!(kd.geterr(), "CPU 16 too big (maxcpu 16)");
+        assert_eq!(kd.geterr(), alloc::format!("CPU {MAXCPUS} too big (maxcpu {MAXCPUS})"));
         if ncpu() < MAXCPUS {
             assert_eq!(kd.dpcpu_setcpu(ncpu() as u32), Err(KvmError::CpuNotFound { cpu: ncpu() as u32 }));
         }
