@@ -268,7 +268,9 @@ fn sync_private() {
 /// Makes every online CPU apply the current private-interrupt generation, waiting up to
 /// `TIMEOUT_MS`. Returns the first CPU that did not, if any.
 fn propagate_private() -> Result<(), IntrError> {
-    const TIMEOUT_MS: u64 = 1000;
+    // Without icount, virtual time is host time: on a loaded host (many vCPUs on two cores) a
+    // vCPU thread can go unscheduled for most of a second. A CPU that misses 5 s is stuck.
+    const TIMEOUT_MS: u64 = 5000;
     {
         // Apply it here first, on the CPU we are on for the whole call.
         let daif = crate::arch::aarch64::irq_save();

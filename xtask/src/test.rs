@@ -34,7 +34,7 @@ pub const TEST_MATRIX: &[Machine] = &[
     Machine::virt(Gic::V3, 1),
     Machine::virt(Gic::V3, 8),
     // One more CPU than the kernel's MAXCPUS (64): the extra one must be reported and left
-    // offline while the rest pass every test.
+    // offline while the rest pass the tests of [`WIDE_FILTER`].
     Machine::virt(Gic::V3, 65),
     // QEMU raspi4b without a device tree: the board's built-in defaults (see [`rpi4_extras`]
     // for the runs with Debian's device tree and from the SD card image).
@@ -43,6 +43,26 @@ pub const TEST_MATRIX: &[Machine] = &[
     // non-secure view with every interrupt in group 1 (QEMU's default GIC-400 has neither).
     Machine::rpi4_gic_security(),
 ];
+
+/// Machines with more CPUs than this run only the tests [`WIDE_FILTER`] selects: 64 TCG vCPUs
+/// on a 2-core CI host take about a second of host time per second of guest time each, so the
+/// whole suite there would take most of an hour.
+pub const WIDE_SMP: u32 = 8;
+
+/// The tests a machine above [`WIDE_SMP`] CPUs runs (a `ktest.filter` list): those whose
+/// subject is the CPU count itself — attaching and numbering CPUs, DPCPU copies, IPIs,
+/// per-CPU softints, cross calls to every CPU, and the kvm reader's walk of every CPU.
+pub const WIDE_FILTER: &str = "cpu::,percpu::,ipi::,softint::,xcall::,kvm::";
+
+/// The `ktest.filter` a machine of the test matrix runs with: the user's `--filter` if given,
+/// else [`WIDE_FILTER`] above [`WIDE_SMP`] CPUs, else none (every test).
+pub fn matrix_filter(machine: &Machine, user: Option<&str>) -> Option<String> {
+    match user {
+        Some(f) => Some(f.to_string()),
+        None if machine.smp > WIDE_SMP => Some(WIDE_FILTER.to_string()),
+        None => None,
+    }
+}
 
 /// One fatal-path check: the test image crashes on purpose (`crash=KIND` on the kernel command
 /// line) and must print lines containing each of `expected` and leave QEMU with status 1.
@@ -208,8 +228,10 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
             }
         };
         let Some(kernel) = kernel else { continue };
+        let filter =
+            matrix_filter(machine, args.filter.as_deref()).map(|f| format!("ktest.filter={f}"));
         let run = QemuRun {
-            append: append.as_deref(),
+            append: filter.as_deref(),
             ..QemuRun::new(*machine, &kernel)
         };
         let label = machine.label();
@@ -976,6 +998,14 @@ mod tests {
     #[test]
     fn matrix_is_valid() {
         assert_eq!(TEST_MATRIX[0], Machine::virt(Gic::V3, 4));
+        let wide = Machine::virt(Gic::V3, 65);
+        assert!(TEST_MATRIX.contains(&wide));
+        assert_eq!(matrix_filter(&wide, None).as_deref(), Some(WIDE_FILTER));
+        assert_eq!(
+            matrix_filter(&wide, Some("xcall")).as_deref(),
+            Some("xcall")
+        );
+        assert_eq!(matrix_filter(&Machine::virt(Gic::V3, 8), None), None);
         assert!(TEST_MATRIX.contains(&Machine::rpi4()));
         assert!(TEST_MATRIX.contains(&Machine::rpi4_gic_security()));
         for m in TEST_MATRIX {

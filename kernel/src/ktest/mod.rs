@@ -20,7 +20,7 @@
 //! Output: one line per test (`ok`, `FAIL` with the message, or `skip` with the reason), then
 //! exactly `N passed, N failed` (`, N skipped` when some were skipped). QEMU exits with status
 //! 0 only when nothing failed. `ktest.filter=TEXT` on the command line runs only tests whose
-//! name contains TEXT.
+//! name contains TEXT (`A,B`: contains A or B).
 
 pub mod kvm_selftest;
 mod suite;
@@ -567,15 +567,18 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
     }
 }
 
+/// Whether `ktest.filter` selects the test called `name`: no filter selects every test; a filter
+/// is a comma-separated list of fragments and selects the tests whose name contains any of them.
+fn selected_by(filter: Option<&str>, name: &str) -> bool {
+    filter.is_none_or(|f| f.is_empty() || f.split(',').any(|p| !p.is_empty() && name.contains(p)))
+}
+
 /// Runs every registered test (matching `ktest.filter`), prints the summary and leaves QEMU
 /// with status 0 if nothing failed, 1 otherwise. Boot CPU, after all CPUs are up.
 pub fn run_all() -> ! {
     let filter = crate::bootinfo::bootarg("ktest.filter");
     let all = tests();
-    let selected = all
-        .iter()
-        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
-        .count();
+    let selected = all.iter().filter(|t| selected_by(filter, t.name)).count();
     let online = ncpu_online();
     kprintln!(
         "ktest: running {selected} of {} tests on {online} CPUs",
@@ -584,10 +587,7 @@ pub fn run_all() -> ! {
     crate::fault::set_recovery_hooks(crate::fault::RecoveryHooks { on_panic, on_fault });
     clock::set_tick_hook(watchdog_check);
     start_workers();
-    for test in all
-        .iter()
-        .filter(|t| filter.is_none_or(|f| t.name.contains(f)))
-    {
+    for test in all.iter().filter(|t| selected_by(filter, t.name)) {
         if online < test.min_cpus {
             SKIPPED.fetch_add(1, Ordering::Relaxed);
             kprintln!(
