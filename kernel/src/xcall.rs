@@ -388,12 +388,6 @@ fn run_class(class: usize) {
             x.seen[class].store(next, Ordering::Relaxed);
             if r.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 complete(c, next);
-            } else {
-                // Our part is done: let the other targets (and the waiter) go on. A hint, free
-                // on hardware, where they run in parallel anyway; under QEMU's round-robin
-                // icount it hands the host thread over now instead of after this CPU's way
-                // back to idle.
-                arch::cpu_relax();
             }
             if left != (0, 0) {
                 callback_misbehaved(func, left);
@@ -445,9 +439,6 @@ fn complete(c: &Class, seq: u64) {
         c.done.store(done, Ordering::Release);
         drop(_g);
         c.waiters.wake_all();
-        // A hint that a waiter spinning in `xc_wait` may go on (free on hardware; in QEMU it
-        // hands the host thread to the other vCPUs).
-        arch::cpu_relax();
     }
 }
 

@@ -463,36 +463,56 @@ fn switch_finish(prev: *mut Lwp) {
 
 /// Takes an unbound runnable thread from another CPU's queue.
 fn steal(me: usize) -> Option<*mut Lwp> {
-    let n = crate::cpu::ncpu();
-    for k in 1..n {
-        let c = (me + k) % n;
-        if let Some(mut rq) = RUNQUEUES[c].try_lock()
-            && let Some(l) = rq.pop_unbound()
-        {
-            note_unbound(c, &rq);
-            return Some(l);
+    // Candidates from the hint, starting after this CPU so that thieves spread out.
+    let mask = STEALABLE.load(Ordering::Relaxed) & !(1u64 << me);
+    let after = mask & (!0u64).checked_shl(me as u32 + 1).unwrap_or(0);
+    let before = mask & !after;
+    for mut set in [after, before] {
+        while set != 0 {
+            let c = set.trailing_zeros() as usize;
+            set &= set - 1;
+            if let Some(mut rq) = RUNQUEUES[c].try_lock()
+                && let Some(l) = rq.pop_unbound()
+            {
+                note_unbound(c, &rq);
+                return Some(l);
+            }
         }
     }
     None
 }
 
-/// Per CPU: how many unbound threads its run queue held when it last changed (written under
-/// that queue's lock), so an idle CPU looks for work to steal without taking every other
-/// CPU's lock. A stale value costs one empty `steal` or a look at the next interrupt, as a
-/// locked read that raced with a change would.
-static UNBOUND_HINT: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
+/// One bit per CPU whose run queue held unbound threads when it last changed (each bit written
+/// under that queue's lock), so an idle CPU learns whether there is work to steal with one load
+/// instead of a walk over every CPU (which made each return to idle cost O(ncpu), and a
+/// broadcast to every CPU O(ncpu²)). A stale bit costs one empty `steal` or a look at the
+/// next interrupt, as a locked read that raced with a change would.
+static STEALABLE: AtomicU64 = AtomicU64::new(0);
 
-/// Publishes queue `cpu`'s unbound count (its lock held by the caller).
+const _: () = assert!(MAXCPUS <= 64, "STEALABLE has one bit per CPU in a u64");
+
+/// Publishes whether queue `cpu` holds unbound threads (its lock held by the caller, which
+/// makes this the only writer of the CPU's bit: the load-then-update cannot race).
 #[inline]
 fn note_unbound(cpu: usize, rq: &RunQueue) {
-    UNBOUND_HINT[cpu].store(rq.unbound as u64, Ordering::Relaxed);
+    let bit = 1u64 << cpu;
+    let has = rq.unbound > 0;
+    if (STEALABLE.load(Ordering::Relaxed) & bit != 0) != has {
+        if has {
+            STEALABLE.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            STEALABLE.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
 }
 
+/// Whether CPU `me`'s idle loop has something to run: its own queue, or unbound threads on
+/// another CPU's. IRQs masked.
 fn work_available(me: usize) -> bool {
     if RUNQUEUES[me].lock().count > 0 {
         return true;
     }
-    cpus().any(|ci| ci.index() != me && UNBOUND_HINT[ci.index()].load(Ordering::Relaxed) > 0)
+    STEALABLE.load(Ordering::Relaxed) & !(1u64 << me) != 0
 }
 
 /// The entry of every new thread (`Context::new`): finishes the switch, takes the kernel lock
