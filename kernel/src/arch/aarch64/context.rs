@@ -65,7 +65,39 @@ impl FpState {
     }
 }
 
-global_asm!(
+/// Assembly text storing x19..x30 at `[base, #0]`..`[base, #88]`: the callee-saved block of a
+/// [`Context`] (and of a recovery point), shared by every routine that saves one.
+#[rustfmt::skip]
+macro_rules! callee_saved_store {
+    ($base:literal) => {
+        concat!(
+            "    stp     x19, x20, [", $base, ", #0]\n",
+            "    stp     x21, x22, [", $base, ", #16]\n",
+            "    stp     x23, x24, [", $base, ", #32]\n",
+            "    stp     x25, x26, [", $base, ", #48]\n",
+            "    stp     x27, x28, [", $base, ", #64]\n",
+            "    stp     x29, x30, [", $base, ", #80]\n",
+        )
+    };
+}
+
+/// Assembly text loading x19..x30 from `[base, #0]`..`[base, #88]`, the inverse of
+/// [`callee_saved_store`].
+#[rustfmt::skip]
+macro_rules! callee_saved_load {
+    ($base:literal) => {
+        concat!(
+            "    ldp     x19, x20, [", $base, ", #0]\n",
+            "    ldp     x21, x22, [", $base, ", #16]\n",
+            "    ldp     x23, x24, [", $base, ", #32]\n",
+            "    ldp     x25, x26, [", $base, ", #48]\n",
+            "    ldp     x27, x28, [", $base, ", #64]\n",
+            "    ldp     x29, x30, [", $base, ", #80]\n",
+        )
+    };
+}
+
+global_asm!(concat!(
     r#"
     .section .text.context, "ax"
     .arch armv8-a+simd
@@ -74,21 +106,13 @@ global_asm!(
 // thread finds in x0 when it resumes (the previous thread). Returns (in the next thread).
     .global cpu_switchto
 cpu_switchto:
-    stp     x19, x20, [x0, #0]
-    stp     x21, x22, [x0, #16]
-    stp     x23, x24, [x0, #32]
-    stp     x25, x26, [x0, #48]
-    stp     x27, x28, [x0, #64]
-    stp     x29, x30, [x0, #80]
-    mov     x9, sp
+"#,
+    callee_saved_store!("x0"),
+    r#"    mov     x9, sp
     str     x9, [x0, #96]
-    ldp     x19, x20, [x1, #0]
-    ldp     x21, x22, [x1, #16]
-    ldp     x23, x24, [x1, #32]
-    ldp     x25, x26, [x1, #48]
-    ldp     x27, x28, [x1, #64]
-    ldp     x29, x30, [x1, #80]
-    ldr     x9, [x1, #96]
+"#,
+    callee_saved_load!("x1"),
+    r#"    ldr     x9, [x1, #96]
     mov     sp, x9
     mov     x0, x2
     ret
@@ -102,13 +126,9 @@ cpu_switchto:
 // with cpu_switchto, which "returns" from here with the softint thread's Lwp in x0.
     .global softint_switchto
 softint_switchto:
-    stp     x19, x20, [x0, #0]
-    stp     x21, x22, [x0, #16]
-    stp     x23, x24, [x0, #32]
-    stp     x25, x26, [x0, #48]
-    stp     x27, x28, [x0, #64]
-    stp     x29, x30, [x0, #80]
-    mov     x9, sp
+"#,
+    callee_saved_store!("x0"),
+    r#"    mov     x9, sp
     str     x9, [x0, #96]
     mov     x19, x0
     mov     sp, x1
@@ -116,13 +136,9 @@ softint_switchto:
     mov     x0, x2
     blr     x3
     mov     x1, x19
-    ldp     x19, x20, [x1, #0]
-    ldp     x21, x22, [x1, #16]
-    ldp     x23, x24, [x1, #32]
-    ldp     x25, x26, [x1, #48]
-    ldp     x27, x28, [x1, #64]
-    ldp     x29, x30, [x1, #80]
-    ldr     x9, [x1, #96]
+"#,
+    callee_saved_load!("x1"),
+    r#"    ldr     x9, [x1, #96]
     mov     sp, x9
     ret
 
@@ -131,13 +147,9 @@ softint_switchto:
 // panicked).
     .global context_resume
 context_resume:
-    ldp     x19, x20, [x0, #0]
-    ldp     x21, x22, [x0, #16]
-    ldp     x23, x24, [x0, #32]
-    ldp     x25, x26, [x0, #48]
-    ldp     x27, x28, [x0, #64]
-    ldp     x29, x30, [x0, #80]
-    ldr     x9, [x0, #96]
+"#,
+    callee_saved_load!("x0"),
+    r#"    ldr     x9, [x0, #96]
     mov     sp, x9
     mov     x0, x1
     ret
@@ -230,8 +242,8 @@ fpu_zero:
     msr     fpsr, xzr
     msr     fpcr, xzr
     ret
-"#
-);
+"#,
+));
 
 unsafe extern "C" {
     fn cpu_switchto(from: *mut Context, to: *const Context, prev: usize) -> usize;

@@ -3,6 +3,8 @@
 //! and system registers, so the rest of the kernel never writes assembly.
 
 pub mod backtrace;
+// `macro_use`: its callee-saved assembly macros serve `recover`, declared after it.
+#[macro_use]
 pub mod context;
 pub mod esr;
 pub mod linker;

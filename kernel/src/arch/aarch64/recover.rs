@@ -21,20 +21,16 @@ impl RecoveryPoint {
     }
 }
 
-global_asm!(
+global_asm!(concat!(
     r#"
     .section .text.recover, "ax"
     .global recovery_call
 // x0 = &mut RecoveryPoint, x1 = function, x2 = its argument. Returns 0 after the function
 // returned normally, 1 when `recovery_resume` came back here instead.
 recovery_call:
-    stp     x19, x20, [x0, #0]
-    stp     x21, x22, [x0, #16]
-    stp     x23, x24, [x0, #32]
-    stp     x25, x26, [x0, #48]
-    stp     x27, x28, [x0, #64]
-    stp     x29, x30, [x0, #80]
-    mov     x3, sp
+"#,
+    callee_saved_store!("x0"),
+    r#"    mov     x3, sp
     mrs     x4, daif
     stp     x3, x4, [x0, #96]
     stp     x29, x30, [sp, #-16]!
@@ -48,19 +44,15 @@ recovery_call:
     .global recovery_resume
 // x0 = &RecoveryPoint. Does not return: resumes `recovery_call`'s caller with x0 = 1.
 recovery_resume:
-    ldp     x19, x20, [x0, #0]
-    ldp     x21, x22, [x0, #16]
-    ldp     x23, x24, [x0, #32]
-    ldp     x25, x26, [x0, #48]
-    ldp     x27, x28, [x0, #64]
-    ldp     x29, x30, [x0, #80]
-    ldp     x3, x4, [x0, #96]
+"#,
+    callee_saved_load!("x0"),
+    r#"    ldp     x3, x4, [x0, #96]
     mov     sp, x3
     msr     daif, x4
     mov     x0, #1
     ret
-"#
-);
+"#,
+));
 
 unsafe extern "C" {
     fn recovery_call(point: *mut RecoveryPoint, f: extern "C" fn(usize), arg: usize) -> u64;
