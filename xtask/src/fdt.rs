@@ -4,6 +4,8 @@
 //! edits work on tokens, and [`Fdt::to_bytes`] writes a compact version 17 tree back, with
 //! every offset and size recomputed, so an edit breaks exactly the rule it means to break.
 
+use kernel::devtree::synth::TreeBuilder;
+
 /// One structure-block token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Token {
@@ -111,70 +113,26 @@ impl Fdt {
     }
 
     /// The tree as bytes: header, reservation block (with its (0, 0) end), structure block,
-    /// strings block (each name once).
+    /// strings block (each name once), written by the kernel's own tree builder.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut structure = Vec::new();
-        let mut strings: Vec<u8> = Vec::new();
-        let mut offsets: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
-        let word = |s: &mut Vec<u8>, w: u32| s.extend_from_slice(&w.to_be_bytes());
-        let pad = |s: &mut Vec<u8>| {
-            while !s.len().is_multiple_of(4) {
-                s.push(0);
-            }
-        };
+        let mut b = TreeBuilder::new();
+        for &(start, size) in &self.reservations {
+            b.reserve(start, size);
+        }
         for token in &self.tokens {
             match token {
-                Token::Begin(name) => {
-                    word(&mut structure, 1);
-                    structure.extend_from_slice(name);
-                    structure.push(0);
-                    pad(&mut structure);
-                }
-                Token::End => word(&mut structure, 2),
+                Token::Begin(name) => b.begin_node_bytes(name),
+                Token::End => b.end_node(),
                 Token::Prop(name, value) => {
-                    let off = *offsets.entry(name).or_insert_with(|| {
-                        let off = strings.len() as u32;
-                        strings.extend_from_slice(name);
-                        strings.push(0);
-                        off
-                    });
-                    word(&mut structure, 3);
-                    word(&mut structure, value.len() as u32);
-                    word(&mut structure, off);
-                    structure.extend_from_slice(value);
-                    pad(&mut structure);
+                    let off = b.name_offset_bytes(name);
+                    b.property_at(off, value);
                 }
-                Token::Nop => word(&mut structure, 4),
-                Token::EndTree => word(&mut structure, 9),
-                Token::Raw(w) => word(&mut structure, *w),
+                Token::Nop => b.nop(),
+                Token::EndTree => b.end_tree(),
+                Token::Raw(w) => b.token(*w),
             }
         }
-        let off_rsvmap = 40;
-        let off_struct = off_rsvmap + 16 * (self.reservations.len() + 1);
-        let off_strings = off_struct + structure.len();
-        let total = off_strings + strings.len();
-        let mut out = Vec::with_capacity(total);
-        for w in [
-            0xd00d_feed,
-            total as u32,
-            off_struct as u32,
-            off_strings as u32,
-            off_rsvmap as u32,
-            17,
-            16,
-            0,
-            strings.len() as u32,
-            structure.len() as u32,
-        ] {
-            out.extend_from_slice(&w.to_be_bytes());
-        }
-        for (a, s) in self.reservations.iter().chain(&[(0, 0)]) {
-            out.extend_from_slice(&a.to_be_bytes());
-            out.extend_from_slice(&s.to_be_bytes());
-        }
-        out.extend_from_slice(&structure);
-        out.extend_from_slice(&strings);
-        out
+        b.finish_as_is()
     }
 
     /// The path (`/cpus/cpu@1`, `/` for the root) of every token's innermost open node.

@@ -55,8 +55,13 @@ impl TreeBuilder {
 
     /// Opens a node (`""` for the root).
     pub fn begin_node(&mut self, name: &str) {
+        self.begin_node_bytes(name.as_bytes());
+    }
+
+    /// Opens a node whose name is any bytes (the host fuzzer writes names that are not UTF-8).
+    pub fn begin_node_bytes(&mut self, name: &[u8]) {
         self.token(FDT_BEGIN_NODE);
-        self.structure.extend_from_slice(name.as_bytes());
+        self.structure.extend_from_slice(name);
         self.structure.push(0);
         self.pad();
     }
@@ -71,15 +76,25 @@ impl TreeBuilder {
         self.token(FDT_NOP);
     }
 
+    /// An FDT_END token (for [`finish_as_is`](Self::finish_as_is); `finish` adds its own).
+    pub fn end_tree(&mut self) {
+        self.token(FDT_END);
+    }
+
     /// The strings-block offset of `name`, adding it if new.
     pub fn name_offset(&mut self, name: &str) -> u32 {
-        if let Some(&off) = self.names.get(name.as_bytes()) {
+        self.name_offset_bytes(name.as_bytes())
+    }
+
+    /// [`name_offset`](Self::name_offset) for a name that is any bytes.
+    pub fn name_offset_bytes(&mut self, name: &[u8]) -> u32 {
+        if let Some(&off) = self.names.get(name) {
             return off;
         }
         let off = self.strings.len() as u32;
-        self.strings.extend_from_slice(name.as_bytes());
+        self.strings.extend_from_slice(name);
         self.strings.push(0);
-        self.names.insert(name.as_bytes().to_vec(), off);
+        self.names.insert(name.to_vec(), off);
         off
     }
 
@@ -129,6 +144,12 @@ impl TreeBuilder {
     /// structure block, strings block.
     pub fn finish(mut self) -> Vec<u8> {
         self.token(FDT_END);
+        self.finish_as_is()
+    }
+
+    /// Returns the tree with the structure block exactly as written (the caller wrote its own
+    /// FDT_END, or left it out on purpose): header, reservation block, structure, strings.
+    pub fn finish_as_is(self) -> Vec<u8> {
         let off_rsvmap = 40usize;
         let off_struct = off_rsvmap + 16 * (self.reservations.len() + 1);
         let off_strings = off_struct + self.structure.len();
