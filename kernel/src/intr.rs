@@ -82,6 +82,9 @@ struct Slot {
     flags: AtomicU32,
     /// CPUs running the handler right now.
     running: AtomicU32,
+    /// The handler's name (`intr_establish_xname`): address and length of a `&'static str`.
+    name_ptr: AtomicUsize,
+    name_len: AtomicUsize,
 }
 
 static HANDLERS: [Slot; NIRQ] = [const {
@@ -91,6 +94,8 @@ static HANDLERS: [Slot; NIRQ] = [const {
         arg: AtomicUsize::new(0),
         flags: AtomicU32::new(0),
         running: AtomicU32::new(0),
+        name_ptr: AtomicUsize::new(0),
+        name_len: AtomicUsize::new(0),
     }
 }; NIRQ];
 
@@ -140,6 +145,16 @@ pub enum Ipi {
 impl Ipi {
     /// All kinds, in SGI order.
     pub const ALL: [Ipi; IPI_KINDS] = [Ipi::Nop, Ipi::Halt, Ipi::Sched, Ipi::Xcall];
+
+    /// The name its handler is listed under (`intr` in the monitor).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Ipi::Nop => "ipi nop",
+            Ipi::Halt => "ipi halt",
+            Ipi::Sched => "ipi sched",
+            Ipi::Xcall => "ipi xcall",
+        }
+    }
 
     /// The level the IPI is delivered at (NetBSD: scheduler IPIs at IPL_SCHED, the rest at
     /// IPL_HIGH).
@@ -194,6 +209,7 @@ pub fn init() {
             INTR_MPSAFE,
             ipi_handler,
             ipi as usize,
+            ipi.name(),
         )
         .expect("IPI SGIs are free at boot");
     }
@@ -203,6 +219,7 @@ pub fn init() {
         INTR_MPSAFE,
         clock_handler,
         0,
+        "clock",
     )
     .expect("the timer PPI is free at boot");
 }
@@ -214,7 +231,14 @@ pub fn init_cpu() {
 }
 
 /// Records a handler without the cross-CPU step (boot, and the first half of establish).
-fn install(irq: u32, ipl: Ipl, flags: u32, func: IntrHandler, arg: usize) -> Result<(), IntrError> {
+fn install(
+    irq: u32,
+    ipl: Ipl,
+    flags: u32,
+    func: IntrHandler,
+    arg: usize,
+    name: &'static str,
+) -> Result<(), IntrError> {
     let slot = HANDLERS.get(irq as usize).ok_or(IntrError::BadIrq(irq))?;
     if !ipl.is_hardware() {
         return Err(IntrError::BadIpl(ipl));
@@ -225,6 +249,9 @@ fn install(irq: u32, ipl: Ipl, flags: u32, func: IntrHandler, arg: usize) -> Res
     slot.func.store(func as usize, Ordering::Relaxed);
     slot.arg.store(arg, Ordering::Relaxed);
     slot.flags.store(flags, Ordering::Relaxed);
+    slot.name_ptr
+        .store(name.as_ptr() as usize, Ordering::Relaxed);
+    slot.name_len.store(name.len(), Ordering::Relaxed);
     slot.ipl.store(u32::from(ipl.as_u8()), Ordering::Release);
     if irq < FIRST_SPI {
         PRIVATE_GEN.fetch_add(1, Ordering::AcqRel);
@@ -309,10 +336,24 @@ pub fn intr_establish(
     handler: IntrHandler,
     arg: usize,
 ) -> Result<IntrHandle, IntrError> {
+    intr_establish_xname(irq, ipl, flags, handler, arg, "")
+}
+
+/// `intr_establish_xname(irq, ipl, flags, handler, arg, xname)`: [`intr_establish`] with a
+/// name for the handler, shown by the monitor's `intr` (NetBSD's `vmstat -i`). Same context
+/// and errors.
+pub fn intr_establish_xname(
+    irq: u32,
+    ipl: Ipl,
+    flags: u32,
+    handler: IntrHandler,
+    arg: usize,
+    xname: &'static str,
+) -> Result<IntrHandle, IntrError> {
     assert_thread_at_ipl_none("intr_establish");
     {
         let _g = ESTABLISH_LOCK.lock();
-        install(irq, ipl, flags, handler, arg)?;
+        install(irq, ipl, flags, handler, arg, xname)?;
     }
     if irq < FIRST_SPI {
         propagate_private()?;
@@ -604,4 +645,52 @@ pub fn intr_count_all(irq: u32) -> u64 {
         .filter(|&c| crate::cpu::cpu_lookup(c).is_some())
         .map(|c| intr_count(c, irq))
         .sum()
+}
+
+/// One established interrupt, as [`established`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntrInfo {
+    /// Interrupt identifier.
+    pub irq: u32,
+    /// Level its handler runs at.
+    pub ipl: Ipl,
+    /// The name given to `intr_establish_xname` ("" without one).
+    pub name: &'static str,
+}
+
+/// The interrupts with a handler now, by identifier (a snapshot; for the monitor).
+/// Context: thread (it allocates).
+pub fn established() -> alloc::vec::Vec<IntrInfo> {
+    let _g = ESTABLISH_LOCK.lock();
+    HANDLERS
+        .iter()
+        .enumerate()
+        .filter_map(|(irq, slot)| {
+            let ipl = slot.ipl.load(Ordering::Acquire);
+            if ipl == 0 {
+                return None;
+            }
+            let (ptr, len) = (
+                slot.name_ptr.load(Ordering::Relaxed),
+                slot.name_len.load(Ordering::Relaxed),
+            );
+            let name = if ptr == 0 {
+                ""
+            } else {
+                // SAFETY: written together from a `&'static str` by `install` under the lock
+                // held here, before the level that made the slot visible.
+                unsafe {
+                    core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+                        ptr as *const u8,
+                        len,
+                    ))
+                }
+            };
+            Some(IntrInfo {
+                irq: irq as u32,
+                ipl: Ipl::from_word(ipl),
+                name,
+            })
+        })
+        .collect()
 }

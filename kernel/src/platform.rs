@@ -156,6 +156,39 @@ pub trait Platform: Sync {
 
     /// Leaves the machine with exit status `code` (under QEMU, the emulator exits with it).
     fn exit(&self, code: i32) -> !;
+
+    /// The interrupt identifier of the console UART's receive interrupt (an SPI), or `None`
+    /// when the console cannot interrupt on input. Default: none.
+    fn console_rx_irq(&self) -> Option<u32> {
+        None
+    }
+
+    /// Turns the console UART's receive interrupts (data received, receive timeout) on or off
+    /// at the UART itself (the kernel enables the line at the interrupt controller). Default:
+    /// nothing to do.
+    fn console_rx_enable(&self, on: bool) {
+        let _ = on;
+    }
+
+    /// One byte the console UART received, or `None` when its receive FIFO is empty. Called
+    /// by the console's receive interrupt handler, which drains the FIFO; reading it empty is
+    /// what ends the UART's receive interrupt. Default: never anything.
+    fn console_read(&self) -> Option<u8> {
+        None
+    }
+
+    /// Turns the machine off (PSCI SYSTEM_OFF; on the Raspberry Pi, the watchdog with the
+    /// firmware's halt partition). Under QEMU the emulator exits with status 0. Default:
+    /// [`Platform::exit`] with 0.
+    fn power_off(&self) -> ! {
+        self.exit(0)
+    }
+
+    /// Resets the machine (PSCI SYSTEM_RESET; on the Raspberry Pi, the watchdog). Under QEMU
+    /// with `-no-reboot` the emulator exits with status 0. Default: [`Platform::power_off`].
+    fn reboot(&self) -> ! {
+        self.power_off()
+    }
 }
 
 /// The board's platform object: written once, with a plain store, by the boot CPU at the start

@@ -869,6 +869,44 @@ pub fn set_barrier_hook(hook: fn(Ipl)) {
     let _ = BARRIER_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
 }
 
+/// One established soft interrupt, as [`established`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftintInfo {
+    /// Slot index (the handle's bit in the pending masks).
+    pub index: usize,
+    /// Level, 0 = CLOCK .. 3 = SERIAL.
+    pub level: usize,
+    /// The flags given to `softint_establish`.
+    pub flags: u32,
+    /// The handler's address (the monitor's console names it).
+    pub func: usize,
+    /// Whether it is being disestablished.
+    pub dying: bool,
+}
+
+/// The established soft interrupts now, by slot (a snapshot; for the monitor).
+/// Context: thread (it allocates).
+pub fn established() -> alloc::vec::Vec<SoftintInfo> {
+    SLOTS
+        .iter()
+        .enumerate()
+        .filter_map(|(index, slot)| {
+            let state = slot.stamp.load(Ordering::Acquire) as u32 as u64;
+            if state == FREE {
+                return None;
+            }
+            let flags = slot.flags.load(Ordering::Relaxed);
+            Some(SoftintInfo {
+                index,
+                level: level_of(flags),
+                flags,
+                func: slot.func.load(Ordering::Relaxed),
+                dying: state == DYING,
+            })
+        })
+        .collect()
+}
+
 /// The established handles now (for the monitor and tests). Context: any.
 pub fn established_count() -> usize {
     SLOTS

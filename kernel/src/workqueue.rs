@@ -106,6 +106,10 @@ struct Queue {
     worker: AtomicU64,
     exit: AtomicBool,
     wq: *const Inner,
+    /// Enqueues onto this queue (counted under its lock).
+    enqueued: AtomicU64,
+    /// Callbacks its worker has run.
+    ran: AtomicU64,
 }
 
 // SAFETY: `list` is only touched with `lock` held; the rest is atomic or immutable, and `wq`
@@ -119,6 +123,8 @@ struct Inner {
     func: WorkFunc,
     arg: usize,
     flags: u32,
+    prio: u32,
+    ipl: Ipl,
     /// One queue, or one per CPU index (empty slots for CPUs that were offline) with WQ_PERCPU.
     queues: Vec<Option<Box<Queue>>>,
     workers: Vec<LwpRef>,
@@ -161,6 +167,8 @@ pub fn workqueue_create(
         func,
         arg,
         flags,
+        prio,
+        ipl,
         queues: Vec::new(),
         workers: Vec::new(),
     });
@@ -188,6 +196,8 @@ pub fn workqueue_create(
                 worker: AtomicU64::new(0),
                 exit: AtomicBool::new(false),
                 wq: wq_ptr,
+                enqueued: AtomicU64::new(0),
+                ran: AtomicU64::new(0),
             })
         }));
     }
@@ -220,7 +230,56 @@ pub fn workqueue_create(
             }
         }
     }
+    REGISTRY.lock().push(&*inner as *const Inner as usize);
     Ok(Workqueue { inner })
+}
+
+/// Every live workqueue's `Inner` (address), for [`workqueue_list`]; an entry is removed
+/// before its queue is freed, under this lock.
+static REGISTRY: crate::sync::SpinLock<Vec<usize>> = crate::sync::SpinLock::new(Vec::new());
+
+/// One workqueue, as [`workqueue_list`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WqInfo {
+    /// The name given at creation.
+    pub name: &'static str,
+    /// The flags given at creation (WQ_MPSAFE, WQ_PERCPU, WQ_FPU).
+    pub flags: u32,
+    /// Its workers' priority.
+    pub prio: u32,
+    /// The IPL of its queue lock.
+    pub ipl: Ipl,
+    /// Queues (one, or one per online CPU at creation with WQ_PERCPU).
+    pub queues: usize,
+    /// Works pending now, all queues.
+    pub pending: u64,
+    /// Enqueues since creation, all queues.
+    pub enqueued: u64,
+    /// Callbacks run since creation, all queues.
+    pub ran: u64,
+}
+
+/// Every live workqueue with its counters (a snapshot; for the monitor). Context: thread.
+pub fn workqueue_list() -> Vec<WqInfo> {
+    let reg = REGISTRY.lock();
+    reg.iter()
+        .map(|&p| {
+            // SAFETY: registered queues are alive while the registry lock is held
+            // (`workqueue_destroy` unregisters under it before freeing).
+            let inner = unsafe { &*(p as *const Inner) };
+            let queues = || inner.queues.iter().flatten();
+            WqInfo {
+                name: inner.name,
+                flags: inner.flags,
+                prio: inner.prio,
+                ipl: inner.ipl,
+                queues: queues().count(),
+                pending: queues().map(|q| q.npending.load(Ordering::Relaxed)).sum(),
+                enqueued: queues().map(|q| q.enqueued.load(Ordering::Relaxed)).sum(),
+                ran: queues().map(|q| q.ran.load(Ordering::Relaxed)).sum(),
+            }
+        })
+        .collect()
 }
 
 /// The queue of `wq` for `cpu` (`None`: the only one, or this CPU with WQ_PERCPU).
@@ -278,6 +337,7 @@ pub fn workqueue_enqueue(wq: &Workqueue, wk: &'static Work, cpu: Option<usize>) 
         let prev = wk.state.swap(PENDING, Ordering::AcqRel);
         if prev != PENDING {
             link(q, wk);
+            q.enqueued.fetch_add(1, Ordering::Relaxed);
         }
         prev == PENDING
     };
@@ -371,6 +431,8 @@ pub fn workqueue_destroy(wq: Workqueue) {
             inner.name
         );
     }
+    let me = &*inner as *const Inner as usize;
+    REGISTRY.lock().retain(|&p| p != me);
     stop_and_join(&mut inner);
 }
 
@@ -427,6 +489,7 @@ fn worker(arg: usize) {
             let w: &'static Work = unsafe { &*wk };
             wk = w.next.load(Ordering::Relaxed);
             run_work(wq, w);
+            q.ran.fetch_add(1, Ordering::Relaxed);
             // Idle unless the callback enqueued it again.
             let _ = w
                 .state

@@ -257,6 +257,9 @@ impl Gic {
         match self.config {
             GicConfig::V2 { gicd, .. } => {
                 self.v2_set_priority(gicd, irq, priority);
+                if irq >= 32 {
+                    self.v2_target_this_cpu(gicd, irq);
+                }
                 if let Some(mut gic) = self.v2() {
                     // SGIs may be permanently enabled (enable bits read-only): not an error.
                     let _ = gic.enable_interrupt(intid, true);
@@ -269,6 +272,24 @@ impl Gic {
                     let _ = gic.enable_interrupt(intid, redist, true);
                 }
             }
+        }
+    }
+
+    /// Routes GICv2 shared interrupt `irq` to the calling CPU's interface: its GICD_ITARGETSR
+    /// byte (reset value 0, "no CPU", on the GIC-400 and QEMU's models, so an SPI is never
+    /// delivered until it is set) gets the calling CPU's bit, which the banked first byte of
+    /// GICD_ITARGETSR0 reads back (GICv2 architecture, 4.3.12). The registers are
+    /// byte-accessible, so no read-modify-write of a neighbour's byte is needed.
+    fn v2_target_this_cpu(&self, gicd: usize, irq: u32) {
+        const ITARGETSR: usize = 0x800;
+        let base = (gicd + ITARGETSR) as *mut u8;
+        // SAFETY: `new`'s caller promised `gicd` is the GICv2 distributor, mapped as device
+        // memory; GICD_ITARGETSR is byte-accessible, byte 0 is this CPU's banked (read-only)
+        // mask and byte `irq` (an SPI, below the 1020 the register file covers) is the one
+        // routing this interrupt, which only its establisher writes.
+        unsafe {
+            let me = base.read_volatile();
+            base.add(irq as usize).write_volatile(me);
         }
     }
 

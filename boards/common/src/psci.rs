@@ -39,4 +39,12 @@ impl Conduit {
             Self::Smc => psci::system_off::<Smc>(),
         };
     }
+
+    /// PSCI SYSTEM_RESET. Returns only if the firmware refused.
+    pub fn system_reset(self) {
+        let _ = match self {
+            Self::Hvc => psci::system_reset::<Hvc>(),
+            Self::Smc => psci::system_reset::<Smc>(),
+        };
+    }
 }

@@ -3,8 +3,14 @@
 //! The UART is used as firmware or QEMU left it (QEMU's PL011 prints without setup); a board
 //! that must program baud divisors calls [`Pl011::enable`] first. Boards print their own early
 //! messages (before the kernel's console exists) with `write!` on a [`Pl011`] value.
+//!
+//! Input is interrupt-driven: [`Pl011::rx_interrupts`] turns on the receive and receive-timeout
+//! interrupts (with the FIFOs on, the first fires at the FIFO's trigger level and the second
+//! when fewer characters sit there for 32 bit periods, so nothing waits in a partly filled
+//! FIFO), and the kernel's handler drains the FIFO with [`Pl011::read_byte`], which is what
+//! ends both interrupts.
 
-use arm_pl011_uart::{PL011Registers, Uart};
+use arm_pl011_uart::{FifoLevel, Interrupts, PL011Registers, Uart};
 use core::ptr::NonNull;
 use safe_mmio::UniqueMmioPointer;
 
@@ -50,6 +56,52 @@ impl Pl011 {
             }
             uart.write_word(b);
         }
+    }
+
+    /// Turns the receive interrupts (RXIM: FIFO at its trigger level, RTIM: receive timeout)
+    /// on or off, with the FIFOs enabled and the receive trigger at half full. Transmit and
+    /// modem interrupts stay masked (output polls the FIFO).
+    pub fn rx_interrupts(&self, on: bool) {
+        // Line control (UARTLCR_H), for FIFO enable (FEN, bit 4): `arm-pl011-uart` sets it
+        // only in `enable`, which also reprograms the baud rate.
+        const LCR_H: usize = 0x2c;
+        const FEN: u32 = 1 << 4;
+        let lcr_h = (self.base + LCR_H) as *mut u32;
+        // SAFETY: `new`'s caller promised a PL011 at `base`; UARTLCR_H is its line-control
+        // register, and setting FEN changes nothing but the FIFO depth (receiver and
+        // transmitter stay enabled).
+        unsafe {
+            let v = lcr_h.read_volatile();
+            if v & FEN == 0 {
+                lcr_h.write_volatile(v | FEN);
+            }
+        }
+        let mut uart = self.uart();
+        uart.set_interrupt_fifo_levels(FifoLevel::Bytes16, FifoLevel::Bytes16);
+        uart.clear_interrupts(Interrupts::RXI | Interrupts::RTI);
+        let masks = if on {
+            Interrupts::RXI | Interrupts::RTI
+        } else {
+            Interrupts::empty()
+        };
+        uart.set_interrupt_masks(masks);
+    }
+
+    /// One received byte, or `None` when the receive FIFO is empty. A byte that arrived with
+    /// a framing, parity, break or overrun error is returned as it is (a console has no better
+    /// use for it).
+    pub fn read_byte(&self) -> Option<u8> {
+        // Data register (UARTDR): bits 7..0 the character, 11..8 its error flags.
+        const DR: usize = 0x00;
+        let uart = self.uart();
+        if uart.is_rx_fifo_empty() {
+            return None;
+        }
+        // SAFETY: `new`'s caller promised a PL011 at `base`; reading UARTDR pops one entry of
+        // the receive FIFO, which is not empty (checked above; only the console's interrupt
+        // handler reads it).
+        let dr = unsafe { ((self.base + DR) as *const u32).read_volatile() };
+        Some(dr as u8)
     }
 
     /// Programs 8N1 at `baud` for a UART clock of `clock_hz` and enables the UART.

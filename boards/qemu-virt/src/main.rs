@@ -33,6 +33,8 @@ mod board {
         gic: Gic,
         psci: Option<Conduit>,
         timer_irq: u32,
+        /// The PL011's interrupt (an SPI), if the tree gives one.
+        uart_irq: Option<u32>,
         devices: [PhysRange; 4],
         device_count: usize,
     }
@@ -63,6 +65,32 @@ mod board {
                 board_common::entry::secondary_entry_address(),
                 context,
             )
+        }
+
+        fn console_rx_irq(&self) -> Option<u32> {
+            self.uart_irq
+        }
+
+        fn console_rx_enable(&self, on: bool) {
+            self.uart.rx_interrupts(on);
+        }
+
+        fn console_read(&self) -> Option<u8> {
+            self.uart.read_byte()
+        }
+
+        fn power_off(&self) -> ! {
+            if let Some(conduit) = self.psci {
+                conduit.system_off();
+            }
+            self.exit(0)
+        }
+
+        fn reboot(&self) -> ! {
+            if let Some(conduit) = self.psci {
+                conduit.system_reset();
+            }
+            self.exit(0)
         }
 
         fn exit(&self, code: i32) -> ! {
@@ -164,12 +192,24 @@ mod board {
             None => fail(&"device tree: no GICv2 or GICv3 node"),
         };
 
-        let uart_base = match tree.find_compatible(&["arm,pl011"])? {
-            Some((_, uart)) if uart.reg_count > 0 => uart.regs[0],
-            _ => PhysRange {
-                start: UART_FALLBACK as u64,
-                size: 0x1000,
-            },
+        // Interrupt specifier: three cells (type, number, flags); type 0 is an SPI.
+        let (uart_base, uart_irq) = match tree.find_compatible(&["arm,pl011"])? {
+            Some((_, uart)) if uart.reg_count > 0 => {
+                let irq = if uart.interrupt_cells >= 3 {
+                    let (kind, number) = (uart.interrupts[0], uart.interrupts[1]);
+                    Some(irq::intid(kind, number).ok_or_else(|| uart.bad_interrupt(kind, number))?)
+                } else {
+                    None
+                };
+                (uart.regs[0], irq)
+            }
+            _ => (
+                PhysRange {
+                    start: UART_FALLBACK as u64,
+                    size: 0x1000,
+                },
+                None,
+            ),
         };
         add(uart_base);
 
@@ -200,6 +240,7 @@ mod board {
             gic: unsafe { Gic::new(gic_config) },
             psci,
             timer_irq,
+            uart_irq,
             devices,
             device_count,
         })

@@ -31,8 +31,28 @@ pub mod layout {
     pub const BAUD: u32 = 115_200;
     /// The EL1 physical timer's interrupt (PPI 14).
     pub const TIMER_IRQ: u32 = 30;
+    /// UART0's interrupt at the GIC-400: VideoCore peripheral interrupt 57, which the BCM2711
+    /// delivers as SPI 121 (Linux's device tree: `interrupts = <GIC_SPI 121 ...>`), INTID 153.
+    pub const UART0_IRQ: u32 = 32 + 121;
+    /// The power manager, whose watchdog resets the SoC (Linux's `bcm2835_wdt`).
+    pub const PM_BASE: usize = 0xfe10_0000;
+    /// Power manager reset control register (PM_RSTC).
+    pub const PM_RSTC: usize = PM_BASE + 0x1c;
+    /// Power manager reset status register (PM_RSTS); its partition bits tell the firmware
+    /// which partition to boot, 63 meaning "halt" (Linux's `bcm2835_power_off`).
+    pub const PM_RSTS: usize = PM_BASE + 0x20;
+    /// Power manager watchdog timer (PM_WDOG), in 16 µs ticks.
+    pub const PM_WDOG: usize = PM_BASE + 0x24;
+    /// The password every power-manager write carries in bits 31..24.
+    pub const PM_PASSWORD: u32 = 0x5a00_0000;
+    /// PM_RSTC: full reset when the watchdog expires.
+    pub const PM_RSTC_WRCFG_FULL_RESET: u32 = 0x20;
+    /// PM_RSTC: the write-configuration field.
+    pub const PM_RSTC_WRCFG_CLR: u32 = 0xffff_ffcf;
+    /// PM_RSTS: the partition bits (0, 2, 4, 6, 8, 10 of the register).
+    pub const PM_RSTS_PARTITION_CLR: u32 = 0xffff_faaa;
     /// Device registers the kernel maps.
-    pub const DEVICES: [PhysRange; 4] = [
+    pub const DEVICES: [PhysRange; 5] = [
         PhysRange {
             start: GPIO_BASE as u64,
             size: 0x1000,
@@ -49,7 +69,23 @@ pub mod layout {
             start: GICC_BASE as u64,
             size: 0x2000,
         },
+        PhysRange {
+            start: PM_BASE as u64,
+            size: 0x1000,
+        },
     ];
+
+    /// PM_RSTS's partition field set to `partition` (Linux's `bcm2835_restart` spreads the
+    /// six bits over every other bit: bit n of the partition goes to register bit 2n).
+    pub const fn rsts_partition(partition: u32) -> u32 {
+        let mut v = 0;
+        let mut i = 0;
+        while i < 6 {
+            v |= ((partition >> i) & 1) << (2 * i);
+            i += 1;
+        }
+        v
+    }
     /// Where the image is loaded (and linked).
     pub const LOAD_ADDRESS: u64 = 0x8_0000;
     /// RAM below the image that the firmware keeps using: the armstub and the spin table the

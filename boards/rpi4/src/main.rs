@@ -78,6 +78,27 @@ mod board {
             unsafe { spin_table::release(mpidr, release.addr(), context) }
         }
 
+        fn console_rx_irq(&self) -> Option<u32> {
+            Some(layout::UART0_IRQ)
+        }
+
+        fn console_rx_enable(&self, on: bool) {
+            self.uart.rx_interrupts(on);
+        }
+
+        fn console_read(&self) -> Option<u8> {
+            self.uart.read_byte()
+        }
+
+        fn power_off(&self) -> ! {
+            // The firmware halts when it finds partition 63 in PM_RSTS after the reset.
+            watchdog_reset(63)
+        }
+
+        fn reboot(&self) -> ! {
+            watchdog_reset(0)
+        }
+
         fn exit(&self, code: i32) -> ! {
             if SEMIHOSTING_EXIT.load(Ordering::Relaxed) {
                 semihosting::exit(code);
@@ -91,6 +112,28 @@ mod board {
             loop {
                 kernel::arch::aarch64::wait_for_interrupt();
             }
+        }
+    }
+
+    /// Resets the SoC through the power manager's watchdog, as Linux's `bcm2835_restart` and
+    /// `bcm2835_power_off` do: the partition to boot next into PM_RSTS, a 10-tick (160 µs)
+    /// timeout into PM_WDOG, full reset into PM_RSTC. Under QEMU (`-no-reboot`) the emulator
+    /// exits.
+    fn watchdog_reset(partition: u32) -> ! {
+        // SAFETY: the power manager's registers of the BCM2711 (mapped as a device range); the
+        // writes carry the password and only set the reset partition and start the watchdog,
+        // which ends the machine as asked.
+        unsafe {
+            let rsts = layout::PM_RSTS as *mut u32;
+            let v = rsts.read_volatile() & layout::PM_RSTS_PARTITION_CLR;
+            rsts.write_volatile(layout::PM_PASSWORD | v | rpi4::layout::rsts_partition(partition));
+            (layout::PM_WDOG as *mut u32).write_volatile(layout::PM_PASSWORD | 10);
+            let rstc = layout::PM_RSTC as *mut u32;
+            let v = rstc.read_volatile() & layout::PM_RSTC_WRCFG_CLR;
+            rstc.write_volatile(layout::PM_PASSWORD | v | layout::PM_RSTC_WRCFG_FULL_RESET);
+        }
+        loop {
+            kernel::arch::aarch64::wait_for_interrupt();
         }
     }
 

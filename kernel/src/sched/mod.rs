@@ -169,6 +169,12 @@ pub struct LwpInfo {
     pub cpu: usize,
     /// CPU it is bound to.
     pub bound: Option<usize>,
+    /// Address of the thread (what `CpuInfo::curlwp` holds while it runs).
+    pub addr: usize,
+    /// Address of the sleep queue it sleeps on (its wait channel), 0 if none.
+    pub wchan: usize,
+    /// Clock ticks it was running on a CPU.
+    pub run_ticks: u64,
 }
 
 /// Snapshots every thread. Context: thread.
@@ -190,6 +196,9 @@ pub fn lwp_list() -> Vec<LwpInfo> {
                 class: l.class,
                 cpu: l.cpu(),
                 bound: l.bound,
+                addr: p,
+                wchan: l.wchan.load(Ordering::Relaxed) as usize,
+                run_ticks: l.run_ticks(),
             }
         })
         .collect()
