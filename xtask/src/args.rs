@@ -42,11 +42,16 @@ Commands:
           --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
           --dtb FILE              rpi4: the device tree to pass (default: the one
                                   `sdcard` cached, else none: built-in defaults)
+          --cmd 'CMD; CMD'        type these monitor commands at the `kdb> ` prompt, one
+                                  after the other, then `poweroff`; exit with QEMU's status
+          --script FILE           the same with the lines of FILE
 
   test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
           --verbose, -v           show the whole kernel output
           --timeout SECS          per-configuration time limit (default: 300)
           --filter STR            run only kernel tests matching STR (ktest.filter=STR)
+          --monitor-only          run only the monitor sessions (default image, every
+                                  command typed at the prompt and its output checked)
 
   bench   Run the benchmark image on every QEMU configuration and print metric= lines
           --json FILE             also write the figures to FILE as JSON
@@ -199,6 +204,17 @@ pub struct QemuArgs {
     pub append: Option<String>,
     /// The device tree for rpi4 (`--dtb FILE`); otherwise the cached one, if any.
     pub dtb: Option<PathBuf>,
+    /// Monitor commands to type instead of an interactive session (`--cmd`, `--script`).
+    pub script: Option<Script>,
+}
+
+/// Monitor commands for a scripted `cargo xtask qemu`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// `--cmd "cpus; ps"`: `;`-separated commands.
+    Commands(String),
+    /// `--script FILE`: one command line per line of the file.
+    File(PathBuf),
 }
 
 /// Flags of `test`.
@@ -210,6 +226,8 @@ pub struct TestArgs {
     pub timeout: Duration,
     /// Kernel test filter, passed as `ktest.filter=STR`.
     pub filter: Option<String>,
+    /// Run only the monitor sessions.
+    pub monitor_only: bool,
 }
 
 /// Flags of `bench`.
@@ -340,11 +358,17 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
     let (mut icount, mut gdb, mut test, mut profile) = (false, false, false, Profile::Debug);
     let (mut gdbstub, mut append) = (false, None);
     let mut dtb = None;
+    let mut script = None;
     while let Some(flag) = flags.next_flag()? {
         if machine.accept(&mut flags, &flag)? {
             continue;
         }
         match flag.name.as_str() {
+            "--cmd" | "--script" if script.is_some() => {
+                return Err(Error::new("--cmd and --script: give one of them, once"));
+            }
+            "--cmd" => script = Some(Script::Commands(flags.value(&flag)?)),
+            "--script" => script = Some(Script::File(PathBuf::from(flags.value(&flag)?))),
             "--icount" => icount = flags.switch(&flag)?,
             "--gdb" => gdb = flags.switch(&flag)?,
             "--gdbstub" => gdbstub = flags.switch(&flag)?,
@@ -361,6 +385,11 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
     if gdb && gdbstub {
         return Err(Error::new("--gdb and --gdbstub exclude each other"));
     }
+    if script.is_some() && (test || gdb) {
+        return Err(Error::new(
+            "--cmd/--script talk to the monitor of the default image: not with --test or --gdb",
+        ));
+    }
     Ok(Command::Qemu(QemuArgs {
         machine: machine.finish()?,
         icount,
@@ -370,6 +399,7 @@ fn parse_qemu(mut flags: Flags) -> Result<Command> {
         test,
         append,
         dtb,
+        script,
     }))
 }
 
@@ -378,10 +408,12 @@ fn parse_test(mut flags: Flags) -> Result<Command> {
         verbose: false,
         timeout: DEFAULT_TIMEOUT,
         filter: None,
+        monitor_only: false,
     };
     while let Some(flag) = flags.next_flag()? {
         match flag.name.as_str() {
             "--verbose" | "-v" => out.verbose = flags.switch(&flag)?,
+            "--monitor-only" => out.monitor_only = flags.switch(&flag)?,
             "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
             "--filter" => {
                 let filter = flags.value(&flag)?;
@@ -855,6 +887,7 @@ mod tests {
                 test: false,
                 append: None,
                 dtb: None,
+                script: None,
             })
         );
         assert_eq!(
@@ -868,6 +901,7 @@ mod tests {
                 test: false,
                 append: None,
                 dtb: Some(PathBuf::from("pi.dtb")),
+                script: None,
             })
         );
         assert!(parse_err(&["qemu", "--board", "rpi4", "--smp", "2"]).contains("4 CPUs"));
@@ -876,6 +910,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_err(&["qemu", "--gic-security"]).contains("--board rpi4"));
+    }
+
+    #[test]
+    fn qemu_scripts() {
+        match parse_ok(&["qemu", "--cmd", "cpus; ps"]) {
+            Command::Qemu(args) => {
+                assert_eq!(args.script, Some(Script::Commands("cpus; ps".into())))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_ok(&["qemu", "--board", "rpi4", "--script=s.kdb"]) {
+            Command::Qemu(args) => {
+                assert_eq!(args.script, Some(Script::File(PathBuf::from("s.kdb"))))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_err(&["qemu", "--cmd", "ps", "--script", "f"]).contains("one of them"));
+        assert!(parse_err(&["qemu", "--cmd", "ps", "--test"]).contains("default image"));
     }
 
     #[test]
@@ -900,6 +952,7 @@ mod tests {
                 test: true,
                 append: None,
                 dtb: None,
+                script: None,
             })
         );
     }
@@ -921,6 +974,7 @@ mod tests {
                 verbose: false,
                 timeout: DEFAULT_TIMEOUT,
                 filter: None,
+                monitor_only: false,
             })
         );
         assert_eq!(
@@ -936,8 +990,13 @@ mod tests {
                 verbose: true,
                 timeout: Duration::from_secs(60),
                 filter: Some("sched::".into()),
+                monitor_only: false,
             })
         );
+        match parse_ok(&["test", "--monitor-only"]) {
+            Command::Test(args) => assert!(args.monitor_only),
+            other => panic!("{other:?}"),
+        }
         assert!(parse_err(&["test", "--filter", "a b"]).contains("no whitespace"));
         assert!(parse_err(&["test", "--timeout", "0"]).contains("positive"));
     }

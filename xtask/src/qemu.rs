@@ -5,8 +5,9 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
+use std::time::Duration;
 
-use crate::args::QemuArgs;
+use crate::args::{QemuArgs, Script};
 use crate::board::{Board, Machine, Variant};
 use crate::error::{Context, Error, Result};
 use crate::workspace::Workspace;
@@ -185,9 +186,69 @@ pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
             kernel.display()
         );
     }
+    // A raw image's ELF (for the symbols) sits beside it.
+    let elf = kernel.with_extension("elf");
+    if let Some(script) = &args.script {
+        let lines = match script {
+            Script::Commands(text) => crate::console::script_lines(text, true),
+            Script::File(path) => crate::console::script_lines(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the script {}", path.display()))?,
+                false,
+            ),
+        };
+        let log = ws.log_path(&format!(
+            "{}-script",
+            args.machine.log_stem(Variant::Default)
+        ));
+        return run_script(&run, &lines, &log, &elf);
+    }
     eprintln!("xtask: quit QEMU with Ctrl-A x");
-    let status = run.command().status().context("starting QEMU")?;
+    let status = crate::console::relay(&mut run.command(), &elf)?;
     Ok(exit_code(status))
+}
+
+/// How long a scripted session waits for the first prompt.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long it waits for the prompt after each command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long it waits for QEMU to exit after the last command.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commands after which no prompt comes back.
+const FINAL_COMMANDS: &[&str] = &["poweroff", "reboot", "panic"];
+
+/// Boots `run`, types each of `lines` at the monitor's prompt as soon as it appears (the
+/// console shown as it goes, logged to `log`), then `poweroff` unless the script ended the
+/// machine itself; QEMU's exit status, or an error naming the line that got no prompt back.
+fn run_script(run: &QemuRun, lines: &[String], log: &Path, elf: &Path) -> Result<ExitCode> {
+    let mut session = crate::console::Session::start(&mut run.command(), log, elf, true)?;
+    session.wait_prompts(1, BOOT_TIMEOUT)?;
+    let mut ended = false;
+    for line in lines {
+        let word = line.split_whitespace().next().unwrap_or("");
+        if FINAL_COMMANDS.contains(&word) {
+            session.send(format!("{line}\r").as_bytes())?;
+            ended = true;
+            break;
+        }
+        session.run(line, COMMAND_TIMEOUT)?;
+    }
+    if !ended {
+        session.send(b"poweroff\r")?;
+    }
+    match session.finish(EXIT_TIMEOUT)? {
+        Some(status) => {
+            println!();
+            eprintln!("xtask: script done; QEMU {}", crate::proc::describe(status));
+            Ok(exit_code(status))
+        }
+        None => Err(Error::new(format!(
+            "QEMU did not exit within {} s after the script (log: {})",
+            EXIT_TIMEOUT.as_secs(),
+            log.display()
+        ))),
+    }
 }
 
 /// The device tree for an rpi4 run: `--dtb FILE` if given (checked first), else the cached

@@ -5,7 +5,8 @@
 //!
 //! After the matrix, the fatal-path checks ([`CRASH_CHECKS`]), the pre-MMU check of each
 //! board's image (`premmu.rs`: no exclusive reachable before the MMU is on), the damaged device
-//! trees (`badtree`: QEMU's tree with one fault, booted with `-dtb`) and the kvm end-to-end
+//! trees (`badtree`: QEMU's tree with one fault, booted with `-dtb`), the monitor sessions
+//! (`monitor`: the default image's `kdb> ` driven through the console) and the kvm end-to-end
 //! check (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's
 //! own report, bad input, and a fuzz pass on the real artifacts) each add their tests.
 //!
@@ -193,6 +194,15 @@ pub struct Verdict {
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     tools::check_qemu()?;
     let mut total = Counts::default();
+    if args.monitor_only {
+        total += crate::monitor::run(ws, args.timeout, args.verbose)?;
+        println!("{total}");
+        return Ok(if total.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
 
     let host = host_tests(ws, args.verbose)?;
     println!("{}", result_line("host", &host, None));
@@ -264,6 +274,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         && let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Virt)
     {
         total += crate::badtree::run(ws, kernel, args.timeout, args.verbose)?;
+        total += crate::monitor::run(ws, args.timeout, args.verbose)?;
         let verdict = crate::kvm::selftest::run(ws, kernel, args.timeout, args.verbose)?;
         total += verdict.counts;
     }

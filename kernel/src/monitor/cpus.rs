@@ -50,9 +50,7 @@ fn cpus(args: &[&str]) -> CmdResult {
         return Err("usage: cpus".into());
     }
     let threads = lwp_list();
-    kprintln!(
-        "CPU STATE    MPIDR      IPL        THREAD           INTR   TICKS    IPIS     CSW IDLE"
-    );
+    kprintln!("CPU STATE    MPIDR    IPL THREAD           INTR  TICKS   IPIS    CSW IDLE");
     let mut online = 0;
     let mut attached = 0;
     for ci in all_cpus() {
@@ -66,11 +64,11 @@ fn cpus(args: &[&str]) -> CmdResult {
         let mut name = thread_name(&threads, ci.curlwp.load(Ordering::Relaxed));
         name.truncate(15);
         kprintln!(
-            "{:>3} {:<8} {:<10} {:<10} {:<15} {:>6} {:>7} {:>7} {:>7} {:>4}",
+            "{:>3} {:<8} {:<8} {:>3} {:<15} {:>6} {:>6} {:>6} {:>6} {:>4}",
             ci.index(),
             state.name(),
             alloc::format!("{:#x}", ci.mpidr()),
-            short_ipl(Ipl::from_word(ci.ipl.load(Ordering::Relaxed))),
+            ci.ipl.load(Ordering::Relaxed),
             name,
             count(ci.intr_count.load(Ordering::Relaxed)),
             count(ticks),
@@ -80,7 +78,7 @@ fn cpus(args: &[&str]) -> CmdResult {
         );
     }
     kprintln!(
-        "{online} of {attached} CPUs online; HZ {}",
+        "{online} of {attached} CPUs online; IPL as a number (spl lists them); HZ {}",
         crate::clock::hz()
     );
     Ok(())

@@ -1,0 +1,704 @@
+//! The monitor sessions of `cargo xtask test`: the default image booted on each machine of
+//! [`MONITOR_MATRIX`], every monitor command typed at its prompt through the console
+//! (`console::Session`), and what each printed checked for content: `cpus` lists exactly the
+//! online CPUs, `ps` the idle threads and the monitor, `intr` a console interrupt count and
+//! byte count that grew by exactly what was typed, an unknown command one line of error,
+//! Ctrl-C stops a running `stress`, a 10,000-character paste arrives whole or with the drop
+//! counter saying exactly how much is missing, and `poweroff` leaves QEMU with status 0.
+//! Each check is one test in the totals.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::board::{Gic, Machine, Profile, Variant};
+use crate::console::{PROMPT, Session};
+use crate::error::Result;
+use crate::image;
+use crate::qemu::QemuRun;
+use crate::test::Counts;
+use crate::workspace::Workspace;
+
+/// The machines the monitor sessions run on.
+pub const MONITOR_MATRIX: &[Machine] = &[
+    Machine::virt(Gic::V3, 4),
+    Machine::virt(Gic::V2, 4),
+    Machine::rpi4(),
+];
+
+/// Every command `help` must list.
+const COMMANDS: &[&str] = &[
+    "help", "cpus", "spl", "ps", "intr", "softint", "wq", "xc", "wqprobe", "kvm", "dpcpu",
+    "stress", "panic", "reboot", "poweroff",
+];
+
+/// Lines typed between two `intr` to see the console counters grow.
+const TYPED_LINES: usize = 5;
+
+/// The paste: lines of this many bytes (with the Return), this many lines.
+const PASTE_LINE: usize = 100;
+const PASTE_LINES: usize = 100;
+
+/// Time limits: boot to the first prompt, one command.
+const BOOT: Duration = Duration::from_secs(120);
+const COMMAND: Duration = Duration::from_secs(120);
+
+/// The outcome of one named check.
+type Check = (&'static str, std::result::Result<(), String>);
+
+/// Runs the sessions; prints one line per check (`ok`/`FAIL`) and returns the counts.
+pub fn run(ws: &Workspace, timeout: Duration, verbose: bool) -> Result<Counts> {
+    let mut counts = Counts::default();
+    for machine in MONITOR_MATRIX {
+        let label = format!("{} monitor", machine.label());
+        let kernel = match image::boot_image(ws, machine.board, Variant::Default, Profile::Release)
+        {
+            Ok(k) => k,
+            Err(e) => {
+                println!("FAIL  [{label}] build: {e}");
+                counts.failed += 1;
+                continue;
+            }
+        };
+        let log = ws.log_path(&format!("{}-monitor", machine.log_stem(Variant::Default)));
+        eprintln!("xtask: {label}: log {}", log.display());
+        let checks = session(machine, &kernel, &log, timeout, verbose);
+        for (name, result) in &checks {
+            match result {
+                Ok(()) => {
+                    counts.passed += 1;
+                    if verbose {
+                        println!("ok    [{label}] {name}");
+                    }
+                }
+                Err(why) => {
+                    counts.failed += 1;
+                    println!("FAIL  [{label}] {name}: {why}");
+                }
+            }
+        }
+        let passed = checks.iter().filter(|(_, r)| r.is_ok()).count();
+        println!("{label}: {passed} passed, {} failed", checks.len() - passed);
+    }
+    Ok(counts)
+}
+
+/// One session on `machine`: every check, in order. A session that breaks off (no prompt,
+/// QEMU gone) fails the check it was in and every one after it.
+fn session(
+    machine: &Machine,
+    kernel: &Path,
+    log: &Path,
+    timeout: Duration,
+    verbose: bool,
+) -> Vec<Check> {
+    let run = QemuRun::new(*machine, kernel);
+    let elf = kernel.with_extension("elf");
+    let mut checks: Vec<Check> = Vec::new();
+    let mut s = match Session::start(&mut run.command(), log, &elf, verbose)
+        .and_then(|mut s| s.wait_prompts(1, BOOT.min(timeout)).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(("boot to the prompt", Err(e.to_string())));
+            return checks;
+        }
+    };
+    checks.push(("boot to the prompt", Ok(())));
+    let smp = machine.smp as usize;
+    let steps: &[(&'static str, Step)] = &[
+        ("help lists every command", help),
+        ("cpus lists exactly the online CPUs", cpus),
+        ("ps shows the idle threads and the monitor", ps),
+        ("intr counts the typed lines and bytes", intr_counts),
+        ("an unknown command gives one line of error", unknown),
+        ("up arrow recalls the last line", history),
+        ("spl lists the levels and every CPU", spl),
+        ("softint lists its levels per CPU and the handlers", softint),
+        ("wqprobe runs a work on each CPU and wq counts it", wq),
+        ("xc reaches the CPUs asked for", xc),
+        ("kvm pcpu reads every CPU through the kvm reader", kvm),
+        ("dpcpu reads a DPCPU variable through the kvm reader", dpcpu),
+        ("stress mutex counts add up", stress),
+        ("Ctrl-C stops a running stress", ctrl_c),
+        ("a 10,000-character paste loses nothing uncounted", paste),
+    ];
+    let mut broken: Option<String> = None;
+    for (name, step) in steps {
+        if let Some(why) = &broken {
+            checks.push((name, Err(format!("not run: {why}"))));
+            continue;
+        }
+        match step(&mut s, smp) {
+            Ok(r) => checks.push((name, r)),
+            Err(e) => {
+                broken = Some(e.to_string());
+                checks.push((name, Err(e.to_string())));
+            }
+        }
+    }
+    let off = if broken.is_some() {
+        Err("not run: the session broke off".to_owned())
+    } else {
+        poweroff(s)
+    };
+    checks.push(("poweroff leaves QEMU with status 0", off));
+    checks
+}
+
+/// A step: drives the session (an `Err` breaks it off) and judges what it saw.
+type Step = fn(&mut Session, usize) -> Result<std::result::Result<(), String>>;
+
+fn help(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("help", COMMAND)?;
+    Ok(check_help(&out))
+}
+
+fn cpus(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("cpus", COMMAND)?;
+    Ok(check_cpus(&out, smp))
+}
+
+fn ps(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("ps", COMMAND)?;
+    Ok(check_ps(&out, smp))
+}
+
+fn intr_counts(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let before = s.run("intr", COMMAND)?;
+    let mut typed = 0;
+    for i in 0..TYPED_LINES {
+        let line = format!("# typed line {i}");
+        typed += line.len() + 1;
+        s.run(&line, COMMAND)?;
+    }
+    typed += "intr\r".len();
+    let after = s.run("intr", COMMAND)?;
+    Ok(check_intr_growth(&before, &after, TYPED_LINES + 1, typed))
+}
+
+fn unknown(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("frobnicate now", COMMAND)?;
+    let lines: Vec<&str> = out.lines().collect();
+    Ok(
+        if lines == ["kdb: unknown command `frobnicate`; type help"] {
+            Ok(())
+        } else {
+            Err(format!("expected one error line, got {lines:?}"))
+        },
+    )
+}
+
+fn history(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    s.run("xc 0", COMMAND)?;
+    // ESC [ A: the terminal's Up key; the monitor redraws the line as `xc 0` and runs it.
+    let out = s.run("\x1b[A", COMMAND)?;
+    Ok(
+        if out.contains("xc unicast to cpu0 (low): 1 callbacks, on cpu0") {
+            Ok(())
+        } else {
+            Err(format!("Up + Return did not run `xc 0` again: {out:?}"))
+        },
+    )
+}
+
+fn spl(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("spl", COMMAND)?;
+    let levels = [
+        "IPL_NONE",
+        "IPL_SOFTCLOCK",
+        "IPL_SOFTBIO",
+        "IPL_SOFTNET",
+        "IPL_SOFTSERIAL",
+        "IPL_VM",
+        "IPL_SCHED",
+        "IPL_HIGH",
+    ];
+    for (n, name) in levels.iter().enumerate() {
+        if !out.lines().any(|l| {
+            l.split_whitespace()
+                .take(2)
+                .eq([n.to_string().as_str(), name])
+        }) {
+            return Ok(Err(format!("no row `{n} {name}`")));
+        }
+    }
+    let cpu_rows = rows_after(&out, "CPU IPL")
+        .iter()
+        .filter(|r| r.first().is_some_and(|w| w.parse::<usize>().is_ok()))
+        .count();
+    Ok(if cpu_rows == smp {
+        Ok(())
+    } else {
+        Err(format!("{cpu_rows} CPU rows, expected {smp}"))
+    })
+}
+
+fn softint(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("softint", COMMAND)?;
+    let serial_rows = out
+        .lines()
+        .filter(|l| l.starts_with("SERIAL  IPL_SOFTSERIAL"))
+        .count();
+    if serial_rows != smp {
+        return Ok(Err(format!("{serial_rows} SERIAL rows, expected {smp}")));
+    }
+    // The console's own softint has run at least once per typed line on some CPU.
+    let serial_run: u64 = out
+        .lines()
+        .filter(|l| l.starts_with("SERIAL"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    if serial_run == 0 {
+        return Ok(Err("no SOFTINT_SERIAL handler ever ran".into()));
+    }
+    let handles = rows_after(&out, "SLOT LEVEL")
+        .iter()
+        .filter(|r| r.first().is_some_and(|w| w.parse::<usize>().is_ok()))
+        .filter(|r| r.get(1) != Some(&"established"))
+        .count();
+    Ok(
+        if out.contains(&format!("{handles} established of 64")) && handles >= 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{handles} handler rows do not match the count line"
+            ))
+        },
+    )
+}
+
+fn wq(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let probe = s.run("wqprobe", COMMAND)?;
+    for c in 0..smp {
+        if !probe.contains(&format!("wq kdb cpu{c}: work ran on cpu{c};")) {
+            return Ok(Err(format!(
+                "the work for cpu{c} did not run there: {probe:?}"
+            )));
+        }
+    }
+    let out = s.run("wq", COMMAND)?;
+    let row = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&"kdb"));
+    let want = smp.to_string();
+    Ok(match row {
+        Some(r)
+            if r.len() == 8
+                && r[1] == "MPSAFE,PERCPU"
+                && r[4] == want
+                && r[5] == "0"
+                && r[6] == want
+                && r[7] == want =>
+        {
+            Ok(())
+        }
+        other => Err(format!(
+            "expected `kdb MPSAFE,PERCPU .. {smp} queues, 0 pending, {smp} enqueued, {smp} run`, \
+             got {other:?}"
+        )),
+    })
+}
+
+fn xc(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let last = smp - 1;
+    let one = s.run(&format!("xc {last} high"), COMMAND)?;
+    if !one.contains(&format!(
+        "xc unicast to cpu{last} (high): 1 callbacks, on cpu{last};"
+    )) {
+        return Ok(Err(format!("unicast: {one:?}")));
+    }
+    let all = s.run("xc all", COMMAND)?;
+    let everywhere = (0..smp)
+        .map(|c| format!("cpu{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(
+        if all.contains(&format!(
+            "xc broadcast (low): {smp} callbacks, on {everywhere};"
+        )) {
+            Ok(())
+        } else {
+            Err(format!("broadcast: {all:?}"))
+        },
+    )
+}
+
+fn kvm(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("kvm pcpu", COMMAND)?;
+    let rows = rows_after(&out, "CPU CPU_INFO");
+    let indices: Vec<usize> = rows
+        .iter()
+        .filter_map(|r| r.first()?.parse().ok())
+        .collect();
+    if !out.contains("kvm_getmaxcpu: 16") {
+        return Ok(Err(format!("no kvm_getmaxcpu line: {out:?}")));
+    }
+    // State 2 = online, in every row.
+    let online = rows.iter().filter(|r| r.get(2) == Some(&"2")).count();
+    Ok(
+        if indices == (0..smp).collect::<Vec<_>>() && online == smp {
+            Ok(())
+        } else {
+            Err(format!(
+                "rows for CPUs {indices:?} ({online} online), expected 0..{smp}"
+            ))
+        },
+    )
+}
+
+fn dpcpu(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let list = s.run("dpcpu", COMMAND)?;
+    if !list.lines().any(|l| l.trim() == "INTR_COUNT") {
+        return Ok(Err(format!("INTR_COUNT not listed: {list:?}")));
+    }
+    let last = smp - 1;
+    let out = s.run(&format!("dpcpu SOFTINT {last} 8"), COMMAND)?;
+    Ok(
+        if out.contains(&format!("SOFTINT on cpu{last} at 0x")) && out.contains("as u64: ") {
+            Ok(())
+        } else {
+            Err(format!("{out:?}"))
+        },
+    )
+}
+
+fn stress(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("stress mutex 1", COMMAND)?;
+    Ok(check_stress(&out, "mutex", false))
+}
+
+fn ctrl_c(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let start = std::time::Instant::now();
+    s.send(b"stress xcall 600\r")?;
+    s.wait_for("(Ctrl-C stops)", COMMAND)?;
+    s.send(b"\x03")?;
+    s.wait_prompts(1, COMMAND)?;
+    let out = s.run("intr", COMMAND)?;
+    let waited = start.elapsed();
+    let all = s.output().replace("\r\n", "\n");
+    let stress_out = all
+        .rsplit_once("stress xcall 600\n")
+        .map_or("", |(_, rest)| rest);
+    if let Err(e) = check_stress(stress_out, "xcall", true) {
+        return Ok(Err(e));
+    }
+    Ok(if waited > Duration::from_secs(300) {
+        Err(format!(
+            "the prompt came back only after {} s",
+            waited.as_secs()
+        ))
+    } else if !out.contains(", 1 Ctrl-C cancels") {
+        Err(format!("intr does not count the Ctrl-C: {out:?}"))
+    } else {
+        Ok(())
+    })
+}
+
+fn paste(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let before = s.run("intr", COMMAND)?;
+    let lines = paste_lines();
+    let text: String = lines.iter().map(|l| format!("{l}\r")).collect();
+    assert_eq!(text.len(), PASTE_LINE * PASTE_LINES);
+    // All at once, as fast as QEMU's chardev takes it.
+    s.send(text.as_bytes())?;
+    s.wait_prompts(PASTE_LINES, COMMAND)?;
+    let after = s.run("intr", COMMAND)?;
+    let echoed = s_output_since_boot(s);
+    Ok(check_paste(&before, &after, &lines, &echoed))
+}
+
+fn s_output_since_boot(s: &Session) -> String {
+    s.output().replace("\r\n", "\n")
+}
+
+fn poweroff(mut s: Session) -> std::result::Result<(), String> {
+    s.send(b"poweroff\r").map_err(|e| e.to_string())?;
+    match s.finish(Duration::from_secs(30)) {
+        Ok(Some(status)) if status.code() == Some(0) => Ok(()),
+        Ok(Some(status)) => Err(format!("QEMU {}", crate::proc::describe(status))),
+        Ok(None) => Err("QEMU did not exit within 30 s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The pasted lines: comments (`#`), numbered, with varied text, each `PASTE_LINE - 1` bytes
+/// (the Return makes `PASTE_LINE`).
+fn paste_lines() -> Vec<String> {
+    (0..PASTE_LINES)
+        .map(|i| {
+            let mut line = format!("# paste {i:03} ");
+            let mut x = (i as u32).wrapping_mul(2_654_435_761) | 1;
+            while line.len() < PASTE_LINE - 1 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                line.push((b'a' + (x % 26) as u8) as char);
+            }
+            line
+        })
+        .collect()
+}
+
+/// The rows (split into words) after the header line starting with `header`, up to the
+/// first empty line.
+fn rows_after<'a>(out: &'a str, header: &str) -> Vec<Vec<&'a str>> {
+    out.lines()
+        .skip_while(|l| !l.trim_start().starts_with(header.trim_start()))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+fn check_help(out: &str) -> std::result::Result<(), String> {
+    let listed: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let missing: Vec<&&str> = COMMANDS.iter().filter(|c| !listed.contains(c)).collect();
+    if !missing.is_empty() {
+        return Err(format!("help does not list {missing:?}"));
+    }
+    if let Some(long) = out.lines().find(|l| l.chars().count() > 80) {
+        return Err(format!("a help line is wider than 80 columns: {long:?}"));
+    }
+    Ok(())
+}
+
+fn check_cpus(out: &str, smp: usize) -> std::result::Result<(), String> {
+    if let Some(long) = out.lines().find(|l| l.chars().count() > 80) {
+        return Err(format!("a line is wider than 80 columns: {long:?}"));
+    }
+    let rows = rows_after(out, "CPU STATE");
+    let cpus: Vec<(usize, &str)> = rows
+        .iter()
+        .filter(|r| r.len() == 10)
+        .filter_map(|r| Some((r.first()?.parse().ok()?, *r.get(1)?)))
+        .collect();
+    let expected: Vec<(usize, &str)> = (0..smp).map(|c| (c, "online")).collect();
+    if cpus != expected {
+        return Err(format!("rows {cpus:?}, expected CPUs 0..{smp} online"));
+    }
+    // Plausible counts: every CPU took clock ticks.
+    for r in rows.iter().filter(|r| r.len() == 10) {
+        if r[6] == "0" {
+            return Err(format!("cpu{} took no clock tick: {r:?}", r[0]));
+        }
+    }
+    if !out.contains(&format!("{smp} of {smp} CPUs online")) {
+        return Err("no `N of N CPUs online` line".into());
+    }
+    Ok(())
+}
+
+fn check_ps(out: &str, smp: usize) -> std::result::Result<(), String> {
+    let rows = rows_after(out, "  ID NAME");
+    let find = |name: &str| rows.iter().find(|r| r.get(1) == Some(&name));
+    for c in 0..smp {
+        match find(&format!("idle/{c}")) {
+            Some(r)
+                if r.get(5) == Some(&"IDLE") && r.get(7) == Some(&format!("cpu{c}").as_str()) => {}
+            other => return Err(format!("idle/{c}: {other:?}")),
+        }
+        if find(&format!("xcall/{c}")).is_none() {
+            return Err(format!("no xcall/{c} thread"));
+        }
+    }
+    match find("monitor") {
+        // The monitor runs `ps` itself.
+        Some(r) if r.get(2) == Some(&"onproc") && r.get(4) == Some(&"150") => Ok(()),
+        other => Err(format!("monitor: {other:?}")),
+    }
+}
+
+/// (interrupts of the console row's TOTAL, bytes received, dropped, read) from `intr`.
+fn console_counts(out: &str) -> Option<(u64, u64, u64, u64)> {
+    let row: Vec<&str> = out
+        .lines()
+        .find(|l| l.contains(" console rx "))?
+        .split_whitespace()
+        .collect();
+    let interrupts = row.last()?.parse().ok()?;
+    let line = out.lines().find(|l| l.starts_with("console rx: irq"))?;
+    let number_before = |what: &str| -> Option<u64> {
+        let (head, _) = line.split_once(what)?;
+        head.split_whitespace().last()?.parse().ok()
+    };
+    Some((
+        interrupts,
+        number_before(" bytes received")?,
+        number_before(" dropped")?,
+        number_before(" read")?,
+    ))
+}
+
+fn check_intr_growth(
+    before: &str,
+    after: &str,
+    lines: usize,
+    bytes: usize,
+) -> std::result::Result<(), String> {
+    let (Some(b), Some(a)) = (console_counts(before), console_counts(after)) else {
+        return Err(format!("no console counters in `intr`: {after:?}"));
+    };
+    let (irqs, got, dropped, read) = (a.0 - b.0, a.1 - b.1, a.2 - b.2, a.3 - b.3);
+    if got != bytes as u64 || dropped != 0 || read != got {
+        return Err(format!(
+            "{bytes} bytes typed: {got} received, {dropped} dropped, {read} read"
+        ));
+    }
+    // Each line was typed after the previous prompt: at least one interrupt each, and no
+    // interrupt without a byte.
+    if irqs < lines as u64 || irqs > got {
+        return Err(format!(
+            "{irqs} console interrupts for {lines} lines of {got} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn check_stress(out: &str, name: &str, interrupted: bool) -> std::result::Result<(), String> {
+    let word = if interrupted { "interrupted" } else { "done" };
+    if !out.contains(&format!("stress {name}: {word} after")) {
+        return Err(format!("not `{word}`: {out:?}"));
+    }
+    if !out
+        .lines()
+        .any(|l| l.trim_start().starts_with("check: ") && l.ends_with(": ok"))
+    {
+        return Err(format!("the counts do not add up: {out:?}"));
+    }
+    Ok(())
+}
+
+fn check_paste(
+    before: &str,
+    after: &str,
+    lines: &[String],
+    echoed: &str,
+) -> std::result::Result<(), String> {
+    let (Some(b), Some(a)) = (console_counts(before), console_counts(after)) else {
+        return Err("no console counters in `intr`".into());
+    };
+    let sent = (PASTE_LINE * PASTE_LINES + "intr\r".len()) as u64;
+    let (got, dropped, read) = (a.1 - b.1, a.2 - b.2, a.3 - b.3);
+    if got != sent {
+        return Err(format!("{sent} bytes sent, {got} received from the UART"));
+    }
+    if read + dropped != got {
+        return Err(format!(
+            "{got} received but {read} read + {dropped} dropped: {} unaccounted",
+            got as i64 - (read + dropped) as i64
+        ));
+    }
+    eprintln!("xtask: paste of {sent} bytes: {read} read by the monitor, {dropped} dropped");
+    if dropped == 0 {
+        let prompt_lines: Vec<&str> = echoed
+            .lines()
+            .filter_map(|l| l.strip_prefix(PROMPT))
+            .collect();
+        if let Some(missing) = lines.iter().find(|l| !prompt_lines.contains(&l.as_str())) {
+            return Err(format!(
+                "nothing dropped, yet `{missing}` was not echoed whole"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CPUS: &str = "\
+CPU STATE    MPIDR    IPL THREAD           INTR  TICKS   IPIS    CSW IDLE
+  0 online   0x0        0 idle/0             22     19      0      3  53%
+  1 online   0x1        0 monitor            25     22      3      5  45%
+4 of 4 CPUs online; IPL as a number (spl lists them); HZ 100
+";
+
+    #[test]
+    fn cpus_must_list_exactly_the_online_cpus() {
+        assert!(check_cpus(CPUS, 2).is_err(), "the footer says 4 of 4");
+        let two = CPUS.replace("4 of 4", "2 of 2");
+        assert_eq!(check_cpus(&two, 2), Ok(()));
+        assert!(
+            check_cpus(&two, 3)
+                .unwrap_err()
+                .contains("expected CPUs 0..3")
+        );
+        let offline = two.replace("  1 online ", "  1 offline");
+        assert!(check_cpus(&offline, 2).is_err());
+    }
+
+    const INTR: &str = "\
+ IRQ NAME         IPL            cpu0    TOTAL
+  33 console rx   IPL_VM            5        5
+console rx: irq 33, 18 bytes received, 0 dropped (ring full), 18 read, 0 queued (ring 4096 bytes)
+";
+
+    #[test]
+    fn console_growth_must_match_what_was_typed() {
+        assert_eq!(console_counts(INTR), Some((5, 18, 0, 18)));
+        let after = INTR
+            .replace("5        5", "5       11")
+            .replace("18 bytes", "48 bytes")
+            .replace("18 read", "48 read");
+        assert_eq!(check_intr_growth(INTR, &after, 6, 30), Ok(()));
+        assert!(
+            check_intr_growth(INTR, &after, 6, 31).is_err(),
+            "one byte short"
+        );
+        assert!(
+            check_intr_growth(INTR, &after, 7, 30).is_err(),
+            "fewer interrupts than lines"
+        );
+    }
+
+    #[test]
+    fn the_paste_is_exactly_ten_thousand_bytes_of_distinct_lines() {
+        let lines = paste_lines();
+        assert_eq!(lines.len(), PASTE_LINES);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.len() == PASTE_LINE - 1 && l.starts_with('#'))
+        );
+        let mut unique = lines.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), lines.len());
+    }
+
+    #[test]
+    fn help_must_list_every_command_within_80_columns() {
+        let all: String = COMMANDS.iter().map(|c| format!("  {c:<29} x\n")).collect();
+        assert_eq!(check_help(&all), Ok(()));
+        assert!(check_help(&all.replace("  xc ", "  yc ")).is_err());
+        assert!(check_help(&format!("{all}{}\n", "y".repeat(81))).is_err());
+    }
+
+    #[test]
+    fn ps_needs_the_idle_threads_and_the_monitor() {
+        let out = "\
+  ID NAME                 STATE  WCHAN        PRI CLASS  CPU BIND      TIME
+   2 idle/0               onproc -              - IDLE     0 cpu0      0 ns
+  22 xcall/0              sleep  0x4037a140   127 RR       0 cpu0   10.0 ms
+  26 monitor              onproc -            150 RR       0 -       130 ms
+";
+        assert_eq!(check_ps(out, 1), Ok(()));
+        assert!(check_ps(out, 2).unwrap_err().contains("idle/1"));
+        assert!(check_ps(&out.replace("monitor ", "monitr  "), 1).is_err());
+    }
+
+    #[test]
+    fn matrix_has_both_gics_and_the_pi() {
+        assert!(
+            MONITOR_MATRIX
+                .iter()
+                .any(|m| m.board == crate::board::Board::Rpi4)
+        );
+        assert!(MONITOR_MATRIX.contains(&Machine::virt(Gic::V2, 4)));
+        assert!(MONITOR_MATRIX.contains(&Machine::virt(Gic::V3, 4)));
+    }
+}
