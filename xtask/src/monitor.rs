@@ -331,8 +331,13 @@ fn kvm(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
         .iter()
         .filter_map(|r| r.first()?.parse().ok())
         .collect();
-    if !out.contains("kvm_getmaxcpu: 16") {
-        return Ok(Err(format!("no kvm_getmaxcpu line: {out:?}")));
+    let maxcpu = out
+        .lines()
+        .find_map(|l| l.strip_prefix("kvm_getmaxcpu: ")?.parse::<usize>().ok());
+    if maxcpu.is_none_or(|m| m < smp) {
+        return Ok(Err(format!(
+            "kvm_getmaxcpu missing or below {smp}: {out:?}"
+        )));
     }
     // State 2 = online, in every row.
     let online = rows.iter().filter(|r| r.get(2) == Some(&"2")).count();
