@@ -28,7 +28,7 @@ pub const MONITOR_MATRIX: &[Machine] = &[
 /// Every command `help` must list.
 const COMMANDS: &[&str] = &[
     "help", "cpus", "spl", "ps", "intr", "softint", "wq", "xc", "wqprobe", "kvm", "dpcpu",
-    "stress", "panic", "reboot", "poweroff",
+    "stress", "bench", "panic", "reboot", "poweroff",
 ];
 
 /// Lines typed between two `intr` to see the console counters grow.
@@ -119,6 +119,7 @@ fn session(
         ("kvm pcpu reads every CPU through the kvm reader", kvm),
         ("dpcpu reads a DPCPU variable through the kvm reader", dpcpu),
         ("stress mutex counts add up", stress),
+        ("bench runs every benchmark with units", bench),
         ("Ctrl-C stops a running stress", ctrl_c),
         ("a 10,000-character paste loses nothing uncounted", paste),
     ];
@@ -371,6 +372,31 @@ fn dpcpu(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>>
 fn stress(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
     let out = s.run("stress mutex 1", COMMAND)?;
     Ok(check_stress(&out, "mutex", false))
+}
+
+fn bench(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("bench", COMMAND)?;
+    Ok(check_bench(&out))
+}
+
+fn check_bench(out: &str) -> std::result::Result<(), String> {
+    let rows = rows_after(out, "NAME     WHAT");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r.first().copied()).collect();
+    let expected = ["spl", "mutex", "softint", "xc", "kthread", "per"];
+    if names != expected {
+        return Err(format!("rows {names:?}, expected {expected:?}"));
+    }
+    // Median, min and max, each a number and a unit: the last six words of a row.
+    for r in &rows[..5] {
+        let figures = &r[r.len() - 6..];
+        let ok = figures.chunks(2).all(|f| {
+            f[0].parse::<f64>().is_ok_and(|v| v > 0.0) && ["ns", "us", "ms", "s"].contains(&f[1])
+        });
+        if !ok {
+            return Err(format!("`{}`: figures {figures:?}", r[0]));
+        }
+    }
+    Ok(())
 }
 
 fn ctrl_c(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
@@ -694,6 +720,25 @@ console rx: irq 33, 18 bytes received, 0 dropped (ring full), 18 read, 0 queued 
         assert_eq!(check_ps(out, 1), Ok(()));
         assert!(check_ps(out, 2).unwrap_err().contains("idle/1"));
         assert!(check_ps(&out.replace("monitor ", "monitr  "), 1).is_err());
+    }
+
+    #[test]
+    fn bench_rows_need_positive_figures_with_units() {
+        let out = "\
+NAME     WHAT                                         MEDIAN     MIN     MAX
+spl      splraise(IPL_VM) + splx                       282 ns  277 ns  830 ns
+mutex    mutex_enter + mutex_exit, uncontended         446 ns  440 ns  711 ns
+softint  softint_schedule to handler, same CPU        4.40 us 4.30 us  469 us
+xc       xc_unicast (low) to the next CPU + xc_wait   98.4 us 82.7 us  724 us
+kthread  kthread_create + kthread_join                 114 us 82.7 us 1.38 ms
+per operation, 100 samples each (spl and mutex: batches of 1000)
+";
+        assert_eq!(check_bench(out), Ok(()));
+        assert!(check_bench(&out.replace("277 ns", "0 ns")).is_err());
+        assert!(
+            check_bench(&out.replace("kthread  kthread_create", "kthrd    kthread_create"))
+                .is_err()
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The monitor thread reads console input through the interrupt-driven receive path
 //! (`console::rx`), edits the line (`line`: Backspace, Ctrl-U, Ctrl-C, Up/Down history) and
 //! runs each `;`-separated command from the table that each command group module exports
-//! (`cpus`, `threads`, `intrs`, `xc`, `kvm`, `stress`, `power`). While a command runs, Ctrl-C
+//! (`cpus`, `threads`, `intrs`, `xc`, `kvm`, `stress`, `bench`, `power`). While a command runs, Ctrl-C
 //! becomes a cancel request that long commands poll ([`cancelled`]). Tables are at most 80
 //! columns wide and numbers carry units (`units`). A line starting with `#` is a comment.
 //!
@@ -15,6 +15,8 @@
 pub mod line;
 pub mod units;
 
+#[cfg(target_arch = "aarch64")]
+mod bench;
 #[cfg(target_arch = "aarch64")]
 mod cpus;
 #[cfg(target_arch = "aarch64")]
@@ -74,6 +76,7 @@ mod run {
         super::xc::COMMANDS,
         super::kvm::COMMANDS,
         super::stress::COMMANDS,
+        super::bench::COMMANDS,
         super::power::COMMANDS,
     ];
 
