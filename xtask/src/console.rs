@@ -149,6 +149,16 @@ impl Session {
         String::from_utf8_lossy(&self.out).into_owned()
     }
 
+    /// How many bytes the console has printed so far (a position for [`Session::output_since`]).
+    pub fn position(&self) -> usize {
+        self.out.len()
+    }
+
+    /// What the console printed from `pos` on, raw (line ends and escapes as sent).
+    pub fn output_since(&self, pos: usize) -> String {
+        String::from_utf8_lossy(&self.out[pos.min(self.out.len())..]).into_owned()
+    }
+
     fn take(&mut self, chunk: Vec<u8>) {
         let _ = self.log.write_all(&chunk);
         if self.echo {
@@ -212,6 +222,28 @@ impl Session {
         self.wait_until(&format!("`{text}`"), timeout, |out| {
             find(out, text.as_bytes()).is_some()
         })
+    }
+
+    /// Moves the mark to the end of what was printed so far: prompts drawn again around
+    /// kernel messages (which look like new ones) are not waited for.
+    pub fn skip_to_end(&mut self) {
+        self.mark = self.out.len();
+    }
+
+    /// Waits until the output from `pos` on holds `count` occurrences of `text`.
+    pub fn wait_count_since(
+        &mut self,
+        pos: usize,
+        text: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mark = std::mem::replace(&mut self.mark, pos.min(self.out.len()));
+        let r = self.wait_until(&format!("{count} times `{text}`"), timeout, |out| {
+            occurrences(out, text.as_bytes()) >= count
+        });
+        self.mark = mark;
+        r
     }
 
     /// Writes `bytes` to the console's input as they are.
@@ -288,11 +320,16 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// How many prompts start a line in `out`.
 pub fn count_prompts(out: &[u8]) -> usize {
+    occurrences(out, PROMPT_LINE)
+}
+
+/// How many times `needle` occurs in `hay`, without overlaps.
+pub fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
     let mut n = 0;
-    let mut rest = out;
-    while let Some(i) = find(rest, PROMPT_LINE) {
+    let mut rest = hay;
+    while let Some(i) = find(rest, needle) {
         n += 1;
-        rest = &rest[i + PROMPT_LINE.len()..];
+        rest = &rest[i + needle.len()..];
     }
     n
 }

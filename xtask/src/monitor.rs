@@ -27,8 +27,8 @@ pub const MONITOR_MATRIX: &[Machine] = &[
 
 /// Every command `help` must list.
 const COMMANDS: &[&str] = &[
-    "help", "cpus", "spl", "ps", "intr", "softint", "wq", "xc", "wqprobe", "kvm", "dpcpu",
-    "stress", "bench", "panic", "reboot", "poweroff",
+    "help", "cpus", "spl", "ps", "kthread", "intr", "softint", "wq", "xc", "wqprobe", "kvm",
+    "dpcpu", "stress", "bench", "panic", "reboot", "poweroff",
 ];
 
 /// Lines typed between two `intr` to see the console counters grow.
@@ -111,6 +111,10 @@ fn session(
         ("ps shows the idle threads and the monitor", ps),
         ("intr counts the typed lines and bytes", intr_counts),
         ("an unknown command gives one line of error", unknown),
+        (
+            "kernel output never lands inside the typed line",
+            interleave,
+        ),
         ("up arrow recalls the last line", history),
         ("spl lists the levels and every CPU", spl),
         ("softint lists its levels per CPU and the handlers", softint),
@@ -187,6 +191,58 @@ fn unknown(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>>
             Err(format!("expected one error line, got {lines:?}"))
         },
     )
+}
+
+/// Threads that print while a half-typed line is on the screen (`kthread spawn`): each of their lines must
+/// replace the erased input line (`\r`, ESC `[K`) and be followed by the prompt and the typed
+/// text drawn again; the line typed on afterwards must run as typed.
+fn interleave(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    const THREADS: usize = 3;
+    // From the prompt on, which the console has just printed.
+    let start = s.position().saturating_sub(PROMPT.len());
+    // `cp` goes in with the command, so it waits in the ring and is on the screen as soon as
+    // the next prompt is: the threads print a second after they start.
+    s.send(format!("kthread spawn {THREADS} 1000\rcp").as_bytes())?;
+    // The prompt with `cp` echoed, then each message ends with both drawn again.
+    s.wait_count_since(start, "\r\nkdb> cp", THREADS + 1, COMMAND)?;
+    let during = s.output_since(start);
+    if !during.contains(&format!("kthread: {THREADS} threads started")) {
+        return Ok(Err(format!("kthread spawn: {during:?}")));
+    }
+    s.skip_to_end();
+    s.send(b"us\r")?;
+    s.wait_prompts(1, COMMAND)?;
+    let after = s.output_since(start);
+    Ok(check_interleave(&during, THREADS).and_then(|()| {
+        if after.contains("CPUs online") {
+            Ok(())
+        } else {
+            Err(format!("`cp` + `us` did not run cpus: {after:?}"))
+        }
+    }))
+}
+
+fn check_interleave(raw: &str, threads: usize) -> std::result::Result<(), String> {
+    for i in 0..threads {
+        let msg = format!("kthread demo/{i}: ran on cpu");
+        let at = raw
+            .find(&msg)
+            .ok_or_else(|| format!("no line from demo/{i}"))?;
+        if !raw[..at].ends_with("kdb> cp\r\x1b[K") {
+            return Err(format!(
+                "demo/{i}'s line does not replace the erased input line: {:?}",
+                &raw[at.saturating_sub(20)..at]
+            ));
+        }
+        let line_end = at + raw[at..].find("\r\n").ok_or("unterminated message")?;
+        if !raw[line_end..].starts_with("\r\nkdb> cp") {
+            return Err(format!(
+                "the prompt and `cp` are not drawn again after demo/{i}'s line: {:?}",
+                &raw[line_end..(line_end + 20).min(raw.len())]
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn history(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
@@ -739,6 +795,17 @@ per operation, 100 samples each (spl and mutex: batches of 1000)
             check_bench(&out.replace("kthread  kthread_create", "kthrd    kthread_create"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn messages_must_replace_the_input_line_and_redraw_it() {
+        let good = "cp\r\x1b[Kkthread demo/0: ran on cpu1, woke after 300 ms\r\nkdb> cp\r\x1b[K\
+                    kthread demo/1: ran on cpu0, woke after 300 ms\r\nkdb> cp";
+        assert_eq!(check_interleave(&format!("kdb> {good}"), 2), Ok(()));
+        let mid_line = "kdb> cpkthread demo/0: ran on cpu1, woke after 300 ms\r\nkdb> cp";
+        assert!(check_interleave(mid_line, 1).is_err());
+        let lost = "kdb> cp\r\x1b[Kkthread demo/0: ran on cpu1, woke after 300 ms\r\n";
+        assert!(check_interleave(lost, 1).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The monitor thread reads console input through the interrupt-driven receive path
 //! (`console::rx`), edits the line (`line`: Backspace, Ctrl-U, Ctrl-C, Up/Down history) and
 //! runs each `;`-separated command from the table that each command group module exports
-//! (`cpus`, `threads`, `intrs`, `xc`, `kvm`, `stress`, `bench`, `power`). While a command runs, Ctrl-C
+//! (`cpus`, `threads`, `kthreads`, `intrs`, `xc`, `kvm`, `stress`, `bench`, `power`). While a command runs, Ctrl-C
 //! becomes a cancel request that long commands poll ([`cancelled`]). Tables are at most 80
 //! columns wide and numbers carry units (`units`). A line starting with `#` is a comment.
 //!
@@ -21,6 +21,8 @@ mod bench;
 mod cpus;
 #[cfg(target_arch = "aarch64")]
 mod intrs;
+#[cfg(target_arch = "aarch64")]
+mod kthreads;
 #[cfg(target_arch = "aarch64")]
 mod kvm;
 #[cfg(target_arch = "aarch64")]
@@ -72,6 +74,7 @@ mod run {
         HELP,
         super::cpus::COMMANDS,
         super::threads::COMMANDS,
+        super::kthreads::COMMANDS,
         super::intrs::COMMANDS,
         super::xc::COMMANDS,
         super::kvm::COMMANDS,
