@@ -1,143 +1,50 @@
-//! Command-line parsing for `cargo xtask <command> [flags]`, by hand (no argument-parsing crate).
+//! Command-line parsing for `cargo xtask <command> [flags]`, on clap's derive API.
 //!
-//! Each command has a `parse_*` function that accepts exactly its flags; anything else is an
-//! error that names the command. Flags take values as `--flag VALUE` or `--flag=VALUE`.
+//! The clap structs (`Cli`, `Cmd` and one `*Cli` struct a command) describe the flags, their
+//! help text and what clap checks by itself (values, required flags, exclusions); `parse` then
+//! turns them into the [`Command`] the rest of xtask runs, checking what clap cannot (a machine
+//! the board cannot have, flags that only make sense together). Every error is a `clap::Error`,
+//! so a bad command line always reads the same way, suggests the nearest flag when one was
+//! misspelt, and exits with status 2; `--help` on any command prints its flags and exits 0.
 //!
-//! To add a command: add a [`Command`] variant
-//! with its argument struct, a `parse_*` function, an arm in [`parse`], a paragraph in [`USAGE`],
-//! remove its name from [`PLANNED`], and add the dispatch arm in `main.rs`.
+//! To add a command: add a [`Command`] variant with its argument struct, a `Cmd` variant with
+//! its clap struct, an arm in `Cli::into_command`, the dispatch arm in `main.rs`, and a parser
+//! test below.
 
-use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
 use crate::board::{Board, Gic, Machine, Profile, Variant};
-use crate::error::{Error, Result};
 pub use crate::fuzz::FuzzArgs;
 use crate::kvm::dump::DumpArgs;
 use crate::kvm::{CpuSel, KvmArgs, Query, Target};
 pub use crate::sdcard::SdcardArgs;
 
-/// Usage text printed by `cargo xtask help`.
-pub const USAGE: &str = "\
-Usage: cargo xtask <command> [flags]
+/// Default host-side time limit in seconds for one QEMU run of `test`, `bench` or `dump`.
+const DEFAULT_TIMEOUT_SECS: &str = "300";
 
-Commands:
-  build   Build a kernel image and print its path (rpi4: the raw kernel8.img, `.img`)
-          --board virt|rpi4       board to build for (default: virt)
-          --release               build with the release profile (default: debug)
-          --variant NAME          default | ktest | bench (default: default)
-
-  qemu    Build the kernel and boot it in QEMU interactively (quit with Ctrl-A x)
-          --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
-          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
-          --smp N                 number of CPUs (default: 4; fixed for rpi4)
-          --gic-security          rpi4: the GIC-400 as on the board (Security Extensions,
-                                  5 priority bits, the kernel non-secure)
-          --icount                deterministic virtual time (-icount shift=0,...)
-          --gdb                   wait for a debugger on :1234 (-s -S)
-          --gdbstub               run, with a gdbstub on :1234 (-s) for `kvm --live`
-          --release               build with the release profile
-          --test                  boot the in-kernel test image (ktest) instead
-          --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
-          --dtb FILE              rpi4: the device tree to pass (default: the one
-                                  `sdcard` cached, else none: built-in defaults)
-          --cmd 'CMD; CMD'        type these monitor commands at the `kdb> ` prompt, one
-                                  after the other, then `poweroff`; exit with QEMU's status
-          --script FILE           the same with the lines of FILE
-
-  test    Run the host unit tests, then the in-kernel tests on every QEMU configuration
-          --verbose, -v           show the whole kernel output
-          --timeout SECS          per-configuration time limit (default: 300)
-          --filter STR            run only kernel tests matching STR (ktest.filter=STR)
-          --monitor-only          run only the monitor sessions (default image, every
-                                  command typed at the prompt and its output checked)
-
-  bench   Run the benchmark image on every QEMU configuration and print metric= lines
-          --json FILE             also write the figures to FILE as JSON
-          --timeout SECS          per-configuration time limit (default: 300)
-          --smp N                 run only virt GICv3 with N CPUs instead of the matrix
-
-  gdb     Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
-          --board virt|rpi4       board to emulate (default: virt; rpi4 is raspi4b)
-          --gic 2|3               interrupt controller version (default: 3; rpi4: 2, fixed)
-          --smp N                 number of CPUs (default: 4; fixed for rpi4)
-          --gic-security          rpi4: the GIC-400 as on the board (as for qemu)
-          --release               build with the release profile
-          --test                  debug the in-kernel test image (ktest)
-
-  dump    Boot a kernel, wait for a console line, write an ELF core of the guest (QMP)
-          --out FILE              the core (default: target/dumps/dump.core; the kernel ELF
-                                  is copied beside it as FILE.elf)
-          --board, --gic, --smp, --release, --test   as for qemu
-          --append ARGS           kernel command line (e.g. kvm.selftest=1 with --test)
-          --wait-for TEXT         dump after the first console line containing TEXT
-                                  (default: the idle line; `kvm-selftest ready` for the
-                                  self-test; the hold line with --dump-on-panic)
-          --dump-on-panic         crash the kernel (crash=panic unless --append sets crash=),
-                                  keep it halted (panic.hold=1) and dump the crashed machine
-          --timeout SECS          time limit for the boot (default: 300)
-
-  kvm     Read per-CPU data of a kernel with the kvm reader (kvm_getpcpu(3))
-          cargo xtask kvm [--core FILE | --live [ADDR]] [--kernel ELF] [--json] QUERY
-          --core FILE             an ELF core (default: target/dumps/dump.core)
-          --live [ADDR]           a running QEMU's gdbstub (default: 127.0.0.1:1234; start
-                                  QEMU with `cargo xtask qemu --gdbstub`)
-          --kernel ELF            the kernel ELF (default: FILE.elf beside the core; for
-                                  --live the default debug image)
-          --json                  print JSON instead of a table
-          QUERY is one of:
-            maxcpu                          kvm_getmaxcpu
-            pcpu [CPU]                      kvm_getpcpu: one row per active CPU
-            dpcpu SYMBOL [--cpu N | --all] [--size N]
-                                            a DPCPU variable on CPU N (default 0) or all
-            nlist SYMBOL... [--cpu N]       kvm_nlist (DPCPU symbols moved to CPU N)
-  sdcard  Build a flashable Raspberry Pi 4 SD card image (MBR, one bootable FAT32 partition
-          with config.txt, kernel8.img, the Pi firmware and bcm2711-rpi-4-b.dtb); fetches the
-          firmware and device tree from Debian into target/rpi4/firmware/ the first time
-          --out FILE              where to write it (default: target/rpi4/sdcard.img)
-          --boot-dir DIR          write just the files into DIR (a mounted FAT partition)
-          --firmware DIR          take start4.elf, fixup4.dat, the licence and the .dtb
-                                  from DIR instead of fetching them
-          --test                  put the in-kernel test image on the card
-          --firmware-log          add uart_2ndstage=1 to config.txt: the firmware prints
-                                  what it loaded where on the serial console
-
-  flash   Write the SD card image to a card, after showing its size and model and asking;
-          refuses mounted devices and ones that look like a system disk
-          --device /dev/sdX       the card's whole-disk device (required)
-          --image FILE            the image to write (default: build it as `sdcard` does)
-          --firmware DIR          as for `sdcard`, when building the image
-          --firmware-log          as for `sdcard`, when building the image
-
-  fuzz    Run the project's structure-aware fuzzer on the device-tree reader (dtb) or the
-          kvm reader (kvm) for as long as asked; prints its seed, and on a failure how to
-          replay it
-          cargo xtask fuzz dtb|kvm [--seconds N] [--iterations N] [--seed HEX]
-          --seconds N             run for N seconds (default: 60)
-          --iterations N          run exactly N inputs
-          --seed HEX              the seed (default: from the clock)
-          --kernel ELF --core FILE   kvm: add this kernel and core to the synthetic ones
-
-  help    Print this message
-";
-
-/// Command names that are reserved for later and rejected with a clear message for now.
-pub const PLANNED: &[&str] = &[];
-
-/// Default host-side time limit for one QEMU run of `test` or `bench`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Default GIC version for `qemu` and `gdb`.
+/// Default GIC version for `qemu`, `gdb` and `dump`.
 const DEFAULT_GIC: Gic = Gic::V3;
 
-/// Default CPU count for `qemu` and `gdb`.
+/// Default CPU count for `qemu`, `gdb` and `dump`.
 const DEFAULT_SMP: u32 = 4;
+
+/// The largest `kvm dpcpu --size`.
+const MAX_DPCPU_SIZE: u64 = 1 << 20;
+
+/// The name the generated help, usage and completions use for the program.
+pub const BIN_NAME: &str = "cargo xtask";
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Print the usage text.
+    /// No command: print the top-level help.
     Help,
     /// `cargo xtask build`.
     Build(BuildArgs),
@@ -159,6 +66,10 @@ pub enum Command {
     Flash(FlashArgs),
     /// `cargo xtask fuzz`.
     Fuzz(FuzzArgs),
+    /// `cargo xtask doctor`.
+    Doctor,
+    /// `cargo xtask completions SHELL`.
+    Completions(CompletionsArgs),
 }
 
 /// Flags of `flash`.
@@ -206,6 +117,8 @@ pub struct QemuArgs {
     pub dtb: Option<PathBuf>,
     /// Monitor commands to type instead of an interactive session (`--cmd`, `--script`).
     pub script: Option<Script>,
+    /// `--no-install`: never install a missing QEMU.
+    pub no_install: bool,
 }
 
 /// Monitor commands for a scripted `cargo xtask qemu`.
@@ -228,6 +141,8 @@ pub struct TestArgs {
     pub filter: Option<String>,
     /// Run only the monitor sessions.
     pub monitor_only: bool,
+    /// `--no-install`: never install a missing QEMU or mtools.
+    pub no_install: bool,
 }
 
 /// Flags of `bench`.
@@ -235,10 +150,14 @@ pub struct TestArgs {
 pub struct BenchArgs {
     /// Where to write the figures as JSON, if anywhere.
     pub json: Option<PathBuf>,
+    /// A baseline written by an earlier `--json`, printed beside each figure with the ratio.
+    pub compare: Option<PathBuf>,
     /// Time limit per QEMU configuration.
     pub timeout: Duration,
     /// Run only virt GICv3 with this many CPUs instead of the bench matrix.
     pub smp: Option<u32>,
+    /// `--no-install`: never install a missing QEMU.
+    pub no_install: bool,
 }
 
 /// Flags of `gdb`.
@@ -250,74 +169,197 @@ pub struct GdbArgs {
     pub profile: Profile,
     /// Debug the ktest image instead of the default one.
     pub test: bool,
+    /// `--no-install`: never install a missing QEMU or gdb-multiarch.
+    pub no_install: bool,
 }
 
-/// Parses the arguments after `cargo xtask` (without the program name).
-pub fn parse<I, S>(args: I) -> Result<Command>
+/// Flags of `completions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    pub shell: Shell,
+    /// The command name the script completes.
+    pub name: String,
+}
+
+/// Parses the arguments after `cargo xtask` (without the program name). Help requests come
+/// back as a `clap::Error` of kind `DisplayHelp`, whose `exit` prints them and exits 0; every
+/// other error exits 2.
+pub fn parse<I, S>(args: I) -> Result<Command, clap::Error>
 where
     I: IntoIterator<Item = S>,
-    S: Into<String>,
+    S: Into<OsString>,
 {
-    let mut args: VecDeque<String> = args.into_iter().map(Into::into).collect();
-    let Some(name) = args.pop_front() else {
-        return Ok(Command::Help);
-    };
-    match name.as_str() {
-        "help" | "-h" | "--help" => Ok(Command::Help),
-        "build" => parse_build(Flags::new("build", args)),
-        "qemu" => parse_qemu(Flags::new("qemu", args)),
-        "test" => parse_test(Flags::new("test", args)),
-        "bench" => parse_bench(Flags::new("bench", args)),
-        "gdb" => parse_gdb(Flags::new("gdb", args)),
-        "dump" => parse_dump(Flags::new("dump", args)),
-        "kvm" => parse_kvm(args),
-        "sdcard" => parse_sdcard(Flags::new("sdcard", args)),
-        "flash" => parse_flash(Flags::new("flash", args)),
-        "fuzz" => parse_fuzz(args),
-        planned if PLANNED.contains(&planned) => Err(Error::new(format!(
-            "`cargo xtask {planned}` is planned but not implemented yet"
-        ))),
-        other => Err(Error::new(format!(
-            "unknown command `{other}` (run `cargo xtask help` for the list)"
-        ))),
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let argv = std::iter::once(OsString::from("cargo-xtask")).chain(live_defaults(args));
+    Cli::try_parse_from(argv)?.into_command()
+}
+
+/// The clap description of the whole command line, for help and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// The completion script `cargo xtask completions` prints.
+pub fn completions(args: &CompletionsArgs) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command(), args.name.clone(), &mut script);
+    script
+}
+
+/// `kvm --live` takes an optional address: a bare `--live` followed by anything that is not an
+/// address (`HOST:PORT`) means the default gdbstub, so `kvm --live maxcpu` keeps working
+/// (clap would take `maxcpu` as the address).
+fn live_defaults(args: Vec<OsString>) -> Vec<OsString> {
+    if args.first().and_then(|a| a.to_str()) != Some("kvm") {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter().peekable();
+    while let Some(arg) = iter.next() {
+        let next_is_address = iter
+            .peek()
+            .and_then(|a| a.to_str())
+            .is_some_and(|a| a.contains(':') && !a.starts_with('-'));
+        if arg == "--live" && !next_is_address {
+            out.push(OsString::from(format!(
+                "--live={}",
+                crate::kvm::DEFAULT_LIVE
+            )));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Build, boot, test and inspect the kernel.
+///
+/// Start with `cargo xtask qemu` (boots the kernel; installs QEMU when it is missing) and
+/// `cargo xtask test` (the host tests and the kernel tests on every machine configuration).
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo-xtask",
+    bin_name = BIN_NAME,
+    disable_version_flag = true,
+    after_help = "Run `cargo xtask help COMMAND` or `cargo xtask COMMAND --help` for a command's flags."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build a kernel image and print its path (rpi4: the raw kernel8.img)
+    Build(BuildCli),
+    /// Build the kernel and boot it in QEMU interactively (quit with Ctrl-A x)
+    Qemu(QemuCli),
+    /// Run the host unit tests, then the in-kernel tests on every QEMU configuration
+    Test(TestCli),
+    /// Run the benchmark image on every QEMU configuration and print metric= lines
+    Bench(BenchCli),
+    /// Start QEMU halted and attach gdb-multiarch to it (QEMU stops when gdb exits)
+    Gdb(GdbCli),
+    /// Boot a kernel, wait for a console line, write an ELF core of the guest (QMP)
+    Dump(DumpCli),
+    /// Read per-CPU data of a kernel with the kvm reader (kvm_getpcpu(3))
+    Kvm(KvmCli),
+    /// Build a flashable Raspberry Pi 4 SD card image
+    ///
+    /// MBR, one bootable FAT32 partition with config.txt, kernel8.img, the Pi firmware and
+    /// bcm2711-rpi-4-b.dtb; fetches the firmware and device tree from Debian into
+    /// target/rpi4/firmware/ the first time.
+    Sdcard(SdcardCli),
+    /// Write the SD card image to a card, after showing its size and model and asking
+    ///
+    /// Refuses mounted devices and ones that look like a system disk.
+    Flash(FlashCli),
+    /// Fuzz the device-tree reader (dtb) or the kvm reader (kvm)
+    ///
+    /// Runs the project's structure-aware fuzzer for as long as asked; prints its seed, and on
+    /// a failure how to replay it.
+    Fuzz(FuzzCli),
+    /// Show which host tools are present, missing or too old, and what installs them
+    Doctor,
+    /// Print a shell completion script
+    ///
+    /// bash: `source <(cargo xtask completions bash)` completes `xtask`, so add
+    /// `alias xtask='cargo xtask'` too (or pass `--name` to complete another command name).
+    Completions(CompletionsCli),
+}
+
+/// The board names, for clap's value checks, help and suggestions.
+impl ValueEnum for Board {
+    fn value_variants<'a>() -> &'a [Self] {
+        Board::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
     }
 }
 
-/// Board, GIC and CPU count flags shared by `qemu` and `gdb`. A board with a fixed machine
-/// (rpi4) takes its GIC and CPU count as defaults.
-struct MachineFlags {
+/// The GIC versions as numbers (`--gic 2`).
+impl ValueEnum for Gic {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Gic::V2, Gic::V3]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            Gic::V2 => "2",
+            Gic::V3 => "3",
+        }))
+    }
+}
+
+/// The image variants (`--variant ktest`).
+impl ValueEnum for Variant {
+    fn value_variants<'a>() -> &'a [Self] {
+        Variant::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+/// The fuzz targets (`cargo xtask fuzz dtb`).
+impl ValueEnum for crate::fuzz::Target {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[crate::fuzz::Target::Dtb, crate::fuzz::Target::Kvm]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            crate::fuzz::Target::Dtb => PossibleValue::new("dtb").help("the device-tree reader"),
+            crate::fuzz::Target::Kvm => PossibleValue::new("kvm").help("the kvm reader"),
+        })
+    }
+}
+
+/// Board, GIC and CPU count, shared by `qemu`, `gdb` and `dump`.
+#[derive(Debug, Args)]
+struct MachineCli {
+    /// Board to emulate (rpi4 is QEMU's raspi4b)
+    #[arg(long, value_name = "BOARD", default_value_t = Board::Virt)]
     board: Board,
+    /// Interrupt controller version [default: 3; rpi4: 2, fixed]
+    #[arg(long, value_name = "VERSION")]
     gic: Option<Gic>,
+    /// Number of CPUs [default: 4; rpi4: 4, fixed]
+    #[arg(long, value_name = "N", value_parser = positive)]
     smp: Option<u32>,
+    /// rpi4: the GIC-400 as on the board (Security Extensions, 5 priority bits, the kernel
+    /// non-secure)
+    #[arg(long)]
     gic_security: bool,
 }
 
-impl Default for MachineFlags {
-    fn default() -> Self {
-        Self {
-            board: Board::Virt,
-            gic: None,
-            smp: None,
-            gic_security: false,
-        }
-    }
-}
-
-impl MachineFlags {
-    /// Handles `flag` if it is one of the machine flags; returns whether it was.
-    fn accept(&mut self, flags: &mut Flags, flag: &Flag) -> Result<bool> {
-        match flag.name.as_str() {
-            "--board" => self.board = flags.value(flag)?.parse()?,
-            "--gic" => self.gic = Some(flags.value(flag)?.parse()?),
-            "--smp" => self.smp = Some(parse_number(flag, &flags.value(flag)?)?),
-            "--gic-security" => self.gic_security = flags.switch(flag)?,
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// The validated machine.
-    fn finish(self) -> Result<Machine> {
+impl MachineCli {
+    /// The machine, with the board's fixed GIC and CPU count (rpi4) or the defaults, checked.
+    fn machine(&self) -> Result<Machine, String> {
         let (gic, smp) = self
             .board
             .fixed_machine()
@@ -328,502 +370,500 @@ impl MachineFlags {
             smp: self.smp.unwrap_or(smp),
             gic_security: self.gic_security,
         };
-        machine.validate()?;
+        machine.validate().map_err(|e| e.to_string())?;
         Ok(machine)
     }
 }
 
-fn parse_build(mut flags: Flags) -> Result<Command> {
-    let mut out = BuildArgs {
-        board: Board::Virt,
-        profile: Profile::Debug,
-        variant: Variant::Default,
-    };
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--board" => out.board = flags.value(&flag)?.parse()?,
-            "--variant" => out.variant = flags.value(&flag)?.parse()?,
-            "--release" => {
-                flags.switch(&flag)?;
-                out.profile = Profile::Release;
-            }
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    Ok(Command::Build(out))
+/// `--no-install`, shared by the commands that need QEMU (and perhaps mtools or gdb-multiarch).
+#[derive(Debug, Args)]
+struct InstallCli {
+    /// Never install a missing or too old tool (QEMU, mtools, gdb-multiarch): say what is
+    /// missing and stop [also: XTASK_NO_INSTALL=1]
+    #[arg(long)]
+    no_install: bool,
 }
 
-fn parse_qemu(mut flags: Flags) -> Result<Command> {
-    let mut machine = MachineFlags::default();
-    let (mut icount, mut gdb, mut test, mut profile) = (false, false, false, Profile::Debug);
-    let (mut gdbstub, mut append) = (false, None);
-    let mut dtb = None;
-    let mut script = None;
-    while let Some(flag) = flags.next_flag()? {
-        if machine.accept(&mut flags, &flag)? {
-            continue;
-        }
-        match flag.name.as_str() {
-            "--cmd" | "--script" if script.is_some() => {
-                return Err(Error::new("--cmd and --script: give one of them, once"));
-            }
-            "--cmd" => script = Some(Script::Commands(flags.value(&flag)?)),
-            "--script" => script = Some(Script::File(PathBuf::from(flags.value(&flag)?))),
-            "--icount" => icount = flags.switch(&flag)?,
-            "--gdb" => gdb = flags.switch(&flag)?,
-            "--gdbstub" => gdbstub = flags.switch(&flag)?,
-            "--append" => append = Some(flags.value(&flag)?),
-            "--test" => test = flags.switch(&flag)?,
-            "--dtb" => dtb = Some(PathBuf::from(flags.value(&flag)?)),
-            "--release" => {
-                flags.switch(&flag)?;
-                profile = Profile::Release;
-            }
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    if gdb && gdbstub {
-        return Err(Error::new("--gdb and --gdbstub exclude each other"));
-    }
-    if script.is_some() && (test || gdb) {
-        return Err(Error::new(
-            "--cmd/--script talk to the monitor of the default image: not with --test or --gdb",
-        ));
-    }
-    Ok(Command::Qemu(QemuArgs {
-        machine: machine.finish()?,
-        icount,
-        gdb,
-        gdbstub,
-        profile,
-        test,
-        append,
-        dtb,
-        script,
-    }))
+#[derive(Debug, Args)]
+struct BuildCli {
+    /// Board to build for
+    #[arg(long, value_name = "BOARD", default_value_t = Board::Virt)]
+    board: Board,
+    /// Build with the release profile (default: debug)
+    #[arg(long)]
+    release: bool,
+    /// Which image: the kernel, the in-kernel test image or the benchmark image
+    #[arg(long, value_name = "NAME", default_value_t = Variant::Default)]
+    variant: Variant,
 }
 
-fn parse_test(mut flags: Flags) -> Result<Command> {
-    let mut out = TestArgs {
-        verbose: false,
-        timeout: DEFAULT_TIMEOUT,
-        filter: None,
-        monitor_only: false,
-    };
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--verbose" | "-v" => out.verbose = flags.switch(&flag)?,
-            "--monitor-only" => out.monitor_only = flags.switch(&flag)?,
-            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
-            "--filter" => {
-                let filter = flags.value(&flag)?;
-                if filter.is_empty() || filter.chars().any(char::is_whitespace) {
-                    return Err(Error::new(format!(
-                        "--filter `{filter}`: the filter must be non-empty and contain no \
-                         whitespace (it is passed on the kernel command line)"
-                    )));
-                }
-                out.filter = Some(filter);
-            }
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    Ok(Command::Test(out))
+#[derive(Debug, Args)]
+struct QemuCli {
+    #[command(flatten)]
+    machine: MachineCli,
+    /// Deterministic virtual time (-icount shift=0,...)
+    #[arg(long)]
+    icount: bool,
+    /// Wait for a debugger on :1234 (-s -S)
+    #[arg(long, conflicts_with = "gdbstub")]
+    gdb: bool,
+    /// Run, with a gdbstub on :1234 (-s) for `kvm --live`
+    #[arg(long)]
+    gdbstub: bool,
+    /// Build with the release profile
+    #[arg(long)]
+    release: bool,
+    /// Boot the in-kernel test image (ktest) instead
+    #[arg(long)]
+    test: bool,
+    /// Kernel command line (e.g. ktest.filter=NAME or kvm.selftest=1 with --test)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// rpi4: the device tree to pass (default: the one `sdcard` cached, else none: built-in
+    /// defaults)
+    #[arg(long, value_name = "FILE")]
+    dtb: Option<PathBuf>,
+    /// Type these monitor commands at the `kdb> ` prompt, one after the other, then
+    /// `poweroff`; exit with QEMU's status
+    #[arg(long, value_name = "'CMD; CMD'", conflicts_with_all = ["script", "test", "gdb"])]
+    cmd: Option<String>,
+    /// The same with the lines of FILE
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["test", "gdb"])]
+    script: Option<PathBuf>,
+    #[command(flatten)]
+    install: InstallCli,
 }
 
-fn parse_bench(mut flags: Flags) -> Result<Command> {
-    let mut out = BenchArgs {
-        json: None,
-        timeout: DEFAULT_TIMEOUT,
-        smp: None,
-    };
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--json" => out.json = Some(PathBuf::from(flags.value(&flag)?)),
-            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
-            "--smp" => out.smp = Some(parse_number(&flag, &flags.value(&flag)?)?),
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    Ok(Command::Bench(out))
+#[derive(Debug, Args)]
+struct TestCli {
+    /// Show the whole kernel output
+    #[arg(short, long)]
+    verbose: bool,
+    /// Per-configuration time limit in seconds
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = seconds)]
+    timeout: Duration,
+    /// Run only kernel tests matching STR (ktest.filter=STR)
+    #[arg(long, value_name = "STR", value_parser = kernel_filter)]
+    filter: Option<String>,
+    /// Run only the monitor sessions (default image, every command typed at the prompt and
+    /// its output checked)
+    #[arg(long)]
+    monitor_only: bool,
+    #[command(flatten)]
+    install: InstallCli,
 }
 
-fn parse_sdcard(mut flags: Flags) -> Result<Command> {
-    let mut out = SdcardArgs::default();
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--out" => out.out = Some(PathBuf::from(flags.value(&flag)?)),
-            "--boot-dir" => out.boot_dir = Some(PathBuf::from(flags.value(&flag)?)),
-            "--firmware" => out.firmware = Some(PathBuf::from(flags.value(&flag)?)),
-            "--test" => out.test = flags.switch(&flag)?,
-            "--firmware-log" => out.firmware_log = flags.switch(&flag)?,
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    if out.out.is_some() && out.boot_dir.is_some() {
-        return Err(Error::new(
-            "`cargo xtask sdcard`: --out and --boot-dir exclude each other",
-        ));
-    }
-    Ok(Command::Sdcard(out))
+#[derive(Debug, Args)]
+struct BenchCli {
+    /// Also write the figures to FILE as JSON
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Print each figure beside the one in BASE.json (from an earlier --json) with the ratio
+    #[arg(long, value_name = "BASE.json")]
+    compare: Option<PathBuf>,
+    /// Per-configuration time limit in seconds
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = seconds)]
+    timeout: Duration,
+    /// Run only virt GICv3 with N CPUs instead of the matrix
+    #[arg(long, value_name = "N", value_parser = positive)]
+    smp: Option<u32>,
+    #[command(flatten)]
+    install: InstallCli,
 }
 
-fn parse_flash(mut flags: Flags) -> Result<Command> {
-    let (mut device, mut image, mut firmware) = (None, None, None);
-    let mut firmware_log = false;
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--device" => device = Some(PathBuf::from(flags.value(&flag)?)),
-            "--image" => image = Some(PathBuf::from(flags.value(&flag)?)),
-            "--firmware" => firmware = Some(PathBuf::from(flags.value(&flag)?)),
-            "--firmware-log" => firmware_log = flags.switch(&flag)?,
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    let device = device.ok_or_else(|| {
-        Error::new("`cargo xtask flash` needs --device /dev/sdX (the card's whole-disk device)")
-    })?;
-    if firmware_log && image.is_some() {
-        return Err(Error::new(
-            "`cargo xtask flash`: --firmware-log changes the image it builds; with --image, \
-             build that image with `cargo xtask sdcard --firmware-log`",
-        ));
-    }
-    Ok(Command::Flash(FlashArgs {
-        device,
-        image,
-        firmware,
-        firmware_log,
-    }))
+#[derive(Debug, Args)]
+struct GdbCli {
+    #[command(flatten)]
+    machine: MachineCli,
+    /// Build with the release profile
+    #[arg(long)]
+    release: bool,
+    /// Debug the in-kernel test image (ktest)
+    #[arg(long)]
+    test: bool,
+    #[command(flatten)]
+    install: InstallCli,
 }
 
-fn parse_gdb(mut flags: Flags) -> Result<Command> {
-    let mut machine = MachineFlags::default();
-    let (mut test, mut profile) = (false, Profile::Debug);
-    while let Some(flag) = flags.next_flag()? {
-        if machine.accept(&mut flags, &flag)? {
-            continue;
-        }
-        match flag.name.as_str() {
-            "--test" => test = flags.switch(&flag)?,
-            "--release" => {
-                flags.switch(&flag)?;
-                profile = Profile::Release;
-            }
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    Ok(Command::Gdb(GdbArgs {
-        machine: machine.finish()?,
-        profile,
-        test,
-    }))
+#[derive(Debug, Args)]
+struct DumpCli {
+    #[command(flatten)]
+    machine: MachineCli,
+    /// Build with the release profile
+    #[arg(long)]
+    release: bool,
+    /// Boot the in-kernel test image (ktest)
+    #[arg(long)]
+    test: bool,
+    /// Kernel command line (e.g. kvm.selftest=1 with --test)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    append: Option<String>,
+    /// Dump after the first console line containing TEXT [default: the idle line;
+    /// `kvm-selftest ready` for the self-test; the hold line with --dump-on-panic]
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    wait_for: Option<String>,
+    /// Crash the kernel (crash=panic unless --append sets crash=), keep it halted
+    /// (panic.hold=1) and dump the crashed machine
+    #[arg(long)]
+    dump_on_panic: bool,
+    /// The core [default: target/dumps/dump.core; the kernel ELF is copied beside it as
+    /// FILE.elf]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Time limit for the boot in seconds
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = seconds)]
+    timeout: Duration,
+    #[command(flatten)]
+    install: InstallCli,
 }
 
-fn parse_dump(mut flags: Flags) -> Result<Command> {
-    let mut machine = MachineFlags::default();
-    let mut out = DumpArgs {
-        machine: Machine::virt(DEFAULT_GIC, DEFAULT_SMP),
-        profile: Profile::Debug,
-        test: false,
-        append: None,
-        wait_for: None,
-        on_panic: false,
-        out: None,
-        timeout: DEFAULT_TIMEOUT,
-    };
-    while let Some(flag) = flags.next_flag()? {
-        if machine.accept(&mut flags, &flag)? {
-            continue;
-        }
-        match flag.name.as_str() {
-            "--test" => out.test = flags.switch(&flag)?,
-            "--release" => {
-                flags.switch(&flag)?;
-                out.profile = Profile::Release;
-            }
-            "--append" => out.append = Some(flags.value(&flag)?),
-            "--wait-for" => out.wait_for = Some(flags.value(&flag)?),
-            "--dump-on-panic" => out.on_panic = flags.switch(&flag)?,
-            "--out" => out.out = Some(PathBuf::from(flags.value(&flag)?)),
-            "--timeout" => out.timeout = parse_timeout(&flag, &flags.value(&flag)?)?,
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    out.machine = machine.finish()?;
-    Ok(Command::Dump(out))
+#[derive(Debug, Args)]
+#[command(after_help = "Flags may stand before or after the query: `cargo xtask kvm pcpu --json`.")]
+struct KvmCli {
+    /// An ELF core [default: target/dumps/dump.core]
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "live")]
+    core: Option<PathBuf>,
+    /// A running QEMU's gdbstub [default: 127.0.0.1:1234; start QEMU with
+    /// `cargo xtask qemu --gdbstub`]
+    #[arg(long, value_name = "ADDR", global = true, num_args = 0..=1,
+          default_missing_value = crate::kvm::DEFAULT_LIVE)]
+    live: Option<String>,
+    /// The kernel ELF [default: FILE.elf beside the core; for --live the default debug image]
+    #[arg(long, value_name = "ELF", global = true)]
+    kernel: Option<PathBuf>,
+    /// Print JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    query: KvmQuery,
 }
 
-/// `cargo xtask kvm [--core FILE | --live [ADDR]] [--kernel ELF] [--json] QUERY [ARGS]`: flags
-/// anywhere, the query word and its arguments in order.
-fn parse_kvm(mut args: VecDeque<String>) -> Result<Command> {
-    let err = |m: String| Error::new(format!("cargo xtask kvm: {m} (see `cargo xtask help`)"));
-    let (mut target, mut kernel, mut json) = (None, None, false);
-    let (mut cpu, mut all, mut size) = (None, false, None);
-    let mut words: Vec<String> = Vec::new();
-    let value = |args: &mut VecDeque<String>, flag: &str, inline: Option<String>| {
-        inline
-            .or_else(|| args.pop_front())
-            .ok_or_else(|| err(format!("{flag} needs a value")))
-    };
-    let number = |flag: &str, v: &str| {
-        v.parse::<u32>()
-            .map_err(|_| err(format!("{flag} needs a whole number, not `{v}`")))
-    };
-    while let Some(arg) = args.pop_front() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
+#[derive(Debug, Subcommand)]
+enum KvmQuery {
+    /// kvm_getmaxcpu: the number of cpu_info slots
+    Maxcpu,
+    /// kvm_getpcpu: one row per active CPU, or CPU alone
+    Pcpu {
+        /// The CPU (default: every active one)
+        cpu: Option<u32>,
+    },
+    /// A DPCPU variable on one CPU or all
+    Dpcpu {
+        /// The variable (with or without `dpcpu_entry_`)
+        symbol: String,
+        /// The CPU [default: 0]
+        #[arg(long, value_name = "N", conflicts_with = "all")]
+        cpu: Option<u32>,
+        /// Every active CPU
+        #[arg(long)]
+        all: bool,
+        /// Bytes to read [default: the symbol's size, else 8]
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_DPCPU_SIZE))]
+        size: Option<u64>,
+    },
+    /// kvm_nlist: symbol addresses, DPCPU symbols moved to CPU N
+    Nlist {
+        /// The symbols
+        #[arg(required = true)]
+        symbols: Vec<String>,
+        /// The CPU for DPCPU symbols [default: 0]
+        #[arg(long, value_name = "N")]
+        cpu: Option<u32>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SdcardCli {
+    /// Where to write the image [default: target/rpi4/sdcard.img]
+    #[arg(long, value_name = "FILE", conflicts_with = "boot_dir")]
+    out: Option<PathBuf>,
+    /// Write just the files into DIR (a mounted FAT partition)
+    #[arg(long, value_name = "DIR")]
+    boot_dir: Option<PathBuf>,
+    /// Take start4.elf, fixup4.dat, the licence and the .dtb from DIR instead of fetching them
+    #[arg(long, value_name = "DIR")]
+    firmware: Option<PathBuf>,
+    /// Put the in-kernel test image on the card
+    #[arg(long)]
+    test: bool,
+    /// Add uart_2ndstage=1 to config.txt: the firmware prints what it loaded where on the
+    /// serial console
+    #[arg(long)]
+    firmware_log: bool,
+}
+
+#[derive(Debug, Args)]
+struct FlashCli {
+    /// The card's whole-disk device (/dev/sdX, /dev/mmcblkN)
+    #[arg(long, value_name = "DEVICE", required = true)]
+    device: PathBuf,
+    /// The image to write [default: build it as `sdcard` does]
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// As for `sdcard`, when building the image
+    #[arg(long, value_name = "DIR")]
+    firmware: Option<PathBuf>,
+    /// As for `sdcard`, when building the image
+    #[arg(long)]
+    firmware_log: bool,
+}
+
+#[derive(Debug, Args)]
+struct FuzzCli {
+    /// What to fuzz
+    target: crate::fuzz::Target,
+    /// Run for N seconds [default: 60]
+    #[arg(long, value_name = "N", value_parser = positive_u64)]
+    seconds: Option<u64>,
+    /// Run exactly N inputs
+    #[arg(long, value_name = "N")]
+    iterations: Option<u64>,
+    /// The seed, in hex [default: from the clock]
+    #[arg(long, value_name = "HEX", value_parser = hex_seed)]
+    seed: Option<u64>,
+    /// kvm: add this kernel (with --core) to the synthetic ones
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// kvm: add this core (with --kernel) to the synthetic ones
+    #[arg(long, value_name = "FILE")]
+    core: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsCli {
+    /// The shell
+    shell: Shell,
+    /// The command name to complete
+    #[arg(long, value_name = "NAME", default_value = "xtask")]
+    name: String,
+}
+
+impl Cli {
+    /// The command to run, after the checks clap cannot make.
+    fn into_command(self) -> Result<Command, clap::Error> {
+        let Some(cmd) = self.command else {
+            return Ok(Command::Help);
         };
-        let set_target = |target: &mut Option<Target>, t: Target| {
-            if target.replace(t).is_some() {
-                Err(err("give one of --core and --live".into()))
+        let name = cmd.name();
+        let fail = |message: String| command_error(name, message);
+        let profile = |release: bool| {
+            if release {
+                Profile::Release
             } else {
-                Ok(())
+                Profile::Debug
             }
         };
-        match name.as_str() {
-            "--core" => {
-                let path = value(&mut args, "--core", inline)?;
-                set_target(&mut target, Target::Core(PathBuf::from(path)))?;
-            }
-            "--live" => {
-                let addr = match inline {
-                    Some(v) => v,
-                    None if args.front().is_some_and(|a| a.contains(':')) => {
-                        args.pop_front().unwrap_or_default()
-                    }
-                    None => crate::kvm::DEFAULT_LIVE.to_owned(),
-                };
-                set_target(&mut target, Target::Live(addr))?;
-            }
-            "--kernel" => kernel = Some(PathBuf::from(value(&mut args, "--kernel", inline)?)),
-            "--json" => json = true,
-            "--all" => all = true,
-            "--cpu" => cpu = Some(number("--cpu", &value(&mut args, "--cpu", inline)?)?),
-            "--size" => {
-                let n = number("--size", &value(&mut args, "--size", inline)?)?;
-                if n == 0 || n > 1 << 20 {
-                    return Err(err(format!("--size {n} is out of range (1..=1048576)")));
+        Ok(match cmd {
+            Cmd::Build(b) => Command::Build(BuildArgs {
+                board: b.board,
+                profile: profile(b.release),
+                variant: b.variant,
+            }),
+            Cmd::Qemu(q) => Command::Qemu(QemuArgs {
+                machine: q.machine.machine().map_err(fail)?,
+                icount: q.icount,
+                gdb: q.gdb,
+                gdbstub: q.gdbstub,
+                profile: profile(q.release),
+                test: q.test,
+                append: q.append,
+                dtb: q.dtb,
+                script: match (q.cmd, q.script) {
+                    (Some(commands), _) => Some(Script::Commands(commands)),
+                    (None, Some(file)) => Some(Script::File(file)),
+                    (None, None) => None,
+                },
+                no_install: q.install.no_install,
+            }),
+            Cmd::Test(t) => Command::Test(TestArgs {
+                verbose: t.verbose,
+                timeout: t.timeout,
+                filter: t.filter,
+                monitor_only: t.monitor_only,
+                no_install: t.install.no_install,
+            }),
+            Cmd::Bench(b) => Command::Bench(BenchArgs {
+                json: b.json,
+                compare: b.compare,
+                timeout: b.timeout,
+                smp: b.smp,
+                no_install: b.install.no_install,
+            }),
+            Cmd::Gdb(g) => Command::Gdb(GdbArgs {
+                machine: g.machine.machine().map_err(fail)?,
+                profile: profile(g.release),
+                test: g.test,
+                no_install: g.install.no_install,
+            }),
+            Cmd::Dump(d) => Command::Dump(DumpArgs {
+                machine: d.machine.machine().map_err(fail)?,
+                profile: profile(d.release),
+                test: d.test,
+                append: d.append,
+                wait_for: d.wait_for,
+                on_panic: d.dump_on_panic,
+                out: d.out,
+                timeout: d.timeout,
+                no_install: d.install.no_install,
+            }),
+            Cmd::Kvm(k) => Command::Kvm(k.into_args()),
+            Cmd::Sdcard(s) => Command::Sdcard(SdcardArgs {
+                out: s.out,
+                boot_dir: s.boot_dir,
+                firmware: s.firmware,
+                test: s.test,
+                firmware_log: s.firmware_log,
+            }),
+            Cmd::Flash(f) => {
+                if f.firmware_log && f.image.is_some() {
+                    return Err(fail(
+                        "--firmware-log changes the image `flash` builds; with --image, build \
+                         that image with `cargo xtask sdcard --firmware-log`"
+                            .into(),
+                    ));
                 }
-                size = Some(n as usize);
+                Command::Flash(FlashArgs {
+                    device: f.device,
+                    image: f.image,
+                    firmware: f.firmware,
+                    firmware_log: f.firmware_log,
+                })
             }
-            flag if flag.starts_with('-')
-                && flag.len() > 1
-                && !flag[1..].starts_with(|c: char| c.is_ascii_digit()) =>
-            {
-                return Err(err(format!("unknown flag `{flag}`")));
+            Cmd::Fuzz(f) => {
+                if f.target == crate::fuzz::Target::Dtb && (f.kernel.is_some() || f.core.is_some())
+                {
+                    return Err(fail(
+                        "--kernel and --core are for `cargo xtask fuzz kvm`".into(),
+                    ));
+                }
+                Command::Fuzz(FuzzArgs {
+                    target: f.target,
+                    seconds: f.seconds,
+                    iterations: f.iterations,
+                    seed: f.seed,
+                    kernel: f.kernel,
+                    core: f.core,
+                })
             }
-            _ => words.push(arg),
+            Cmd::Doctor => Command::Doctor,
+            Cmd::Completions(c) => Command::Completions(CompletionsArgs {
+                shell: c.shell,
+                name: c.name,
+            }),
+        })
+    }
+}
+
+impl Cmd {
+    /// The command's name on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Build(_) => "build",
+            Cmd::Qemu(_) => "qemu",
+            Cmd::Test(_) => "test",
+            Cmd::Bench(_) => "bench",
+            Cmd::Gdb(_) => "gdb",
+            Cmd::Dump(_) => "dump",
+            Cmd::Kvm(_) => "kvm",
+            Cmd::Sdcard(_) => "sdcard",
+            Cmd::Flash(_) => "flash",
+            Cmd::Fuzz(_) => "fuzz",
+            Cmd::Doctor => "doctor",
+            Cmd::Completions(_) => "completions",
         }
     }
-    let Some(word) = words.first() else {
-        return Err(err("say what to read: maxcpu, pcpu, dpcpu or nlist".into()));
-    };
-    let rest = &words[1..];
-    let query = match word.as_str() {
-        "maxcpu" if rest.is_empty() => Query::MaxCpu,
-        "pcpu" if rest.len() <= 1 => Query::Pcpu(match rest.first() {
-            Some(n) => Some(
-                n.parse()
-                    .map_err(|_| err(format!("pcpu takes a CPU number, not `{n}`")))?,
-            ),
-            None => None,
-        }),
-        "dpcpu" if rest.len() == 1 => {
-            if cpu.is_some() && all {
-                return Err(err("give one of --cpu and --all".into()));
-            }
-            Query::Dpcpu {
-                symbol: rest[0].clone(),
+}
+
+impl KvmCli {
+    fn into_args(self) -> KvmArgs {
+        let target = match (self.core, self.live) {
+            (Some(core), _) => Some(Target::Core(core)),
+            (None, Some(addr)) => Some(Target::Live(addr)),
+            (None, None) => None,
+        };
+        let query = match self.query {
+            KvmQuery::Maxcpu => Query::MaxCpu,
+            KvmQuery::Pcpu { cpu } => Query::Pcpu(cpu),
+            KvmQuery::Dpcpu {
+                symbol,
+                cpu,
+                all,
+                size,
+            } => Query::Dpcpu {
+                symbol,
                 cpus: if all {
                     CpuSel::All
                 } else {
                     CpuSel::One(cpu.unwrap_or(0))
                 },
-                size,
-            }
-        }
-        "nlist" if !rest.is_empty() => Query::Nlist {
-            symbols: rest.to_vec(),
-            cpu,
-        },
-        "maxcpu" | "pcpu" | "dpcpu" | "nlist" => {
-            return Err(err(format!(
-                "wrong arguments for `{word}`: {}",
-                rest.join(" ")
-            )));
-        }
-        other => return Err(err(format!("unknown query `{other}`"))),
-    };
-    if (all || size.is_some()) && !matches!(query, Query::Dpcpu { .. })
-        || cpu.is_some() && matches!(query, Query::MaxCpu | Query::Pcpu(_))
-    {
-        return Err(err(format!(
-            "--cpu, --all and --size do not apply to `{word}`"
-        )));
-    }
-    Ok(Command::Kvm(KvmArgs {
-        target,
-        kernel,
-        json,
-        query,
-    }))
-}
-
-fn parse_fuzz(mut args: VecDeque<String>) -> Result<Command> {
-    let target = match args.pop_front().as_deref() {
-        Some("dtb") => crate::fuzz::Target::Dtb,
-        Some("kvm") => crate::fuzz::Target::Kvm,
-        Some(other) => {
-            return Err(Error::new(format!(
-                "`cargo xtask fuzz` fuzzes `dtb` or `kvm`, not `{other}`"
-            )));
-        }
-        None => return Err(Error::new("`cargo xtask fuzz` needs a target: dtb or kvm")),
-    };
-    let mut flags = Flags::new("fuzz", args);
-    let mut out = FuzzArgs {
-        target,
-        seconds: None,
-        iterations: None,
-        seed: None,
-        kernel: None,
-        core: None,
-    };
-    while let Some(flag) = flags.next_flag()? {
-        match flag.name.as_str() {
-            "--seconds" => out.seconds = Some(parse_number(&flag, &flags.value(&flag)?)?.into()),
-            "--iterations" => {
-                let value = flags.value(&flag)?;
-                out.iterations = Some(value.parse().map_err(|_| {
-                    Error::new(format!(
-                        "flag `--iterations` needs a whole number, not `{value}`"
-                    ))
-                })?);
-            }
-            "--seed" => {
-                let value = flags.value(&flag)?;
-                out.seed = Some(
-                    u64::from_str_radix(value.trim_start_matches("0x"), 16).map_err(|_| {
-                        Error::new(format!("flag `--seed` needs a hex number, not `{value}`"))
-                    })?,
-                );
-            }
-            "--kernel" => out.kernel = Some(PathBuf::from(flags.value(&flag)?)),
-            "--core" => out.core = Some(PathBuf::from(flags.value(&flag)?)),
-            _ => return Err(flags.unknown(&flag)),
-        }
-    }
-    if out.target == crate::fuzz::Target::Dtb && (out.kernel.is_some() || out.core.is_some()) {
-        return Err(Error::new(
-            "--kernel and --core are for `cargo xtask fuzz kvm`",
-        ));
-    }
-    Ok(Command::Fuzz(out))
-}
-
-/// One flag as written: its name and, for `--flag=value`, the inline value.
-#[derive(Debug)]
-struct Flag {
-    name: String,
-    inline: Option<String>,
-}
-
-/// The remaining arguments of one command, consumed flag by flag.
-struct Flags {
-    command: &'static str,
-    args: VecDeque<String>,
-}
-
-impl Flags {
-    fn new(command: &'static str, args: VecDeque<String>) -> Self {
-        Self { command, args }
-    }
-
-    /// The next flag, or `None` at the end; positional arguments are errors.
-    fn next_flag(&mut self) -> Result<Option<Flag>> {
-        let Some(arg) = self.args.pop_front() else {
-            return Ok(None);
+                // At most MAX_DPCPU_SIZE (clap checked), so it fits.
+                size: size.map(|n| n as usize),
+            },
+            KvmQuery::Nlist { symbols, cpu } => Query::Nlist { symbols, cpu },
         };
-        if arg == "-h" || arg == "--help" {
-            return Err(Error::new(format!(
-                "`cargo xtask {}` flags are listed by `cargo xtask help`",
-                self.command
-            )));
+        KvmArgs {
+            target,
+            kernel: self.kernel,
+            json: self.json,
+            query,
         }
-        if !arg.starts_with('-') || arg == "-" {
-            return Err(Error::new(format!(
-                "unexpected argument `{arg}` for `cargo xtask {}` (it takes only flags; see \
-                 `cargo xtask help`)",
-                self.command
-            )));
-        }
-        Ok(Some(match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => Flag {
-                name: name.to_owned(),
-                inline: Some(value.to_owned()),
-            },
-            _ => Flag {
-                name: arg,
-                inline: None,
-            },
-        }))
-    }
-
-    /// The value of a flag that takes one.
-    fn value(&mut self, flag: &Flag) -> Result<String> {
-        if let Some(value) = &flag.inline {
-            return Ok(value.clone());
-        }
-        match self.args.front() {
-            Some(next) if !next.starts_with("--") => Ok(self.args.pop_front().unwrap_or_default()),
-            _ => Err(Error::new(format!(
-                "flag `{}` of `cargo xtask {}` needs a value",
-                flag.name, self.command
-            ))),
-        }
-    }
-
-    /// Checks that an on/off flag was given without a value; returns `true` to store.
-    fn switch(&mut self, flag: &Flag) -> Result<bool> {
-        match &flag.inline {
-            None => Ok(true),
-            Some(_) => Err(Error::new(format!(
-                "flag `{}` of `cargo xtask {}` takes no value",
-                flag.name, self.command
-            ))),
-        }
-    }
-
-    /// The error for a flag this command does not have.
-    fn unknown(&self, flag: &Flag) -> Error {
-        Error::new(format!(
-            "unknown flag `{}` for `cargo xtask {}` (see `cargo xtask help`)",
-            flag.name, self.command
-        ))
     }
 }
 
-/// Parses a positive decimal number given to `flag`.
-fn parse_number(flag: &Flag, value: &str) -> Result<u32> {
+/// A usage error for `cargo xtask NAME`, formatted (and exiting 2) like clap's own.
+fn command_error(name: &str, message: String) -> clap::Error {
+    let mut cli = Cli::command();
+    cli.build();
+    match cli.find_subcommand_mut(name) {
+        Some(sub) => sub.error(ErrorKind::ArgumentConflict, message),
+        None => cli.error(ErrorKind::ArgumentConflict, message),
+    }
+}
+
+/// A positive whole number (`--smp`).
+fn positive(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(Error::new(format!(
-            "flag `{}` needs a positive whole number, not `{value}`",
-            flag.name
-        ))),
+        _ => Err(format!("needs a positive whole number, not `{value}`")),
     }
 }
 
-/// Parses a `--timeout` value in whole seconds.
-fn parse_timeout(flag: &Flag, value: &str) -> Result<Duration> {
-    Ok(Duration::from_secs(parse_number(flag, value)?.into()))
+/// A positive whole number, 64 bits (`--seconds`).
+fn positive_u64(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("needs a positive whole number, not `{value}`")),
+    }
+}
+
+/// A `--timeout` in whole seconds.
+fn seconds(value: &str) -> Result<Duration, String> {
+    positive(value).map(|n| Duration::from_secs(n.into()))
+}
+
+/// A `--filter` for the kernel command line: not empty, no whitespace.
+fn kernel_filter(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "`{value}`: the filter must be non-empty and contain no whitespace (it is passed \
+             on the kernel command line)"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A hex seed, with or without `0x`.
+fn hex_seed(value: &str) -> Result<u64, String> {
+    u64::from_str_radix(value.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("needs a hex number, not `{value}`"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
     fn parse_ok(args: &[&str]) -> Command {
         match parse(args.iter().copied()) {
@@ -832,18 +872,113 @@ mod tests {
         }
     }
 
-    fn parse_err(args: &[&str]) -> String {
+    fn parse_err(args: &[&str]) -> clap::Error {
         match parse(args.iter().copied()) {
             Ok(c) => panic!("{args:?} should fail, got {c:?}"),
-            Err(e) => e.to_string(),
+            Err(e) => e,
+        }
+    }
+
+    /// The error's text, as the user sees it (without colour).
+    fn err_text(args: &[&str]) -> String {
+        let e = parse_err(args);
+        assert_eq!(e.exit_code(), 2, "{args:?}: usage errors exit 2:\n{e}");
+        e.render().to_string()
+    }
+
+    fn qemu_default() -> QemuArgs {
+        QemuArgs {
+            machine: Machine::virt(Gic::V3, 4),
+            icount: false,
+            gdb: false,
+            gdbstub: false,
+            profile: Profile::Debug,
+            test: false,
+            append: None,
+            dtb: None,
+            script: None,
+            no_install: false,
         }
     }
 
     #[test]
-    fn no_arguments_and_help_print_usage() {
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_prints_help() {
         assert_eq!(parse_ok(&[]), Command::Help);
-        assert_eq!(parse_ok(&["help"]), Command::Help);
-        assert_eq!(parse_ok(&["--help"]), Command::Help);
+    }
+
+    /// Every command, `help COMMAND` and `COMMAND --help` print help and exit 0.
+    #[test]
+    fn every_command_has_help() {
+        let mut cli = command();
+        cli.build();
+        let names: Vec<String> = cli
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        for name in [
+            "build",
+            "qemu",
+            "test",
+            "bench",
+            "gdb",
+            "dump",
+            "kvm",
+            "sdcard",
+            "flash",
+            "fuzz",
+            "doctor",
+            "completions",
+            "help",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+        for name in names.iter().filter(|n| *n != "help") {
+            for args in [vec![name.as_str(), "--help"], vec!["help", name.as_str()]] {
+                let e = parse_err(&args);
+                assert_eq!(e.kind(), ErrorKind::DisplayHelp, "{args:?}");
+                assert_eq!(e.exit_code(), 0, "{args:?}");
+                let text = e.render().to_string();
+                assert!(
+                    text.contains(&format!("Usage: cargo xtask {name}")),
+                    "{args:?}:\n{text}"
+                );
+            }
+        }
+        for args in [&["--help"][..], &["help"], &["-h"]] {
+            let e = parse_err(args);
+            assert_eq!(e.exit_code(), 0);
+            assert!(e.render().to_string().contains("Commands:"));
+        }
+        // The kvm queries have their own help.
+        let e = parse_err(&["kvm", "dpcpu", "--help"]);
+        assert_eq!(e.exit_code(), 0);
+        assert!(e.render().to_string().contains("--all"));
+        assert_eq!(parse_err(&["help", "kvm", "nlist"]).exit_code(), 0);
+    }
+
+    #[test]
+    fn misspelt_flags_exit_2_with_a_suggestion() {
+        let text = err_text(&["qemu", "--relase"]);
+        assert!(text.contains("unexpected argument '--relase'"), "{text}");
+        assert!(
+            text.contains("similar argument exists: '--release'"),
+            "{text}"
+        );
+        let text = err_text(&["test", "--filtr", "x"]);
+        assert!(text.contains("'--filter'"), "{text}");
+        let text = err_text(&["bench", "--jsn", "a.json"]);
+        assert!(text.contains("'--json'"), "{text}");
+        let text = err_text(&["tset"]);
+        assert!(text.contains("similar subcommand exists: 'test'"), "{text}");
+        let text = err_text(&["qemu", "--board", "rpi3"]);
+        assert!(text.contains("possible values: virt, rpi4"), "{text}");
+        let text = err_text(&["kvm", "pcup"]);
+        assert!(text.contains("'pcpu'"), "{text}");
     }
 
     #[test]
@@ -857,9 +992,9 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_ok(&["build", "--release", "--variant", "ktest", "--board=virt"]),
+            parse_ok(&["build", "--release", "--variant", "ktest", "--board=rpi4"]),
             Command::Build(BuildArgs {
-                board: Board::Virt,
+                board: Board::Rpi4,
                 profile: Profile::Release,
                 variant: Variant::Ktest,
             })
@@ -872,44 +1007,61 @@ mod tests {
                 variant: Variant::Bench,
             })
         );
+        assert!(err_text(&["build", "--variant", "fast"]).contains("default, ktest, bench"));
+        assert!(err_text(&["build", "extra"]).contains("unexpected argument 'extra'"));
+        assert!(err_text(&["build", "--variant"]).contains("a value is required"));
+        assert!(err_text(&["build", "--release=yes"]).contains("unexpected value"));
     }
 
     #[test]
     fn qemu_defaults() {
-        assert_eq!(
-            parse_ok(&["qemu"]),
-            Command::Qemu(QemuArgs {
-                machine: Machine::virt(Gic::V3, 4),
-                icount: false,
-                gdb: false,
-                gdbstub: false,
-                profile: Profile::Debug,
-                test: false,
-                append: None,
-                dtb: None,
-                script: None,
-            })
-        );
+        assert_eq!(parse_ok(&["qemu"]), Command::Qemu(qemu_default()));
         assert_eq!(
             parse_ok(&["qemu", "--board", "rpi4", "--dtb", "pi.dtb"]),
             Command::Qemu(QemuArgs {
                 machine: Machine::rpi4(),
-                icount: false,
-                gdb: false,
-                gdbstub: false,
-                profile: Profile::Debug,
-                test: false,
-                append: None,
                 dtb: Some(PathBuf::from("pi.dtb")),
-                script: None,
+                ..qemu_default()
             })
         );
-        assert!(parse_err(&["qemu", "--board", "rpi4", "--smp", "2"]).contains("4 CPUs"));
         match parse_ok(&["qemu", "--board", "rpi4", "--gic-security"]) {
             Command::Qemu(args) => assert_eq!(args.machine, Machine::rpi4_gic_security()),
             other => panic!("{other:?}"),
         }
-        assert!(parse_err(&["qemu", "--gic-security"]).contains("--board rpi4"));
+    }
+
+    #[test]
+    fn qemu_all_flags() {
+        assert_eq!(
+            parse_ok(&[
+                "qemu",
+                "--gic",
+                "2",
+                "--smp=8",
+                "--icount",
+                "--gdb",
+                "--release",
+                "--test",
+                "--append",
+                "ktest.filter=spl",
+                "--no-install",
+            ]),
+            Command::Qemu(QemuArgs {
+                machine: Machine::virt(Gic::V2, 8),
+                icount: true,
+                gdb: true,
+                profile: Profile::Release,
+                test: true,
+                append: Some("ktest.filter=spl".into()),
+                no_install: true,
+                ..qemu_default()
+            })
+        );
+        let Command::Qemu(q) = parse_ok(&["qemu", "--gdbstub"]) else {
+            panic!("not qemu")
+        };
+        assert!(q.gdbstub && !q.gdb);
+        assert!(err_text(&["qemu", "--gdb", "--gdbstub"]).contains("cannot be used with"));
     }
 
     #[test]
@@ -926,44 +1078,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse_err(&["qemu", "--cmd", "ps", "--script", "f"]).contains("one of them"));
-        assert!(parse_err(&["qemu", "--cmd", "ps", "--test"]).contains("default image"));
-    }
-
-    #[test]
-    fn qemu_all_flags() {
-        assert_eq!(
-            parse_ok(&[
-                "qemu",
-                "--gic",
-                "2",
-                "--smp=8",
-                "--icount",
-                "--gdb",
-                "--release",
-                "--test"
-            ]),
-            Command::Qemu(QemuArgs {
-                machine: Machine::virt(Gic::V2, 8),
-                icount: true,
-                gdb: true,
-                gdbstub: false,
-                profile: Profile::Release,
-                test: true,
-                append: None,
-                dtb: None,
-                script: None,
-            })
-        );
+        for bad in [
+            &["qemu", "--cmd", "ps", "--script", "f"][..],
+            &["qemu", "--cmd", "ps", "--test"],
+            &["qemu", "--script", "f", "--gdb"],
+        ] {
+            assert!(err_text(bad).contains("cannot be used with"), "{bad:?}");
+        }
     }
 
     #[test]
     fn qemu_rejects_bad_machines() {
-        assert!(parse_err(&["qemu", "--gic", "4"]).contains("unknown GIC version `4`"));
-        assert!(parse_err(&["qemu", "--smp", "0"]).contains("positive whole number"));
-        assert!(parse_err(&["qemu", "--smp", "four"]).contains("not `four`"));
-        assert!(parse_err(&["qemu", "--gic", "2", "--smp", "16"]).contains("out of range"));
-        assert!(parse_err(&["qemu", "--board", "pc"]).contains("unknown board `pc`"));
+        assert!(err_text(&["qemu", "--gic", "4"]).contains("invalid value '4'"));
+        assert!(err_text(&["qemu", "--smp", "0"]).contains("positive whole number"));
+        assert!(err_text(&["qemu", "--smp", "four"]).contains("not `four`"));
+        assert!(err_text(&["qemu", "--gic", "2", "--smp", "16"]).contains("out of range"));
+        assert!(err_text(&["qemu", "--board", "pc"]).contains("invalid value 'pc'"));
+        let text = err_text(&["qemu", "--board", "rpi4", "--smp", "2"]);
+        assert!(text.contains("4 CPUs"), "{text}");
+        assert!(text.contains("Usage: cargo xtask qemu"), "{text}");
+        assert!(err_text(&["qemu", "--gic-security"]).contains("--board rpi4"));
     }
 
     #[test]
@@ -975,6 +1109,7 @@ mod tests {
                 timeout: DEFAULT_TIMEOUT,
                 filter: None,
                 monitor_only: false,
+                no_install: false,
             })
         );
         assert_eq!(
@@ -984,21 +1119,28 @@ mod tests {
                 "--timeout",
                 "60",
                 "--filter",
-                "sched::"
+                "sched::",
+                "--no-install",
             ]),
             Command::Test(TestArgs {
                 verbose: true,
                 timeout: Duration::from_secs(60),
                 filter: Some("sched::".into()),
                 monitor_only: false,
+                no_install: true,
             })
         );
         match parse_ok(&["test", "--monitor-only"]) {
             Command::Test(args) => assert!(args.monitor_only),
             other => panic!("{other:?}"),
         }
-        assert!(parse_err(&["test", "--filter", "a b"]).contains("no whitespace"));
-        assert!(parse_err(&["test", "--timeout", "0"]).contains("positive"));
+        let Command::Test(t) = parse_ok(&["test", "-v"]) else {
+            panic!("not test")
+        };
+        assert!(t.verbose);
+        assert!(err_text(&["test", "--filter", "a b"]).contains("no whitespace"));
+        assert!(err_text(&["test", "--timeout", "0"]).contains("positive"));
+        assert!(err_text(&["test", "--board", "virt"]).contains("unexpected argument '--board'"));
     }
 
     #[test]
@@ -1007,19 +1149,34 @@ mod tests {
             parse_ok(&["bench", "--json", "out.json", "--timeout=10"]),
             Command::Bench(BenchArgs {
                 json: Some(PathBuf::from("out.json")),
+                compare: None,
                 timeout: Duration::from_secs(10),
                 smp: None,
+                no_install: false,
             })
         );
         assert_eq!(
             parse_ok(&["bench", "--smp", "32"]),
             Command::Bench(BenchArgs {
                 json: None,
+                compare: None,
                 timeout: DEFAULT_TIMEOUT,
                 smp: Some(32),
+                no_install: false,
             })
         );
-        assert!(parse_err(&["bench", "--smp", "0"]).contains("positive whole number"));
+        assert!(err_text(&["bench", "--smp", "0"]).contains("positive whole number"));
+        assert_eq!(
+            parse_ok(&["bench", "--compare", "base.json", "--no-install"]),
+            Command::Bench(BenchArgs {
+                json: None,
+                compare: Some(PathBuf::from("base.json")),
+                timeout: DEFAULT_TIMEOUT,
+                smp: None,
+                no_install: true,
+            })
+        );
+        assert!(err_text(&["bench", "--json", "--timeout", "5"]).contains("a value is required"));
     }
 
     #[test]
@@ -1030,35 +1187,69 @@ mod tests {
                 machine: Machine::virt(Gic::V2, 2),
                 profile: Profile::Debug,
                 test: false,
+                no_install: false,
             })
         );
-        assert!(parse_err(&["gdb", "--icount"]).contains("unknown flag `--icount`"));
-    }
-
-    #[test]
-    fn unknown_flags_and_commands_are_errors() {
         assert_eq!(
-            parse_err(&["build", "--fast"]),
-            "unknown flag `--fast` for `cargo xtask build` (see `cargo xtask help`)"
+            parse_ok(&[
+                "gdb",
+                "--board",
+                "rpi4",
+                "--release",
+                "--test",
+                "--no-install"
+            ]),
+            Command::Gdb(GdbArgs {
+                machine: Machine::rpi4(),
+                profile: Profile::Release,
+                test: true,
+                no_install: true,
+            })
         );
-        assert!(parse_err(&["test", "--board", "virt"]).contains("unknown flag `--board`"));
-        assert!(parse_err(&["frobnicate"]).contains("unknown command `frobnicate`"));
-        assert!(parse_err(&["build", "extra"]).contains("unexpected argument `extra`"));
+        assert!(err_text(&["gdb", "--icount"]).contains("unexpected argument '--icount'"));
     }
 
     #[test]
-    fn flag_values_are_checked() {
-        assert!(parse_err(&["build", "--variant"]).contains("needs a value"));
-        assert!(parse_err(&["bench", "--json", "--timeout", "5"]).contains("needs a value"));
-        assert!(parse_err(&["build", "--release=yes"]).contains("takes no value"));
-    }
-
-    #[test]
-    fn planned_commands_say_so_and_are_not_in_usage() {
-        for name in PLANNED {
-            assert!(parse_err(&[name]).contains("not implemented yet"));
-            assert!(!USAGE.contains(&format!("  {name} ")));
-        }
+    fn dump_flags() {
+        let Command::Dump(d) =
+            parse_ok(&["dump", "--test", "--append", "kvm.selftest=1", "--smp", "2"])
+        else {
+            panic!("not a dump")
+        };
+        assert!(d.test);
+        assert_eq!(d.machine, Machine::virt(Gic::V3, 2));
+        assert_eq!(d.append.as_deref(), Some("kvm.selftest=1"));
+        assert_eq!(crate::kvm::dump::wait_text(&d), "kvm-selftest ready");
+        let Command::Dump(d) = parse_ok(&["dump", "--dump-on-panic"]) else {
+            panic!("not a dump")
+        };
+        assert!(d.on_panic);
+        assert_eq!(d.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(
+            crate::kvm::dump::command_line(&d).as_deref(),
+            Some("crash=panic panic.hold=1")
+        );
+        let Command::Dump(d) = parse_ok(&[
+            "dump",
+            "--out",
+            "x.core",
+            "--wait-for",
+            "idle",
+            "--timeout",
+            "9",
+            "--release",
+            "--board",
+            "rpi4",
+            "--no-install",
+        ]) else {
+            panic!("not a dump")
+        };
+        assert_eq!(d.out, Some(PathBuf::from("x.core")));
+        assert_eq!(d.wait_for.as_deref(), Some("idle"));
+        assert_eq!(d.timeout, Duration::from_secs(9));
+        assert_eq!(d.profile, Profile::Release);
+        assert_eq!(d.machine, Machine::rpi4());
+        assert!(d.no_install);
     }
 
     fn kvm(args: &[&str]) -> KvmArgs {
@@ -1079,6 +1270,11 @@ mod tests {
         let k = kvm(&["--live", "maxcpu"]);
         assert_eq!(k.target, Some(Target::Live("127.0.0.1:1234".into())));
         assert_eq!(k.query, Query::MaxCpu);
+        let k = kvm(&["maxcpu", "--live"]);
+        assert_eq!(k.target, Some(Target::Live("127.0.0.1:1234".into())));
+        let k = kvm(&["pcpu", "--live=host:1"]);
+        assert_eq!(k.target, Some(Target::Live("host:1".into())));
+        assert_eq!(k.query, Query::Pcpu(None));
         let k = kvm(&[
             "--live",
             "localhost:4321",
@@ -1097,6 +1293,15 @@ mod tests {
                 size: None
             }
         );
+        let k = kvm(&["dpcpu", "X", "--cpu", "2", "--size", "16"]);
+        assert_eq!(
+            k.query,
+            Query::Dpcpu {
+                symbol: "X".into(),
+                cpus: CpuSel::One(2),
+                size: Some(16)
+            }
+        );
         let k = kvm(&["nlist", "kern_ncpu", "NEXT_TICK", "--cpu", "3"]);
         assert_eq!(k.target, None);
         assert_eq!(
@@ -1110,34 +1315,17 @@ mod tests {
 
     #[test]
     fn kvm_bad_command_lines() {
-        assert!(parse_err(&["kvm"]).contains("say what to read"));
-        assert!(parse_err(&["kvm", "pcpu", "x"]).contains("not `x`"));
-        assert!(parse_err(&["kvm", "--core", "a", "--live", "pcpu"]).contains("one of --core"));
-        assert!(parse_err(&["kvm", "dpcpu", "X", "--cpu", "1", "--all"]).contains("one of --cpu"));
-        assert!(parse_err(&["kvm", "maxcpu", "--all"]).contains("do not apply"));
-        assert!(parse_err(&["kvm", "frob"]).contains("unknown query"));
-        assert!(parse_err(&["kvm", "--fast", "maxcpu"]).contains("unknown flag `--fast`"));
-        assert!(parse_err(&["kvm", "nlist"]).contains("wrong arguments"));
-    }
-
-    #[test]
-    fn dump_flags() {
-        let Command::Dump(d) =
-            parse_ok(&["dump", "--test", "--append", "kvm.selftest=1", "--smp", "2"])
-        else {
-            panic!("not a dump")
-        };
-        assert!(d.test);
-        assert_eq!(d.machine, Machine::virt(Gic::V3, 2));
-        assert_eq!(d.append.as_deref(), Some("kvm.selftest=1"));
-        assert_eq!(crate::kvm::dump::wait_text(&d), "kvm-selftest ready");
-        let Command::Dump(d) = parse_ok(&["dump", "--dump-on-panic"]) else {
-            panic!("not a dump")
-        };
-        assert_eq!(
-            crate::kvm::dump::command_line(&d).as_deref(),
-            Some("crash=panic panic.hold=1")
-        );
+        assert!(err_text(&["kvm"]).contains("maxcpu"));
+        assert!(err_text(&["kvm", "pcpu", "x"]).contains("invalid value 'x'"));
+        assert!(err_text(&["kvm", "--core", "a", "--live", "pcpu"]).contains("cannot be used"));
+        assert!(err_text(&["kvm", "dpcpu", "X", "--cpu", "1", "--all"]).contains("cannot be used"));
+        assert!(err_text(&["kvm", "maxcpu", "--all"]).contains("unexpected argument '--all'"));
+        assert!(err_text(&["kvm", "pcpu", "--cpu", "1"]).contains("unexpected argument '--cpu'"));
+        assert!(err_text(&["kvm", "dpcpu", "X", "--size", "0"]).contains("--size"));
+        assert!(err_text(&["kvm", "dpcpu", "X", "--size", "1048577"]).contains("--size"));
+        assert!(err_text(&["kvm", "frob"]).contains("unrecognized subcommand 'frob'"));
+        assert!(err_text(&["kvm", "--fast", "maxcpu"]).contains("unexpected argument '--fast'"));
+        assert!(err_text(&["kvm", "nlist"]).contains("<SYMBOLS>..."));
     }
 
     #[test]
@@ -1156,11 +1344,13 @@ mod tests {
                 firmware_log: false,
             })
         );
-        let Command::Sdcard(logged) = parse_ok(&["sdcard", "--firmware-log"]) else {
+        let Command::Sdcard(logged) = parse_ok(&["sdcard", "--firmware-log", "--boot-dir", "b"])
+        else {
             panic!("not sdcard")
         };
         assert!(logged.firmware_log);
-        assert!(parse_err(&["sdcard", "--out", "a", "--boot-dir", "b"]).contains("exclude"));
+        assert_eq!(logged.boot_dir, Some(PathBuf::from("b")));
+        assert!(err_text(&["sdcard", "--out", "a", "--boot-dir", "b"]).contains("cannot be used"));
         assert_eq!(
             parse_ok(&["flash", "--device", "/dev/sdz"]),
             Command::Flash(FlashArgs {
@@ -1170,30 +1360,34 @@ mod tests {
                 firmware_log: false,
             })
         );
+        assert_eq!(
+            parse_ok(&[
+                "flash",
+                "--device",
+                "/dev/sdz",
+                "--image",
+                "i",
+                "--firmware",
+                "f"
+            ]),
+            Command::Flash(FlashArgs {
+                device: PathBuf::from("/dev/sdz"),
+                image: Some(PathBuf::from("i")),
+                firmware: Some(PathBuf::from("f")),
+                firmware_log: false,
+            })
+        );
         let Command::Flash(logged) = parse_ok(&["flash", "--device", "/dev/sdz", "--firmware-log"])
         else {
             panic!("not flash")
         };
         assert!(logged.firmware_log);
         assert!(
-            parse_err(&["flash", "--device", "d", "--image", "i", "--firmware-log"])
+            err_text(&["flash", "--device", "d", "--image", "i", "--firmware-log"])
                 .contains("sdcard --firmware-log")
         );
-        assert!(parse_err(&["flash"]).contains("needs --device"));
-        assert!(parse_err(&["flash", "--device"]).contains("needs a value"));
-    }
-
-    #[test]
-    fn usage_lists_every_command() {
-        for name in [
-            "build", "qemu", "test", "bench", "gdb", "dump", "kvm", "help", "build", "qemu",
-            "test", "bench", "gdb", "sdcard", "flash", "help",
-        ] {
-            assert!(
-                USAGE.contains(&format!("\n  {name} ")),
-                "{name} missing from usage"
-            );
-        }
+        assert!(err_text(&["flash"]).contains("--device <DEVICE>"));
+        assert!(err_text(&["flash", "--device"]).contains("a value is required"));
     }
 
     #[test]
@@ -1226,10 +1420,49 @@ mod tests {
         };
         assert_eq!(k.target, crate::fuzz::Target::Kvm);
         assert_eq!(k.core, Some(PathBuf::from("c")));
-        assert!(parse_err(&["fuzz", "dtb", "--core", "c"]).contains("fuzz kvm"));
-        assert!(parse_err(&["fuzz"]).contains("needs a target"));
-        assert!(parse_err(&["fuzz", "png"]).contains("not `png`"));
-        assert!(parse_err(&["fuzz", "dtb", "--seed", "xyz"]).contains("hex number"));
-        assert!(parse_err(&["fuzz", "dtb", "--seconds", "0"]).contains("positive"));
+        assert_eq!(k.kernel, Some(PathBuf::from("k.elf")));
+        assert!(err_text(&["fuzz", "dtb", "--core", "c"]).contains("fuzz kvm"));
+        assert!(err_text(&["fuzz"]).contains("<TARGET>"));
+        assert!(err_text(&["fuzz", "png"]).contains("invalid value 'png'"));
+        assert!(err_text(&["fuzz", "dtb", "--seed", "xyz"]).contains("hex number"));
+        assert!(err_text(&["fuzz", "dtb", "--seconds", "0"]).contains("positive"));
+    }
+
+    #[test]
+    fn doctor_and_completions() {
+        assert_eq!(parse_ok(&["doctor"]), Command::Doctor);
+        assert!(err_text(&["doctor", "--all"]).contains("unexpected argument"));
+        assert_eq!(
+            parse_ok(&["completions", "bash"]),
+            Command::Completions(CompletionsArgs {
+                shell: Shell::Bash,
+                name: "xtask".into(),
+            })
+        );
+        assert_eq!(
+            parse_ok(&["completions", "zsh", "--name", "cx"]),
+            Command::Completions(CompletionsArgs {
+                shell: Shell::Zsh,
+                name: "cx".into(),
+            })
+        );
+        assert!(err_text(&["completions", "tcsh"]).contains("invalid value 'tcsh'"));
+        let Command::Completions(bash) = parse_ok(&["completions", "bash"]) else {
+            panic!("not completions")
+        };
+        let script = String::from_utf8(completions(&bash)).unwrap();
+        assert!(script.contains("complete -F _xtask"), "{script}");
+        for word in [
+            "--no-install",
+            "--gic-security",
+            "dpcpu",
+            "--compare",
+            "doctor",
+        ] {
+            assert!(
+                script.contains(word),
+                "{word} missing from the bash completions"
+            );
+        }
     }
 }

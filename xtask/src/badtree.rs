@@ -19,8 +19,9 @@ use crate::board::{Gic, Machine, Variant};
 use crate::error::{Context, Error, Result};
 use crate::fdt::{Fdt, Token, cells, string};
 use crate::proc::{self, Ending};
+use crate::progress;
 use crate::qemu::QemuRun;
-use crate::test::{Counts, Verdict, result_line};
+use crate::test::{Counts, Verdict, report};
 use crate::workspace::Workspace;
 
 /// One damaged tree and what booting it must print.
@@ -244,6 +245,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
     let base = qemu_tree(machine, kernel, &dir);
     for damage in DAMAGES {
         let label = format!("{} bad tree {}", machine.label(), damage.name);
+        progress::running(&label);
         let (note, elapsed) = match &base {
             Err(e) => (Some(e.to_string()), None),
             Ok(base) => boot(
@@ -259,7 +261,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
             },
             note,
         };
-        println!("{}", result_line(&label, &verdict, elapsed));
+        report(&label, &verdict, elapsed);
         total += verdict.counts;
     }
     Ok(total)
@@ -299,7 +301,7 @@ fn boot(
         machine.log_stem(Variant::Ktest),
         damage.name
     ));
-    eprintln!("xtask: {label}: {}", run.display());
+    progress::eprintln(&format!("xtask: {label}: {}", run.display()));
     let captured = proc::run_captured(&mut run.command(), &log, timeout, |line| {
         if verbose {
             println!("{line}");

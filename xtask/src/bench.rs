@@ -221,7 +221,7 @@ fn parse_fields(line: &str, machine: Machine) -> Result<Metric> {
 
 /// `cargo xtask bench`.
 pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
-    tools::check_qemu()?;
+    tools::ensure_qemu(tools::install_allowed_here(args.no_install))?;
     let kernel = image::build(ws, Board::Virt, Variant::Bench, Profile::Release)?;
     let mut metrics = Vec::new();
     let mut problems = Vec::new();

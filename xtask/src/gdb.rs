@@ -20,8 +20,9 @@ const QEMU_STARTUP: Duration = Duration::from_millis(300);
 
 /// `cargo xtask gdb`.
 pub fn run(ws: &Workspace, args: &GdbArgs) -> Result<ExitCode> {
-    tools::check_qemu()?;
-    tools::check_gdb()?;
+    let allowed = tools::install_allowed_here(args.no_install);
+    tools::ensure_qemu(allowed)?;
+    tools::ensure(tools::Tool::Gdb, allowed)?;
     let variant = if args.test {
         Variant::Ktest
     } else {

@@ -20,9 +20,11 @@ mod monitor;
 mod mtools;
 mod premmu;
 mod proc;
+mod progress;
 mod qemu;
 mod sdcard;
 mod symbolize;
+mod table;
 mod test;
 mod tools;
 mod workspace;
@@ -33,16 +35,11 @@ use args::Command;
 use error::Result;
 use workspace::Workspace;
 
-/// Exit status for a command line that could not be parsed.
-const USAGE_ERROR: u8 = 2;
-
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args().skip(1)) {
+    // A bad command line exits 2 with clap's message; `--help` prints and exits 0.
+    let command = match args::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(USAGE_ERROR);
-        }
+        Err(e) => e.exit(),
     };
     match dispatch(&command) {
         Ok(code) => code,
@@ -58,7 +55,10 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
     let ws = Workspace::locate();
     match command {
         Command::Help => {
-            print!("{}", args::USAGE);
+            args::command()
+                .print_help()
+                .map_err(|e| error::Error::new(format!("printing the help: {e}")))?;
+            println!();
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => image::run(&ws, args),
@@ -71,5 +71,13 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Sdcard(args) => sdcard::run(&ws, args),
         Command::Flash(args) => flash::run(&ws, args),
         Command::Fuzz(args) => fuzz::run(&ws, args),
+        Command::Doctor => tools::doctor(&ws),
+        Command::Completions(args) => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&args::completions(args))
+                .map_err(|e| error::Error::new(format!("writing the completions: {e}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

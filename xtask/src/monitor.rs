@@ -8,14 +8,15 @@
 //! Each check is one test in the totals.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::board::{Gic, Machine, Profile, Variant};
 use crate::console::{PROMPT, Session};
 use crate::error::Result;
 use crate::image;
+use crate::progress;
 use crate::qemu::QemuRun;
-use crate::test::Counts;
+use crate::test::{Counts, Verdict, report};
 use crate::workspace::Workspace;
 
 /// The machines the monitor sessions run on.
@@ -50,34 +51,49 @@ pub fn run(ws: &Workspace, timeout: Duration, verbose: bool) -> Result<Counts> {
     let mut counts = Counts::default();
     for machine in MONITOR_MATRIX {
         let label = format!("{} monitor", machine.label());
+        progress::running(&label);
         let kernel = match image::boot_image(ws, machine.board, Variant::Default, Profile::Release)
         {
             Ok(k) => k,
             Err(e) => {
-                println!("FAIL  [{label}] build: {e}");
-                counts.failed += 1;
+                progress::println(&format!("FAIL  [{label}] build: {e}"));
+                let verdict = Verdict {
+                    counts: Counts {
+                        failed: 1,
+                        ..Counts::default()
+                    },
+                    note: Some("build failed".to_owned()),
+                };
+                report(&label, &verdict, None);
+                counts += verdict.counts;
                 continue;
             }
         };
         let log = ws.log_path(&format!("{}-monitor", machine.log_stem(Variant::Default)));
-        eprintln!("xtask: {label}: log {}", log.display());
+        progress::eprintln(&format!("xtask: {label}: log {}", log.display()));
+        let started = Instant::now();
         let checks = session(machine, &kernel, &log, timeout, verbose);
+        let mut mine = Counts::default();
         for (name, result) in &checks {
             match result {
                 Ok(()) => {
-                    counts.passed += 1;
+                    mine.passed += 1;
                     if verbose {
                         println!("ok    [{label}] {name}");
                     }
                 }
                 Err(why) => {
-                    counts.failed += 1;
-                    println!("FAIL  [{label}] {name}: {why}");
+                    mine.failed += 1;
+                    progress::println(&format!("FAIL  [{label}] {name}: {why}"));
                 }
             }
         }
-        let passed = checks.iter().filter(|(_, r)| r.is_ok()).count();
-        println!("{label}: {passed} passed, {} failed", checks.len() - passed);
+        let verdict = Verdict {
+            counts: mine,
+            note: None,
+        };
+        report(&label, &verdict, Some(started.elapsed()));
+        counts += mine;
     }
     Ok(counts)
 }

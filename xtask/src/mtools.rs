@@ -1,23 +1,12 @@
 //! A second, independent reader for the SD card image: GNU mtools (`mdir`, `mcopy`; Debian
 //! package `mtools`), which shares no code with the `fatfs` crate that wrote the image. Used by
-//! `cargo xtask test` when installed (`.ci/run` installs it).
+//! `cargo xtask test`, which installs mtools when it is missing (see `tools::Tool::Mtools`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::sdcard::{BootFile, PARTITION_START, SECTOR};
-
-/// Whether `mdir` can be run.
-pub fn available() -> bool {
-    Command::new("mdir")
-        .arg("-V")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// mtools' name for the partition inside `image`: `IMAGE@@OFFSET`.
 fn drive(image: &Path) -> String {

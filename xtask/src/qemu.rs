@@ -157,7 +157,7 @@ impl<'a> QemuRun<'a> {
 /// `cargo xtask qemu`: builds the default (or ktest) image and boots it with the terminal
 /// attached; exits with QEMU's status.
 pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
-    tools::check_qemu()?;
+    tools::ensure_qemu(tools::install_allowed_here(args.no_install))?;
     let variant = if args.test {
         Variant::Ktest
     } else {

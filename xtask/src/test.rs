@@ -18,7 +18,7 @@ use std::fmt;
 use std::ops::AddAssign;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::args::TestArgs;
 use crate::board::{Board, Gic, Machine, Profile, Variant};
@@ -26,7 +26,7 @@ use crate::error::{Context, Error, Result};
 use crate::proc::{self, Ending};
 use crate::qemu::QemuRun;
 use crate::workspace::Workspace;
-use crate::{firmware, image, mtools, sdcard, tools};
+use crate::{firmware, image, mtools, progress, sdcard, tools};
 
 /// The QEMU configurations the in-kernel tests run on, in this order.
 pub const TEST_MATRIX: &[Machine] = &[
@@ -190,22 +190,51 @@ pub struct Verdict {
     pub note: Option<String>,
 }
 
+/// Prints a step's result line (above the progress bar) and records it for the summary.
+pub fn report(label: &str, verdict: &Verdict, elapsed: Option<Duration>) {
+    progress::record(label, verdict, elapsed);
+    progress::println(&result_line(label, verdict, elapsed));
+}
+
+/// How many steps (result lines) a passing run has: the host tests, the matrix, the three rpi4
+/// extras, and without a filter the crash checks, the pre-MMU check of each board, the
+/// bad-tree boots, the monitor sessions and the kvm self-test's parts. The bar's length; it grows if a run has more.
+pub fn planned_steps(filtered: bool) -> u64 {
+    let mut steps = 1 + TEST_MATRIX.len() + 3;
+    if !filtered {
+        steps += CRASH_CHECKS.len()
+            + Board::ALL.len()
+            + crate::badtree::DAMAGES.len()
+            + crate::monitor::MONITOR_MATRIX.len()
+            + crate::kvm::selftest::PARTS;
+    }
+    steps as u64
+}
+
 /// `cargo xtask test`.
 pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
-    tools::check_qemu()?;
+    let allowed = tools::install_allowed_here(args.no_install);
+    tools::ensure_qemu(allowed)?;
+    // mtools only reads the SD card image back a second time: without it that check is skipped.
+    let mtools = !args.monitor_only
+        && match tools::ensure(tools::Tool::Mtools, allowed) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("xtask: {e}; the SD card image's mtools read-back will be skipped");
+                false
+            }
+        };
     let mut total = Counts::default();
     if args.monitor_only {
+        progress::begin(crate::monitor::MONITOR_MATRIX.len() as u64, args.verbose);
         total += crate::monitor::run(ws, args.timeout, args.verbose)?;
-        println!("{total}");
-        return Ok(if total.failed == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(conclude(total));
     }
+    progress::begin(planned_steps(args.filter.is_some()), args.verbose);
 
+    let started = Instant::now();
     let host = host_tests(ws, args.verbose)?;
-    println!("{}", result_line("host", &host, None));
+    report("host", &host, Some(started.elapsed()));
     total += host.counts;
 
     let append = args.filter.as_ref().map(|f| format!("ktest.filter={f}"));
@@ -225,10 +254,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
                             },
                             note: Some(e.to_string()),
                         };
-                        println!(
-                            "{}",
-                            result_line(&format!("{board} ktest build"), &verdict, None)
-                        );
+                        report(&format!("{board} ktest build"), &verdict, None);
                         total += verdict.counts;
                         None
                     }
@@ -250,7 +276,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
     }
 
     if let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Rpi4) {
-        total += rpi4_extras(ws, kernel, append.as_deref(), args)?;
+        total += rpi4_extras(ws, kernel, append.as_deref(), args, mtools)?;
     }
 
     if args.filter.is_none() {
@@ -279,17 +305,26 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         total += verdict.counts;
     }
 
-    // `N passed, N failed`, with `, N skipped` when something was skipped.
+    Ok(conclude(total))
+}
+
+/// Ends a run: the summary table, then `N passed, N failed` (with `, N skipped` when
+/// something was skipped) alone on the last line, which CI reads; failure if anything failed.
+fn conclude(total: Counts) -> ExitCode {
+    let rows = progress::finish();
+    println!();
+    print!("{}", progress::summary_table(&rows));
     println!("{total}");
-    Ok(if total.failed == 0 {
+    if total.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// Runs `cargo test` on the host crates, showing its output only on failure (or `--verbose`).
 fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
+    progress::running("host unit tests");
     let mut cmd = ws.cargo();
     cmd.args(["test", "--workspace"]);
     for package in HOST_TEST_EXCLUDES {
@@ -297,10 +332,10 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
     }
     // The output of passing tests too, for the fuzzers' seeds.
     cmd.args(["--", "--show-output"]);
-    eprintln!(
+    progress::eprintln(&format!(
         "xtask: host unit tests: cargo test --workspace --exclude {}",
         HOST_TEST_EXCLUDES.join(" --exclude ")
-    );
+    ));
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -309,11 +344,11 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
         .context("running cargo test")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     for line in stdout.lines().filter(|l| is_fuzz_summary(l)) {
-        eprintln!("xtask: {line}");
+        progress::eprintln(&format!("xtask: {line}"));
     }
     let verdict = judge_host(out.status, sum_cargo_results(&stdout));
     if verbose || verdict.counts.failed > 0 {
-        eprintln!("{}", stdout.trim_end());
+        progress::eprintln(stdout.trim_end());
     }
     Ok(verdict)
 }
@@ -335,20 +370,21 @@ fn run_config(
     args: &TestArgs,
 ) -> Result<Verdict> {
     let log = ws.log_path(log_stem);
-    eprintln!("xtask: {label}: {}", run.display());
+    progress::running(label);
+    progress::eprintln(&format!("xtask: {label}: {}", run.display()));
     let verbose = args.verbose;
     let captured = proc::run_captured(&mut run.command(), &log, args.timeout, |line| {
         if verbose {
             println!("{line}");
         } else if is_failure_line(line) {
-            println!("[{label}] {line}");
+            progress::println(&format!("[{label}] {line}"));
         }
     })?;
     let summary = last_summary(&captured.lines);
     let verdict = judge_kernel(summary, captured.ending, args.timeout);
     if verdict.counts.failed > 0 && !verbose {
         let skip = captured.lines.len().saturating_sub(TAIL_LINES);
-        println!("[{label}] last lines of {}:", log.display());
+        progress::println(&format!("[{label}] last lines of {}:", log.display()));
         // Backtrace addresses get function names from the ELF that ran (a raw image's ELF
         // sits beside it).
         let symbols = crate::symbolize::Symbols::load(&run.kernel.with_extension("elf"));
@@ -357,10 +393,10 @@ fn run_config(
                 Some(s) => s.annotate(line),
                 None => line.clone(),
             };
-            println!("[{label}]   {line}");
+            progress::println(&format!("[{label}]   {line}"));
         }
     }
-    println!("{}", result_line(label, &verdict, Some(captured.elapsed)));
+    report(label, &verdict, Some(captured.elapsed));
     Ok(verdict)
 }
 
@@ -381,6 +417,7 @@ fn rpi4_extras(
     kernel: &Path,
     append: Option<&str>,
     args: &TestArgs,
+    mtools: bool,
 ) -> Result<Counts> {
     let mut total = Counts::default();
     let machine = Machine::rpi4();
@@ -396,16 +433,24 @@ fn rpi4_extras(
             total += run_config(ws, &run, &label, &stem, args)?.counts;
         }
         None => {
-            println!(
-                "{label}: skipped - no cached {} (`cargo xtask sdcard` fetches it)",
-                firmware::DTB
-            );
-            total.skipped += 1;
+            let verdict = Verdict {
+                counts: Counts {
+                    skipped: 1,
+                    ..Counts::default()
+                },
+                note: Some(format!(
+                    "no cached {} (`cargo xtask sdcard` fetches it)",
+                    firmware::DTB
+                )),
+            };
+            report(&label, &verdict, None);
+            total += verdict.counts;
         }
     }
 
-    let (verdict, booted) = sdcard_image_checks(ws, kernel);
-    println!("{}", result_line("rpi4 sdcard image", &verdict, None));
+    progress::running("rpi4 sdcard image");
+    let (verdict, booted) = sdcard_image_checks(ws, kernel, mtools);
+    report("rpi4 sdcard image", &verdict, None);
     total += verdict.counts;
     if let Some((kernel8, dtb)) = booted {
         let run = QemuRun {
@@ -424,6 +469,7 @@ fn rpi4_extras(
 fn sdcard_image_checks(
     ws: &Workspace,
     kernel: &Path,
+    mtools: bool,
 ) -> (Verdict, Option<(PathBuf, Option<PathBuf>)>) {
     let mut counts = Counts::default();
     let mut notes = Vec::new();
@@ -485,7 +531,7 @@ fn sdcard_image_checks(
                     .and_then(|c| sdcard::check_config(&String::from_utf8_lossy(&c), false)),
                 &mut counts,
             );
-            if mtools::available() {
+            if mtools {
                 check(mtools::verify(&path, &files), &mut counts);
             } else {
                 counts.skipped += 1;
@@ -557,7 +603,8 @@ fn crash_check(
         machine.log_stem(Variant::Ktest),
         check.kind
     ));
-    eprintln!("xtask: {label}: {}", run.display());
+    progress::running(&label);
+    progress::eprintln(&format!("xtask: {label}: {}", run.display()));
     let verbose = args.verbose;
     let captured = proc::run_captured(&mut run.command(), &log, args.timeout, |line| {
         if verbose {
@@ -570,7 +617,7 @@ fn crash_check(
         check.expected,
         args.timeout,
     );
-    println!("{}", result_line(&label, &verdict, Some(captured.elapsed)));
+    report(&label, &verdict, Some(captured.elapsed));
     Ok(verdict)
 }
 
@@ -580,14 +627,15 @@ fn crash_check(
 fn premmu_check(board: Board, kernel: &Path, verbose: bool) -> Verdict {
     let elf = kernel.with_extension("elf");
     let label = format!("{board} pre-MMU code");
+    progress::running(&label);
     let (counts, note) = match crate::premmu::check_file(&elf) {
         Ok(report) if report.violations.is_empty() => {
-            eprintln!(
+            progress::eprintln(&format!(
                 "xtask: {label}: {} functions, {} instructions reachable before the MMU is on; \
                  no exclusives",
                 report.functions.len(),
                 report.instructions
-            );
+            ));
             if verbose {
                 for name in &report.functions {
                     println!("  {name}");
@@ -612,7 +660,7 @@ fn premmu_check(board: Board, kernel: &Path, verbose: bool) -> Verdict {
         },
         note,
     };
-    println!("{}", result_line(&label, &verdict, None));
+    report(&label, &verdict, None);
     verdict
 }
 

@@ -228,6 +228,8 @@ pub struct DumpArgs {
     pub out: Option<PathBuf>,
     /// Time limit for the boot.
     pub timeout: Duration,
+    /// `--no-install`: never install a missing QEMU.
+    pub no_install: bool,
 }
 
 /// The console line after which `cargo xtask dump` takes its core.
@@ -272,7 +274,7 @@ pub fn command_line(args: &DumpArgs) -> Option<String> {
 
 /// `cargo xtask dump`.
 pub fn run(ws: &Workspace, args: &DumpArgs) -> Result<ExitCode> {
-    tools::check_qemu()?;
+    tools::ensure_qemu(tools::install_allowed_here(args.no_install))?;
     let variant = if args.test {
         Variant::Ktest
     } else {

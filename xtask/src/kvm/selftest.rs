@@ -31,8 +31,9 @@ use super::gdb::GdbRemote;
 use super::{CpuSel, HostSource, Memory, Query, answer, fixture};
 use crate::board::{Gic, Machine};
 use crate::error::{Context, Result};
+use crate::progress;
 use crate::qemu::QemuRun;
-use crate::test::{Counts, Verdict, result_line};
+use crate::test::{Counts, Verdict, report};
 use crate::workspace::Workspace;
 
 /// Kernel-side names, kept in step with `kernel/src/ktest/kvm_selftest.rs`.
@@ -197,6 +198,10 @@ impl<M: Memory> Memory for Recording<'_, M> {
     }
 }
 
+/// The number of parts (result lines) of a run that boots: kernel, live, core, bad input and
+/// fuzz (`cargo xtask test` sizes its progress bar with it).
+pub const PARTS: usize = 5;
+
 /// Runs the check; prints one result line per part and returns the sum.
 pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> Result<Verdict> {
     let dir = ws.target_dir.join("kvm-selftest");
@@ -210,6 +215,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
         ..QemuRun::new(machine, kernel)
     };
     let mut total = Counts::default();
+    progress::running(&label);
     let part = |name: &str, problems: Vec<String>, total: &mut Counts| {
         let failed = u64::from(!problems.is_empty());
         let verdict = Verdict {
@@ -220,10 +226,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
             },
             note: (!problems.is_empty()).then(|| problems.join("; ")),
         };
-        println!(
-            "{}",
-            result_line(&format!("{label} {name}"), &verdict, None)
-        );
+        report(&format!("{label} {name}"), &verdict, None);
         *total += verdict.counts;
     };
 
