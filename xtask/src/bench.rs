@@ -4,8 +4,9 @@
 //!
 //! The kernel does not know the board or the GIC, so it prints e.g.
 //! `metric=ctx_switch unit=ns median=.. min=.. max=.. n=..`; xtask sets `board`, `smp`, `gic`
-//! and `mode` and prints the fields in the canonical order. Only metric lines go to stdout;
-//! progress goes to stderr.
+//! and `mode` and prints the fields in the canonical order. Only metric lines go to stdout
+//! (then, with `--compare BASE.json`, a table of each figure beside the baseline's, with the
+//! ratio); progress goes to stderr.
 
 use std::fmt;
 use std::path::Path;
@@ -219,8 +220,148 @@ fn parse_fields(line: &str, machine: Machine) -> Result<Metric> {
     })
 }
 
+/// A figure of a baseline file: what identifies it, its unit and its median.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseFigure {
+    /// Every field but the figures (`metric`, `board`, `smp`, `gic`, `unit`, `mode`, extras).
+    pub key: Vec<(String, String)>,
+    /// The median.
+    pub median: f64,
+}
+
+/// The fields that are figures, not identity, in a JSON object.
+const FIGURE_KEYS: &[&str] = &["median", "min", "max", "n"];
+
+/// Reads one JSON object of a `--json` file into its identity and median.
+fn base_figure(object: &Value) -> std::result::Result<BaseFigure, String> {
+    let map = object
+        .as_object()
+        .ok_or_else(|| format!("`{object}` is not an object"))?;
+    if !map.get("metric").is_some_and(Value::is_string) {
+        return Err(format!("`{object}` has no \"metric\" name"));
+    }
+    let median = map
+        .get("median")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("`{object}` has no numeric \"median\""))?;
+    let key = map
+        .iter()
+        .filter(|(k, _)| !FIGURE_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Ok(BaseFigure { key, median })
+}
+
+/// Parses a file written by `--json`.
+pub fn parse_baseline(text: &str) -> std::result::Result<Vec<BaseFigure>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let array = value
+        .as_array()
+        .ok_or("not a JSON array of figures (as `cargo xtask bench --json` writes)")?;
+    array.iter().map(base_figure).collect()
+}
+
+/// The identity of `metric` as [`BaseFigure::key`] spells it.
+fn metric_key(metric: &Metric) -> Vec<(String, String)> {
+    let value: Value = serde_json::from_str(&metric.to_json()).unwrap_or(Value::Null);
+    base_figure(&value).map(|f| f.key).unwrap_or_default()
+}
+
+/// The comparison table's rows: every figure of this run beside the baseline's median with
+/// the ratio (now / base), then the baseline's figures this run did not print.
+pub fn compare(base: &[BaseFigure], now: &[Metric]) -> Vec<Vec<String>> {
+    let field = |key: &[(String, String)], name: &str| {
+        key.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let label = |key: &[(String, String)]| {
+        let mut text = format!(
+            "{} gic{} smp{}",
+            field(key, "board"),
+            field(key, "gic"),
+            field(key, "smp")
+        );
+        for (k, v) in key {
+            if !["metric", "board", "gic", "smp", "unit", "mode"].contains(&k.as_str()) {
+                text.push_str(&format!(" {k}={v}"));
+            }
+        }
+        text
+    };
+    let mut rows = Vec::new();
+    let mut used = vec![false; base.len()];
+    for metric in now {
+        let key = metric_key(metric);
+        let median = metric.median.text.clone();
+        let found = base
+            .iter()
+            .enumerate()
+            .find(|(i, b)| !used[*i] && b.key == key);
+        let (base_text, ratio) = match found {
+            Some((i, b)) => {
+                used[i] = true;
+                let now_value = metric.median.value.as_f64().unwrap_or(f64::NAN);
+                let ratio = if b.median == 0.0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.3}", now_value / b.median)
+                };
+                (format_median(b.median), ratio)
+            }
+            None => ("-".to_owned(), "new".to_owned()),
+        };
+        rows.push(vec![
+            metric.name.clone(),
+            label(&key),
+            metric.unit.clone(),
+            base_text,
+            median,
+            ratio,
+        ]);
+    }
+    for (b, _) in base.iter().zip(&used).filter(|(_, used)| !**used) {
+        rows.push(vec![
+            field(&b.key, "metric"),
+            label(&b.key),
+            field(&b.key, "unit"),
+            format_median(b.median),
+            "-".to_owned(),
+            "gone".to_owned(),
+        ]);
+    }
+    rows
+}
+
+/// A baseline median as the kernel would print it: whole numbers without a fraction.
+fn format_median(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
 /// `cargo xtask bench`.
 pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
+    // A bad baseline is found before the long runs, not after.
+    let baseline = match &args.compare {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the baseline {}", path.display()))?;
+            let figures = parse_baseline(&text)
+                .map_err(|e| Error::new(format!("the baseline {}: {e}", path.display())))?;
+            Some(figures)
+        }
+        None => None,
+    };
     tools::ensure_qemu(tools::install_allowed_here(args.no_install))?;
     let kernel = image::build(ws, Board::Virt, Variant::Bench, Profile::Release)?;
     let mut metrics = Vec::new();
@@ -252,6 +393,17 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
             "xtask: bench: wrote {} figures to {}",
             metrics.len(),
             path.display()
+        );
+    }
+    if let (Some(base), Some(path)) = (&baseline, &args.compare) {
+        println!();
+        println!("compared with {} (ratio = now / base):", path.display());
+        print!(
+            "{}",
+            crate::table::render(
+                &["metric", "machine", "unit", "base", "now", "ratio"],
+                &compare(base, &metrics)
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -431,6 +583,97 @@ mod tests {
             assert!(at >= last, "{key} out of order");
             last = at;
         }
+    }
+
+    #[test]
+    fn compare_pairs_figures_with_the_baseline() {
+        let v3 = Machine::virt(Gic::V3, 4);
+        let v2 = Machine::virt(Gic::V2, 4);
+        let now = [
+            metric(
+                "metric=ctx_switch unit=ns median=1100 min=1000 max=1400 n=1000",
+                v3,
+            ),
+            metric(
+                "metric=ctx_switch unit=ns median=900 min=800 max=1000 n=1000",
+                v2,
+            ),
+            metric(
+                "metric=wq_remote unit=ns median=2.5 min=2 max=3 n=1000 cpu=1",
+                v3,
+            ),
+        ];
+        let base_metrics = [
+            metric(
+                "metric=ctx_switch unit=ns median=1000 min=900 max=1100 n=1000",
+                v3,
+            ),
+            metric(
+                "metric=wq_remote unit=ns median=5 min=4 max=6 n=1000 cpu=1",
+                v3,
+            ),
+            metric(
+                "metric=spl_raise_restore unit=ns median=40 min=40 max=41 n=1000",
+                v3,
+            ),
+        ];
+        let base = parse_baseline(&to_json(&base_metrics)).unwrap();
+        assert_eq!(base.len(), 3);
+        assert_eq!(base[0].median, 1000.0);
+        let rows = compare(&base, &now);
+        let row = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            rows,
+            vec![
+                row(&[
+                    "ctx_switch",
+                    "virt gic3 smp4",
+                    "ns",
+                    "1000",
+                    "1100",
+                    "1.100"
+                ]),
+                row(&["ctx_switch", "virt gic2 smp4", "ns", "-", "900", "new"]),
+                row(&[
+                    "wq_remote",
+                    "virt gic3 smp4 cpu=1",
+                    "ns",
+                    "5",
+                    "2.5",
+                    "0.500"
+                ]),
+                row(&[
+                    "spl_raise_restore",
+                    "virt gic3 smp4",
+                    "ns",
+                    "40",
+                    "-",
+                    "gone"
+                ]),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_baselines_are_clear_errors() {
+        assert!(parse_baseline("").unwrap_err().starts_with("not JSON"));
+        assert!(
+            parse_baseline("{}")
+                .unwrap_err()
+                .contains("not a JSON array")
+        );
+        assert!(parse_baseline("[1]").unwrap_err().contains("not an object"));
+        assert!(
+            parse_baseline(r#"[{"metric": "x"}]"#)
+                .unwrap_err()
+                .contains("no numeric \"median\"")
+        );
+        assert!(
+            parse_baseline(r#"[{"median": 3}]"#)
+                .unwrap_err()
+                .contains("no \"metric\"")
+        );
+        assert_eq!(parse_baseline("[]\n").unwrap(), vec![]);
     }
 
     #[test]
