@@ -1,8 +1,8 @@
 //! The Raspberry Pi 4 board's pure logic, apart from the board binary (`main.rs`) so that it is
 //! unit-tested on the host: the BCM2711 memory map, deciding whether x0 holds a device tree,
 //! the built-in default tree used when it does not, the kernel command line from an ATAG list,
-//! the spin-table release address of each CPU, and the GPIO register values that route the
-//! PL011 to the header pins.
+//! the spin-table release address of each CPU, and the GPIO registers (tock-registers'
+//! `register_structs!`/`register_bitfields!`) that route the PL011 to the header pins.
 //!
 //! Everything here runs at boot with the MMU off: no allocation, no locks.
 
@@ -12,6 +12,8 @@ pub mod fdt_writer;
 
 use fdt_writer::{FdtWriter, NoRoom};
 use kernel::devtree::{self, CpuNode, DtbError, EnableMethod};
+use tock_registers::LocalRegisterCopy;
+use tock_registers::interfaces::{Readable, Writeable};
 /// The BCM2711's fixed addresses (ARM physical, "low peripheral" mode, the firmware's
 /// default) and the Pi 4's boot conventions.
 pub mod layout {
@@ -298,24 +300,109 @@ pub fn release_address(cpu: &CpuNode) -> Result<ReleaseAddress, NoRelease> {
     }
 }
 
-/// GPIO function-select register 1 (GPIO 10-19, three bits each).
-pub const GPFSEL1_OFFSET: usize = 0x04;
-/// GPIO pull register 0 of the BCM2711 (GPIO 0-15, two bits each: 0 none, 1 up, 2 down).
-pub const GPIO_PUP_PDN_CNTRL_REG0_OFFSET: usize = 0xe4;
+/// The BCM2711 GPIO registers the board uses, described with tock-registers.
+pub mod gpio {
+    #![allow(
+        missing_docs,
+        reason = "register_bitfields! generates each register's Register type, field constants \
+                  and value enums without doc comments; the registers and fields are documented"
+    )]
+
+    use tock_registers::registers::ReadWrite;
+    use tock_registers::{register_bitfields, register_structs};
+
+    register_bitfields! {u32,
+        /// GPFSEL1: the function of GPIO 10-19, three bits each (only the console's pins named).
+        pub GPFSEL1 [
+            /// GPIO14 (header pin 8).
+            FSEL14 OFFSET(12) NUMBITS(3) [
+                /// An input (reset).
+                Input = 0b000,
+                /// An output.
+                Output = 0b001,
+                /// ALT0: PL011 UART0 TXD0.
+                Alt0 = 0b100,
+                /// ALT5: the mini UART's TXD1 (what the firmware leaves with enable_uart=1).
+                Alt5 = 0b010
+            ],
+            /// GPIO15 (header pin 10).
+            FSEL15 OFFSET(15) NUMBITS(3) [
+                /// An input (reset).
+                Input = 0b000,
+                /// An output.
+                Output = 0b001,
+                /// ALT0: PL011 UART0 RXD0.
+                Alt0 = 0b100,
+                /// ALT5: the mini UART's RXD1.
+                Alt5 = 0b010
+            ]
+        ],
+        /// GPIO_PUP_PDN_CNTRL_REG0 of the BCM2711: the pull of GPIO 0-15, two bits each.
+        pub GPIO_PUP_PDN_CNTRL_REG0 [
+            /// GPIO14's pull.
+            GPIO_PUP_PDN_CNTRL14 OFFSET(28) NUMBITS(2) [
+                /// No pull.
+                None = 0b00,
+                /// Pull-up.
+                Up = 0b01,
+                /// Pull-down.
+                Down = 0b10
+            ],
+            /// GPIO15's pull.
+            GPIO_PUP_PDN_CNTRL15 OFFSET(30) NUMBITS(2) [
+                /// No pull.
+                None = 0b00,
+                /// Pull-up.
+                Up = 0b01,
+                /// Pull-down.
+                Down = 0b10
+            ]
+        ]
+    }
+
+    register_structs! {
+        /// The BCM2711 GPIO block at [`crate::layout::GPIO_BASE`], up to the registers the board uses.
+        pub GpioRegisters {
+            /// GPFSEL0: the function of GPIO 0-9.
+            (0x00 => pub gpfsel0: ReadWrite<u32>),
+            /// GPFSEL1: the function of GPIO 10-19.
+            (0x04 => pub gpfsel1: ReadWrite<u32, GPFSEL1::Register>),
+            (0x08 => _reserved0),
+            /// GPIO_PUP_PDN_CNTRL_REG0: the pull of GPIO 0-15.
+            (0xe4 => pub pup_pdn_cntrl_reg0: ReadWrite<u32, GPIO_PUP_PDN_CNTRL_REG0::Register>),
+            (0xe8 => @END),
+        }
+    }
+}
+
+pub use gpio::{GPFSEL1, GPIO_PUP_PDN_CNTRL_REG0, GpioRegisters};
 
 /// GPFSEL1 with GPIO14 and GPIO15 (header pins 8 and 10) switched to ALT0 (PL011 TXD0 and
 /// RXD0), the other pins unchanged.
 pub fn gpfsel1_with_uart0(value: u32) -> u32 {
-    const ALT0: u32 = 0b100;
-    let cleared = value & !((0b111 << 12) | (0b111 << 15));
-    cleared | (ALT0 << 12) | (ALT0 << 15)
+    let mut reg = LocalRegisterCopy::<u32, GPFSEL1::Register>::new(value);
+    reg.modify(GPFSEL1::FSEL14::Alt0 + GPFSEL1::FSEL15::Alt0);
+    reg.get()
 }
 
 /// GPIO_PUP_PDN_CNTRL_REG0 with no pull on GPIO14 (TX) and a pull-up on GPIO15 (RX, so an
 /// unconnected line reads idle), the other pins unchanged.
 pub fn pulls_with_uart0(value: u32) -> u32 {
-    let cleared = value & !((0b11 << 28) | (0b11 << 30));
-    cleared | (0b01 << 30)
+    let mut reg = LocalRegisterCopy::<u32, GPIO_PUP_PDN_CNTRL_REG0::Register>::new(value);
+    reg.modify(
+        GPIO_PUP_PDN_CNTRL_REG0::GPIO_PUP_PDN_CNTRL14::None
+            + GPIO_PUP_PDN_CNTRL_REG0::GPIO_PUP_PDN_CNTRL15::Up,
+    );
+    reg.get()
+}
+
+/// Routes the PL011 to GPIO14/15: ALT0 on both, no pull on TX and a pull-up on RX, the other
+/// pins' fields unchanged. Boot CPU only, before anything else uses the GPIO block (the
+/// read-modify-writes are not atomic); any IPL; does not block.
+pub fn route_uart0(gpio: &GpioRegisters) {
+    gpio.gpfsel1.set(gpfsel1_with_uart0(gpio.gpfsel1.get()));
+    gpio.pup_pdn_cntrl_reg0
+        .set(pulls_with_uart0(gpio.pup_pdn_cntrl_reg0.get()));
 }
 
 #[cfg(test)]

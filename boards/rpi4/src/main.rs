@@ -181,14 +181,12 @@ mod board {
     /// Routes the PL011 to GPIO14/15 (header pins 8 and 10) and programs 115200 8N1 from the
     /// firmware's 48 MHz UART clock.
     fn console_on_header_pins() -> Pl011 {
-        let gpfsel1 = (layout::GPIO_BASE + rpi4::GPFSEL1_OFFSET) as *mut u32;
-        let pulls = (layout::GPIO_BASE + rpi4::GPIO_PUP_PDN_CNTRL_REG0_OFFSET) as *mut u32;
-        // SAFETY: GPIO registers of the BCM2711 (MMU off: device memory); only GPIO14/15's
-        // fields change, which nothing else uses.
-        unsafe {
-            gpfsel1.write_volatile(rpi4::gpfsel1_with_uart0(gpfsel1.read_volatile()));
-            pulls.write_volatile(rpi4::pulls_with_uart0(pulls.read_volatile()));
-        }
+        // SAFETY: the BCM2711's GPIO block is at GPIO_BASE, for the whole run (MMU off: device
+        // memory); its registers are only reached through volatile accesses, and only this
+        // CPU touches them now.
+        let gpio = unsafe { &*(layout::GPIO_BASE as *const rpi4::GpioRegisters) };
+        // Only GPIO14/15's fields change, which nothing else uses.
+        rpi4::route_uart0(gpio);
         let uart = PLATFORM.uart;
         // The divisors for 115200 at 48 MHz are in range: this cannot fail.
         let _ = uart.enable(layout::BAUD, layout::UART_CLOCK_HZ);

@@ -257,6 +257,43 @@ fn gpio_14_and_15_become_the_pl011() {
 }
 
 #[test]
+fn gpio_registers_sit_at_the_bcm2711_offsets() {
+    // BCM2711 ARM Peripherals, 5.2: GPFSEL1 at 0x04, GPIO_PUP_PDN_CNTRL_REG0 at 0xe4.
+    assert_eq!(core::mem::offset_of!(GpioRegisters, gpfsel0), 0x00);
+    assert_eq!(core::mem::offset_of!(GpioRegisters, gpfsel1), 0x04);
+    assert_eq!(
+        core::mem::offset_of!(GpioRegisters, pup_pdn_cntrl_reg0),
+        0xe4
+    );
+    assert_eq!(core::mem::size_of::<GpioRegisters>(), 0xe8);
+}
+
+#[test]
+fn route_uart0_changes_only_the_console_pins() {
+    // A GPIO block in host memory: every pin ALT5 / pulled down, as a worst case.
+    let mut block = [0u32; 0xe8 / 4];
+    block[1] = 0x1249_2492; // GPFSEL1: ALT5 (0b010) on every pin of 10-19
+    block[0xe4 / 4] = 0xaaaa_aaaa; // every pull down
+    // SAFETY: the array is as large as and at least as aligned as GpioRegisters, whose fields
+    // are u32 cells; it lives for the whole borrow.
+    let gpio = unsafe { &*(block.as_mut_ptr() as *const GpioRegisters) };
+    route_uart0(gpio);
+    use tock_registers::interfaces::Readable;
+    assert_eq!(gpio.gpfsel1.read(GPFSEL1::FSEL14), 0b100);
+    assert!(gpio.gpfsel1.matches_all(GPFSEL1::FSEL15::Alt0));
+    assert_eq!(
+        gpio.gpfsel1.get() & !(0b111_111 << 12),
+        0x1249_2492 & !(0b111_111 << 12)
+    );
+    assert!(
+        gpio.pup_pdn_cntrl_reg0
+            .matches_all(GPIO_PUP_PDN_CNTRL_REG0::GPIO_PUP_PDN_CNTRL15::Up)
+    );
+    assert_eq!(gpio.pup_pdn_cntrl_reg0.get(), 0x4aaa_aaaa);
+    assert_eq!(block[0], 0);
+}
+
+#[test]
 fn firmware_nops_are_removed_before_the_tree_is_handed_on() {
     let mut tree = custom_tree(true, true, "spin-table");
     let before = devtree::parse(&tree, 0).expect("the kernel's reader skips NOPs itself");
