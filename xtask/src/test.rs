@@ -433,6 +433,7 @@ fn rpi4_extras(
             total += run_config(ws, &run, &label, &stem, args)?.counts;
         }
         None => {
+            progress::running(&label);
             let verdict = Verdict {
                 counts: Counts {
                     skipped: 1,
