@@ -42,8 +42,12 @@ pub fn cargo_args(board: Board, variant: Variant, profile: Profile) -> Vec<&'sta
 /// Builds an image (cargo's output goes to stderr) and returns the path of its stable copy.
 pub fn build(ws: &Workspace, board: Board, variant: Variant, profile: Profile) -> Result<PathBuf> {
     tools::ensure_rust_toolchain(ws)?;
-    let args = cargo_args(board, variant, profile);
-    eprintln!("xtask: cargo {}", args.join(" "));
+    let mut args = cargo_args(board, variant, profile);
+    if crate::progress::bar_active() {
+        // `Compiling ...` lines would tear `cargo xtask test`'s progress bar; errors still show.
+        args.push("--quiet");
+    }
+    crate::progress::eprintln(&format!("xtask: cargo {}", args.join(" ")));
     let status = ws
         .cargo()
         .args(&args)
@@ -65,12 +69,12 @@ pub fn build(ws: &Workspace, board: Board, variant: Variant, profile: Profile) -
     let patched = crate::kvm::elf::patch_image(&mut bytes)
         .map_err(|e| Error::new(format!("{}: post-link step: {e}", built.display())))?;
     std::fs::write(&image, &bytes).with_context(|| format!("writing {}", image.display()))?;
-    eprintln!(
+    crate::progress::eprintln(&format!(
         "xtask: {}: build id {}, {} symbols embedded",
         image.display(),
         kernel::kvm::error::Hex(&patched.build_id),
         patched.symbols
-    );
+    ));
     Ok(image)
 }
 

@@ -52,6 +52,7 @@ pub fn run(ws: &Workspace, timeout: Duration, verbose: bool) -> Result<Counts> {
     for machine in MONITOR_MATRIX {
         let label = format!("{} monitor", machine.label());
         progress::running(&label);
+        progress::status(&format!("{label}: building the default image"));
         let kernel = match image::boot_image(ws, machine.board, Variant::Default, Profile::Release)
         {
             Ok(k) => k,
@@ -69,6 +70,7 @@ pub fn run(ws: &Workspace, timeout: Duration, verbose: bool) -> Result<Counts> {
                 continue;
             }
         };
+        progress::status(&label);
         let log = ws.log_path(&format!("{}-monitor", machine.log_stem(Variant::Default)));
         progress::eprintln(&format!("xtask: {label}: log {}", log.display()));
         let started = Instant::now();

@@ -97,6 +97,22 @@ pub fn running(label: &str) {
     }
 }
 
+/// Whether a bar is being drawn (child processes are then run quietly, so that their progress
+/// lines do not tear it).
+pub fn bar_active() -> bool {
+    with_state(|s| s.as_ref().is_some_and(|s| s.bar.is_some()))
+}
+
+/// Says what the current step is doing, without counting a new step (plain mode: nothing, the
+/// command lines printed say it).
+pub fn status(message: &str) {
+    with_state(|s| {
+        if let Some(bar) = s.as_ref().and_then(|s| s.bar.as_ref()) {
+            bar.set_message(message.to_owned());
+        }
+    });
+}
+
 /// Prints `line` on stdout, above the bar when there is one.
 pub fn println(line: &str) {
     let bar = with_state(|s| s.as_ref().and_then(|s| s.bar.clone()));

@@ -244,6 +244,7 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         let kernel = match images.iter().find(|(b, _)| *b == board) {
             Some((_, kernel)) => kernel.clone(),
             None => {
+                progress::status(&format!("building the {board} test image"));
                 let kernel = match image::boot_image(ws, board, Variant::Ktest, Profile::Release) {
                     Ok(kernel) => Some(kernel),
                     Err(e) => {
@@ -336,13 +337,23 @@ fn host_tests(ws: &Workspace, verbose: bool) -> Result<Verdict> {
         "xtask: host unit tests: cargo test --workspace --exclude {}",
         HOST_TEST_EXCLUDES.join(" --exclude ")
     ));
+    // Under the progress bar cargo's `Compiling`/`Running` lines (stderr) would tear it: they
+    // are kept and shown only when something failed.
+    let bar = progress::bar_active();
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if bar {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .output()
         .context("running cargo test")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
+    if bar && !out.status.success() {
+        progress::eprintln(String::from_utf8_lossy(&out.stderr).trim_end());
+    }
     for line in stdout.lines().filter(|l| is_fuzz_summary(l)) {
         progress::eprintln(&format!("xtask: {line}"));
     }
