@@ -224,7 +224,7 @@ impl Tool {
     /// Which commands need it, for messages and `doctor`.
     pub fn needed_by(self) -> &'static str {
         match self {
-            Tool::Qemu => "qemu, test, bench, gdb, dump",
+            Tool::Qemu => "qemu, test, bench, gdb and dump",
             Tool::Mtools => "test (the SD card image's second reader; skipped without)",
             Tool::Gdb => "gdb",
         }
@@ -555,7 +555,7 @@ pub fn ensure(tool: Tool, allowed: bool) -> Result<String> {
             Err(why) => why.clone(),
         };
         return Err(Error::new(format!(
-            "{what} (needed by `cargo xtask {}`); installing is turned off (--no-install or \
+            "{what} (needed by cargo xtask {}); installing is turned off (--no-install or \
              {NO_INSTALL_ENV}); {how}",
             tool.needed_by()
         )));
