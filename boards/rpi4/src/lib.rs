@@ -36,23 +36,9 @@ pub mod layout {
     /// UART0's interrupt at the GIC-400: VideoCore peripheral interrupt 57, which the BCM2711
     /// delivers as SPI 121 (Linux's device tree: `interrupts = <GIC_SPI 121 ...>`), INTID 153.
     pub const UART0_IRQ: u32 = 32 + 121;
-    /// The power manager, whose watchdog resets the SoC (Linux's `bcm2835_wdt`).
+    /// The power manager, whose watchdog resets the SoC (Linux's `bcm2835_wdt`; registers in
+    /// [`crate::pm::PmRegisters`]).
     pub const PM_BASE: usize = 0xfe10_0000;
-    /// Power manager reset control register (PM_RSTC).
-    pub const PM_RSTC: usize = PM_BASE + 0x1c;
-    /// Power manager reset status register (PM_RSTS); its partition bits tell the firmware
-    /// which partition to boot, 63 meaning "halt" (Linux's `bcm2835_power_off`).
-    pub const PM_RSTS: usize = PM_BASE + 0x20;
-    /// Power manager watchdog timer (PM_WDOG), in 16 µs ticks.
-    pub const PM_WDOG: usize = PM_BASE + 0x24;
-    /// The password every power-manager write carries in bits 31..24.
-    pub const PM_PASSWORD: u32 = 0x5a00_0000;
-    /// PM_RSTC: full reset when the watchdog expires.
-    pub const PM_RSTC_WRCFG_FULL_RESET: u32 = 0x20;
-    /// PM_RSTC: the write-configuration field.
-    pub const PM_RSTC_WRCFG_CLR: u32 = 0xffff_ffcf;
-    /// PM_RSTS: the partition bits (0, 2, 4, 6, 8, 10 of the register).
-    pub const PM_RSTS_PARTITION_CLR: u32 = 0xffff_faaa;
     /// Device registers the kernel maps.
     pub const DEVICES: [PhysRange; 5] = [
         PhysRange {
@@ -77,17 +63,6 @@ pub mod layout {
         },
     ];
 
-    /// PM_RSTS's partition field set to `partition` (Linux's `bcm2835_restart` spreads the
-    /// six bits over every other bit: bit n of the partition goes to register bit 2n).
-    pub const fn rsts_partition(partition: u32) -> u32 {
-        let mut v = 0;
-        let mut i = 0;
-        while i < 6 {
-            v |= ((partition >> i) & 1) << (2 * i);
-            i += 1;
-        }
-        v
-    }
     /// Where the image is loaded (and linked).
     pub const LOAD_ADDRESS: u64 = 0x8_0000;
     /// RAM below the image that the firmware keeps using: the armstub and the spin table the
@@ -403,6 +378,123 @@ pub fn route_uart0(gpio: &GpioRegisters) {
     gpio.gpfsel1.set(gpfsel1_with_uart0(gpio.gpfsel1.get()));
     gpio.pup_pdn_cntrl_reg0
         .set(pulls_with_uart0(gpio.pup_pdn_cntrl_reg0.get()));
+}
+
+/// The BCM2711 power manager's reset and watchdog registers (Linux's `bcm2835_wdt`),
+/// described with tock-registers. Every write carries the password 0x5a in bits 31..24.
+pub mod pm {
+    #![allow(
+        missing_docs,
+        reason = "register_bitfields! generates each register's Register type, field constants \
+                  and value enums without doc comments; the registers and fields are documented"
+    )]
+
+    use tock_registers::registers::ReadWrite;
+    use tock_registers::{register_bitfields, register_structs};
+
+    register_bitfields! {u32,
+        /// PM_RSTC: reset control.
+        pub PM_RSTC [
+            /// The write password.
+            PASSWD OFFSET(24) NUMBITS(8) [
+                /// The only value the power manager accepts.
+                Password = 0x5a
+            ],
+            /// What the watchdog does when it expires.
+            WRCFG OFFSET(4) NUMBITS(2) [
+                /// Nothing.
+                Clear = 0b00,
+                /// A full reset of the SoC.
+                FullReset = 0b10
+            ]
+        ],
+        /// PM_RSTS: reset status; the partition the firmware boots after a reset is spread
+        /// over every other bit (bit n of the partition in bit 2n), 63 meaning "halt".
+        pub PM_RSTS [
+            /// The write password.
+            PASSWD OFFSET(24) NUMBITS(8) [
+                /// The only value the power manager accepts.
+                Password = 0x5a
+            ],
+            /// Partition bit 0.
+            PARTITION0 OFFSET(0) NUMBITS(1) [],
+            /// Partition bit 1.
+            PARTITION1 OFFSET(2) NUMBITS(1) [],
+            /// Partition bit 2.
+            PARTITION2 OFFSET(4) NUMBITS(1) [],
+            /// Partition bit 3.
+            PARTITION3 OFFSET(6) NUMBITS(1) [],
+            /// Partition bit 4.
+            PARTITION4 OFFSET(8) NUMBITS(1) [],
+            /// Partition bit 5.
+            PARTITION5 OFFSET(10) NUMBITS(1) []
+        ],
+        /// PM_WDOG: the watchdog's time left, in 16 µs ticks.
+        pub PM_WDOG [
+            /// The write password.
+            PASSWD OFFSET(24) NUMBITS(8) [
+                /// The only value the power manager accepts.
+                Password = 0x5a
+            ],
+            /// Ticks until the watchdog expires.
+            TIME OFFSET(0) NUMBITS(20) []
+        ]
+    }
+
+    register_structs! {
+        /// The power manager at [`crate::layout::PM_BASE`], up to the watchdog.
+        pub PmRegisters {
+            (0x00 => _reserved0),
+            /// PM_RSTC.
+            (0x1c => pub rstc: ReadWrite<u32, PM_RSTC::Register>),
+            /// PM_RSTS.
+            (0x20 => pub rsts: ReadWrite<u32, PM_RSTS::Register>),
+            /// PM_WDOG.
+            (0x24 => pub wdog: ReadWrite<u32, PM_WDOG::Register>),
+            (0x28 => @END),
+        }
+    }
+}
+
+pub use pm::{PM_RSTC, PM_RSTS, PM_WDOG, PmRegisters};
+
+/// PM_RSTS with `partition` (0..=63) as the partition to boot after the reset, the password,
+/// and every other bit as read.
+pub fn rsts_with_partition(value: u32, partition: u32) -> u32 {
+    let bit = |n: u32| (partition >> n) & 1;
+    let mut reg = LocalRegisterCopy::<u32, PM_RSTS::Register>::new(value);
+    reg.modify(
+        PM_RSTS::PASSWD::Password
+            + PM_RSTS::PARTITION0.val(bit(0))
+            + PM_RSTS::PARTITION1.val(bit(1))
+            + PM_RSTS::PARTITION2.val(bit(2))
+            + PM_RSTS::PARTITION3.val(bit(3))
+            + PM_RSTS::PARTITION4.val(bit(4))
+            + PM_RSTS::PARTITION5.val(bit(5)),
+    );
+    reg.get()
+}
+
+/// PM_RSTC set for a full reset when the watchdog expires, with the password, every other bit
+/// as read.
+pub fn rstc_full_reset(value: u32) -> u32 {
+    let mut reg = LocalRegisterCopy::<u32, PM_RSTC::Register>::new(value);
+    reg.modify(PM_RSTC::PASSWD::Password + PM_RSTC::WRCFG::FullReset);
+    reg.get()
+}
+
+/// The watchdog's timeout before [`watchdog_reset`] resets: 10 ticks, 160 µs.
+pub const WATCHDOG_RESET_TICKS: u32 = 10;
+
+/// Resets the SoC through the power manager's watchdog, as Linux's `bcm2835_restart` and
+/// `bcm2835_power_off` do: `partition` into PM_RSTS (63: the firmware halts), a short timeout
+/// into PM_WDOG, full reset into PM_RSTC. Returns once the watchdog is armed; the machine
+/// resets 160 µs later. Any context and IPL; does not block.
+pub fn watchdog_reset(pm: &PmRegisters, partition: u32) {
+    pm.rsts.set(rsts_with_partition(pm.rsts.get(), partition));
+    pm.wdog
+        .write(PM_WDOG::PASSWD::Password + PM_WDOG::TIME.val(WATCHDOG_RESET_TICKS));
+    pm.rstc.set(rstc_full_reset(pm.rstc.get()));
 }
 
 #[cfg(test)]

@@ -115,23 +115,14 @@ mod board {
         }
     }
 
-    /// Resets the SoC through the power manager's watchdog, as Linux's `bcm2835_restart` and
-    /// `bcm2835_power_off` do: the partition to boot next into PM_RSTS, a 10-tick (160 µs)
-    /// timeout into PM_WDOG, full reset into PM_RSTC. Under QEMU (`-no-reboot`) the emulator
-    /// exits.
+    /// Resets the SoC through the power manager's watchdog (`rpi4::watchdog_reset`) and waits
+    /// for it. Under QEMU (`-no-reboot`) the emulator exits.
     fn watchdog_reset(partition: u32) -> ! {
-        // SAFETY: the power manager's registers of the BCM2711 (mapped as a device range); the
-        // writes carry the password and only set the reset partition and start the watchdog,
-        // which ends the machine as asked.
-        unsafe {
-            let rsts = layout::PM_RSTS as *mut u32;
-            let v = rsts.read_volatile() & layout::PM_RSTS_PARTITION_CLR;
-            rsts.write_volatile(layout::PM_PASSWORD | v | rpi4::layout::rsts_partition(partition));
-            (layout::PM_WDOG as *mut u32).write_volatile(layout::PM_PASSWORD | 10);
-            let rstc = layout::PM_RSTC as *mut u32;
-            let v = rstc.read_volatile() & layout::PM_RSTC_WRCFG_CLR;
-            rstc.write_volatile(layout::PM_PASSWORD | v | layout::PM_RSTC_WRCFG_FULL_RESET);
-        }
+        // SAFETY: the BCM2711's power manager is at PM_BASE (mapped as a device range); its
+        // registers are only reached through volatile accesses, and the writes only set the
+        // reset partition and start the watchdog, which ends the machine as asked.
+        let pm = unsafe { &*(layout::PM_BASE as *const rpi4::PmRegisters) };
+        rpi4::watchdog_reset(pm, partition);
         loop {
             kernel::arch::aarch64::wait_for_interrupt();
         }

@@ -303,3 +303,37 @@ fn firmware_nops_are_removed_before_the_tree_is_handed_on() {
     assert_eq!(info.cpus().len(), 4);
     assert_eq!(info.memory_size(), 0x3c00_0000);
 }
+
+#[test]
+fn power_manager_registers_sit_at_the_bcm2711_offsets() {
+    assert_eq!(core::mem::offset_of!(PmRegisters, rstc), 0x1c);
+    assert_eq!(core::mem::offset_of!(PmRegisters, rsts), 0x20);
+    assert_eq!(core::mem::offset_of!(PmRegisters, wdog), 0x24);
+    assert_eq!(core::mem::size_of::<PmRegisters>(), 0x28);
+}
+
+#[test]
+fn watchdog_values_carry_the_password_and_spread_the_partition() {
+    // Partition 63 (halt): bits 0, 2, 4, 6, 8 and 10.
+    assert_eq!(rsts_with_partition(0, 63), 0x5a00_0555);
+    assert_eq!(rsts_with_partition(0, 0), 0x5a00_0000);
+    assert_eq!(rsts_with_partition(0, 0b100101), 0x5a00_0411);
+    // Other bits as read; the old partition and password replaced.
+    assert_eq!(rsts_with_partition(u32::MAX, 0), 0x5aff_faaa);
+    assert_eq!(rstc_full_reset(0), 0x5a00_0020);
+    assert_eq!(rstc_full_reset(u32::MAX), 0x5aff_ffef);
+}
+
+#[test]
+fn watchdog_reset_writes_all_three_registers() {
+    let mut block = [0u32; 0x28 / 4];
+    block[0x20 / 4] = 0x0000_1000; // PM_RSTS: some other status bit set
+    // SAFETY: the array is as large as and at least as aligned as PmRegisters, whose fields
+    // are u32 cells; it lives for the whole borrow.
+    let pm = unsafe { &*(block.as_mut_ptr() as *const PmRegisters) };
+    watchdog_reset(pm, 63);
+    assert_eq!(block[0x20 / 4], 0x5a00_1555);
+    assert_eq!(block[0x24 / 4], 0x5a00_000a);
+    assert_eq!(block[0x1c / 4], 0x5a00_0020);
+    assert_eq!(block[0], 0);
+}
