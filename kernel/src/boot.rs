@@ -259,6 +259,7 @@ fn kernel_main_mmu_on(
     crate::bench::run_all();
     #[cfg(not(any(feature = "ktest", feature = "bench")))]
     {
+        crate::drivers::virtio::blk::autoconf();
         crate::monitor::start();
         // lwp0 has nothing left to do: it sleeps for good and the CPUs idle.
         let forever = sched::sleepq::SleepQueue::new();

@@ -34,6 +34,8 @@ pub mod boottime;
 #[cfg(target_arch = "aarch64")]
 pub mod clock;
 #[cfg(target_arch = "aarch64")]
+pub mod drivers;
+#[cfg(target_arch = "aarch64")]
 pub mod early;
 #[cfg(target_arch = "aarch64")]
 pub mod fault;

@@ -115,6 +115,8 @@ pub struct QemuArgs {
     pub append: Option<String>,
     /// The device tree for rpi4 (`--dtb FILE`); otherwise the cached one, if any.
     pub dtb: Option<PathBuf>,
+    /// The virtio-blk disk image for virt (`--disk FILE`); otherwise a generated one.
+    pub disk: Option<PathBuf>,
     /// Monitor commands to type instead of an interactive session (`--cmd`, `--script`).
     pub script: Option<Script>,
     /// `--no-install`: never install a missing QEMU.
@@ -423,6 +425,10 @@ struct QemuCli {
     /// defaults)
     #[arg(long, value_name = "FILE")]
     dtb: Option<PathBuf>,
+    /// virt: the raw disk image for the virtio-blk device (default: a generated 8 MiB one,
+    /// target/disks/)
+    #[arg(long, value_name = "FILE")]
+    disk: Option<PathBuf>,
     /// Type these monitor commands at the `kdb> ` prompt, one after the other, then
     /// `poweroff`; exit with QEMU's status
     #[arg(long, value_name = "'CMD; CMD'", conflicts_with_all = ["script", "test", "gdb"])]
@@ -669,6 +675,7 @@ impl Cli {
                 test: q.test,
                 append: q.append,
                 dtb: q.dtb,
+                disk: q.disk,
                 script: match (q.cmd, q.script) {
                     (Some(commands), _) => Some(Script::Commands(commands)),
                     (None, Some(file)) => Some(Script::File(file)),
@@ -896,6 +903,7 @@ mod tests {
             test: false,
             append: None,
             dtb: None,
+            disk: None,
             script: None,
             no_install: false,
         }

@@ -369,8 +369,10 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
     let only = args.smp.map(|smp| [Machine::virt(Gic::V3, smp)]);
     let machines: &[Machine] = only.as_ref().map_or(BENCH_MATRIX, |m| m.as_slice());
     for &machine in machines {
+        let disk = crate::disk::scratch(ws, "bench")?;
         let run = QemuRun {
             icount: true,
+            disk: Some(&disk),
             ..QemuRun::new(machine, &kernel)
         };
         run_config(ws, &run, args, &mut metrics, &mut problems)?;

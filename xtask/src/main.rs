@@ -8,6 +8,7 @@ mod badtree;
 mod bench;
 mod board;
 mod console;
+mod disk;
 mod error;
 mod fdt;
 mod firmware;

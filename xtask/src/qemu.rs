@@ -45,6 +45,8 @@ pub struct QemuRun<'a> {
     pub append: Option<&'a str>,
     /// Guest RAM (`-m`), default 1G.
     pub memory: Option<&'a str>,
+    /// A disk image attached as a virtio-blk device (virt only).
+    pub disk: Option<&'a Path>,
 }
 
 impl<'a> QemuRun<'a> {
@@ -59,6 +61,7 @@ impl<'a> QemuRun<'a> {
             gdbstub: false,
             append: None,
             memory: None,
+            disk: None,
         }
     }
 
@@ -117,6 +120,9 @@ impl<'a> QemuRun<'a> {
         if let Some(dtb) = self.dtb {
             args.extend(["-dtb".into(), dtb.into()]);
         }
+        if let (Board::Virt, Some(disk)) = (m.board, self.disk) {
+            args.extend(crate::disk::qemu_args(disk).into_iter().map(OsString::from));
+        }
         if self.icount {
             args.extend(["-icount".into(), ICOUNT.into()]);
         }
@@ -165,7 +171,17 @@ pub fn run(ws: &Workspace, args: &QemuArgs) -> Result<ExitCode> {
     };
     let kernel = image::boot_image(ws, args.machine.board, variant, args.profile)?;
     let dtb = rpi4_dtb(ws, args.machine.board, args.dtb.as_deref())?;
+    let disk = match (&args.disk, args.machine.board) {
+        (Some(path), Board::Virt) => {
+            std::fs::metadata(path).with_context(|| format!("--disk {}", path.display()))?;
+            Some(path.clone())
+        }
+        (Some(_), _) => return Err(Error::new("--disk is for --board virt only")),
+        (None, Board::Virt) => Some(crate::disk::scratch(ws, "qemu-default")?),
+        (None, _) => None,
+    };
     let run = QemuRun {
+        disk: disk.as_deref(),
         icount: args.icount,
         gdb: args.gdb,
         gdbstub: args.gdbstub,

@@ -267,8 +267,14 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         let Some(kernel) = kernel else { continue };
         let filter =
             matrix_filter(machine, args.filter.as_deref()).map(|f| format!("ktest.filter={f}"));
+        // The virtio-blk tests write to the disk: every configuration starts from a fresh one.
+        let disk = match board {
+            Board::Virt => Some(crate::disk::scratch(ws, "ktest")?),
+            _ => None,
+        };
         let run = QemuRun {
             append: filter.as_deref(),
+            disk: disk.as_deref(),
             ..QemuRun::new(*machine, &kernel)
         };
         let label = machine.label();

@@ -35,7 +35,7 @@ mod board {
         timer_irq: u32,
         /// The PL011's interrupt (an SPI), if the tree gives one.
         uart_irq: Option<u32>,
-        devices: [PhysRange; 4],
+        devices: [PhysRange; 5],
         device_count: usize,
     }
 
@@ -150,7 +150,7 @@ mod board {
     /// timer PPI and the devices to map. Any error names the node and the rule. (RAM and the
     /// CPUs are the kernel's parse; the GICv3 redistributor count comes from it.)
     fn read_tree(tree: &DeviceTree<'static>) -> Result<Virt, DtbError> {
-        let mut devices = [PhysRange::default(); 4];
+        let mut devices = [PhysRange::default(); 5];
         let mut device_count = 0;
         let mut add = |r: PhysRange| {
             if device_count < devices.len() {
@@ -212,6 +212,9 @@ mod board {
             ),
         };
         add(uart_base);
+        if let Some(window) = virtio_window(tree)? {
+            add(window);
+        }
 
         let mut psci = None;
         for c in ["arm,psci-1.0", "arm,psci-0.2", "arm,psci"] {
@@ -244,6 +247,33 @@ mod board {
             devices,
             device_count,
         })
+    }
+
+    /// The pages that hold every enabled `virtio,mmio` node's registers (QEMU virt: 32 slots of
+    /// 0x200 bytes from 0x0a00_0000), to be mapped as one device range; `None` without such
+    /// nodes. The kernel's driver reads the slots themselves from the tree (`drivers::virtio`).
+    fn virtio_window(tree: &DeviceTree<'static>) -> Result<Option<PhysRange>, DtbError> {
+        let (mut low, mut high) = (u64::MAX, 0u64);
+        tree.walk(|node| {
+            if node.prop_str("status") != Some("disabled")
+                && node.prop_strings("compatible").any(|c| c == "virtio,mmio")
+                && let Some(reg) = node.reg()?
+            {
+                for (start, size) in reg {
+                    let r = devtree::checked_range(node.path(), start, size)?;
+                    low = low.min(r.start);
+                    high = high.max(r.end());
+                }
+            }
+            Ok(devtree::Walk::Continue)
+        })?;
+        Ok((low < high).then(|| {
+            let start = low & !0xfff;
+            PhysRange {
+                start,
+                size: ((high + 0xfff) & !0xfff) - start,
+            }
+        }))
     }
 
     /// Called by the entry assembly on the boot CPU with the MMU off.

@@ -9,7 +9,9 @@
 //! - `#[should_panic("text")]`: passes only if the test panics or faults with a message
 //!   containing `text` (so the fault path itself is tested);
 //! - `#[min_cpus(n)]`: skipped on machines with fewer online CPUs;
-//! - `#[timeout_ms(n)]`: the watchdog limit, in virtual time (default [`DEFAULT_TIMEOUT_MS`]).
+//! - `#[timeout_ms(n)]`: the watchdog limit, in virtual time (default [`DEFAULT_TIMEOUT_MS`]);
+//! - `#[requires(f)]`: skipped when `f()` names something the machine lacks (`Some(reason)`),
+//!   e.g. a device only some boards have.
 //!
 //! A panic or synchronous fault inside a test does not stop the run: each CPU runs its test
 //! under a recovery point (`arch::aarch64::recover`), and the panic handler and the fault
@@ -55,6 +57,8 @@ pub struct KTest {
     pub min_cpus: usize,
     /// Watchdog limit in milliseconds.
     pub timeout_ms: u64,
+    /// Skip when this returns `Some(reason)`.
+    pub requires: Option<fn() -> Option<&'static str>>,
 }
 
 impl KTest {
@@ -67,6 +71,7 @@ impl KTest {
             should_panic: None,
             min_cpus: 1,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            requires: None,
         }
     }
 
@@ -91,6 +96,12 @@ impl KTest {
     /// `#[timeout_ms(n)]`.
     pub const fn timeout_ms(mut self, ms: u64) -> Self {
         self.timeout_ms = ms;
+        self
+    }
+
+    /// `#[requires(f)]`.
+    pub const fn requires(mut self, f: fn() -> Option<&'static str>) -> Self {
+        self.requires = Some(f);
         self
     }
 
@@ -595,6 +606,11 @@ pub fn run_all() -> ! {
                 test.short_name(),
                 test.min_cpus
             );
+            continue;
+        }
+        if let Some(reason) = test.requires.and_then(|f| f()) {
+            SKIPPED.fetch_add(1, Ordering::Relaxed);
+            kprintln!("skip  {}: {reason}", test.short_name());
             continue;
         }
         CURRENT.store(test as *const KTest as *mut KTest, Ordering::Release);
