@@ -19,7 +19,7 @@ use crate::cpu::curcpu;
 use crate::sched::sleepq::SleepQueue;
 use crate::sched::{self, lwp::LwpState};
 use crate::spl::{IPL_NONE, IPL_SOFTCLOCK, Ipl, splraise, splx};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering, compiler_fence};
 
 /// Mutex kinds, as `mutex_init` takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,8 +268,14 @@ impl KMutex {
             ci.index()
         );
         self.owner.store(0, Ordering::Release);
+        // The saved IPL is read while this CPU still counts this mutex (NetBSD's
+        // MUTEX_SPIN_SPLRESTORE order): once the count is 0, an interrupt above the mutex's
+        // level that takes a spin mutex of its own stores *its* IPL there, and a read after
+        // the decrement would restore that one (seen: a softint left at IPL_VM, and a later
+        // `splx(IPL_VM)` from IPL_SOFTBIO panicking, under the virtio-blk benchmark).
+        let old = ci.mtx_oldspl.load(Ordering::Relaxed) as u8;
+        compiler_fence(Ordering::SeqCst);
         if ci.mtx_count.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let old = ci.mtx_oldspl.load(Ordering::Relaxed) as u8;
             splx(Ipl::from_u8(old).unwrap_or(IPL_NONE));
         }
     }
