@@ -70,6 +70,7 @@ impl core::fmt::Display for Hundredths {
 const SAMPLES: usize = 1000;
 const WARMUP: usize = 100;
 
+mod blk;
 mod boot;
 mod devtree;
 mod pingpong;
@@ -234,5 +235,6 @@ pub fn run_all() -> ! {
     xcall::latencies();
     xcall::concurrent();
     devtree::devtree_parse();
+    blk::run();
     crate::platform::platform().exit(0)
 }

@@ -148,7 +148,8 @@ impl core::fmt::Display for BlkError {
 pub enum AttachError {
     /// The device tree: malformed, no virtio nodes, a node the driver cannot use.
     Probe(ProbeError),
-    /// Every `virtio,mmio` slot was probed (this many) and none holds a block device.
+    /// Every `virtio,mmio` slot was probed (this many) and none holds a block device that
+    /// another `VioBlk` does not already drive.
     NoBlockDevice(usize),
     /// The device refused the driver's setup (the crate's error).
     Device(virtio_drivers::Error),
@@ -429,16 +430,30 @@ impl VioBlk {
     pub fn attach(dtb: &[u8]) -> Result<Self, AttachError> {
         let slots = super::mmio_slots(dtb).map_err(AttachError::Probe)?;
         for slot in &slots {
+            // A slot another `VioBlk` drives is not probed (probing resets the device).
+            if !claim(slot.regs.start) {
+                continue;
+            }
             // SAFETY: the slot's registers come from the device tree; the board maps every
-            // virtio-mmio window as a device range; nothing else in the kernel drives them.
+            // virtio-mmio window as a device range; the claim above keeps other `VioBlk`s off
+            // it, and nothing else in the kernel drives virtio devices.
             let transport = match unsafe { probe(slot) } {
                 Some(t) => t,
-                None => continue,
+                None => {
+                    unclaim(slot.regs.start);
+                    continue;
+                }
             };
-            if !slot.dma_coherent {
-                return Err(AttachError::Probe(ProbeError::NotCoherent(slot.regs)));
+            let attached = if slot.dma_coherent {
+                Self::attach_transport(*slot, transport)
+            } else {
+                core::mem::forget(transport);
+                Err(AttachError::Probe(ProbeError::NotCoherent(slot.regs)))
+            };
+            if attached.is_err() {
+                unclaim(slot.regs.start);
             }
-            return Self::attach_transport(*slot, transport);
+            return attached;
         }
         Err(AttachError::NoBlockDevice(slots.len()))
     }
@@ -599,8 +614,9 @@ impl VioBlk {
         }
     }
 
-    /// The counter value (`CNTVCT_EL0`) at the last hard interrupt; for measuring interrupt to
-    /// completion callback. Context: any.
+    /// The counter value (`CNTVCT_EL0`) at the first line of the last hard interrupt handler
+    /// run that found the device's interrupt status set; for measuring interrupt to completion
+    /// callback. Context: any.
     pub fn last_intr_counter(&self) -> u64 {
         self.sc().last_intr.load(Ordering::Acquire)
     }
@@ -842,17 +858,15 @@ impl VioBlk {
             let _g = s.wait_lock.lock();
             let deadline =
                 crate::arch::aarch64::counter() + crate::clock::ms_to_counter(DETACH_TIMEOUT_MS);
+            let mut aborted = false;
             while busy() != 0 {
-                let now = crate::arch::aarch64::counter();
-                if now >= deadline {
-                    report.aborted += abort_queued(s);
+                if !aborted && crate::arch::aarch64::counter() >= deadline {
                     // What was aborted completes through the workqueue.
-                    while busy() != 0 {
-                        s.drain_cv.cv_wait(&s.wait_lock);
-                    }
-                    break;
+                    report.aborted = abort_queued(s);
+                    aborted = true;
                 }
-                // Woken by the last completion; the timeout only bounds the wait.
+                // Woken by the last completion. The timeout bounds the wait, and covers a tag
+                // given back by a submission that found the device dying (no broadcast).
                 let ticks = (crate::clock::hz() / 100).max(1);
                 let _ = s.drain_cv.cv_timedwait(&s.wait_lock, ticks);
             }
@@ -879,7 +893,9 @@ impl VioBlk {
         let mut owned = unsafe { Box::from_raw(sc.as_ptr()) };
         workqueue_destroy(owned.wq.take().expect("workqueue"));
         owned.state.get_mut().transport.queue_unset(0);
+        let regs = owned.slot.regs.start;
         drop(owned);
+        unclaim(regs);
         report
     }
 }
@@ -938,6 +954,23 @@ pub fn autoconf() {
 /// The disk [`autoconf`] attached, if any. Context: any.
 pub fn boot_disk() -> Option<&'static VioBlk> {
     BOOT_DISK.get()
+}
+
+/// Register addresses of the slots attached `VioBlk`s drive.
+static CLAIMED: crate::sync::SpinLock<Vec<u64>> = crate::sync::SpinLock::new(Vec::new());
+
+/// Claims the slot at `regs`; false if it is taken.
+fn claim(regs: u64) -> bool {
+    let mut c = CLAIMED.lock();
+    if c.contains(&regs) {
+        return false;
+    }
+    c.push(regs);
+    true
+}
+
+fn unclaim(regs: u64) {
+    CLAIMED.lock().retain(|&r| r != regs);
 }
 
 /// Probes one slot: a transport if it holds a block device.
@@ -1013,6 +1046,7 @@ fn abort_queued(sc: &Softc) -> usize {
 fn vioblk_intr(arg: usize) -> bool {
     // SAFETY: `arg` is the softc, which outlives the interrupt's establishment.
     let sc = unsafe { &*(arg as *const Softc) };
+    let first_line = crate::arch::aarch64::counter();
     let _g = sc.sc_lock.lock();
     // SAFETY: under sc_lock.
     let st = unsafe { &mut *sc.state.get() };
@@ -1023,8 +1057,7 @@ fn vioblk_intr(arg: usize) -> bool {
     if status.is_empty() {
         return false;
     }
-    sc.last_intr
-        .store(crate::arch::aarch64::counter(), Ordering::Release);
+    sc.last_intr.store(first_line, Ordering::Release);
     sc.counters.intr.fetch_add(1, Ordering::Relaxed);
     // Under sc_lock: detach sets `intr_off` under it before softint_disestablish.
     if !st.intr_off {

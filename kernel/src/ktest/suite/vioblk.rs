@@ -479,6 +479,26 @@ ktest! {
     }
 }
 
+ktest! {
+    #[requires(needs_virtio_blk)]
+    fn a_second_attach_leaves_the_attached_disk_alone() {
+        let d = attach();
+        let second = VioBlk::attach(device_tree());
+        let mut one = [0u8; SECTOR_SIZE];
+        let last = d.capacity() - 1;
+        let still = d.read(last, &mut one);
+        d.detach();
+        let slots = mmio_slots(device_tree()).expect("slots").len();
+        assert!(
+            matches!(second, Err(AttachError::NoBlockDevice(n)) if n == slots),
+            "second attach: {:?}",
+            second.as_ref().err()
+        );
+        assert_eq!(still, Ok(()), "the first one still reads");
+        assert!(one == generated(last), "last sector as generated");
+    }
+}
+
 // ---- device trees ----------------------------------------------------------------------------
 
 ktest! {
