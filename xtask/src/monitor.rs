@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::board::{Gic, Machine, Profile, Variant};
+use crate::board::{Board, Gic, Machine, Profile, Variant};
 use crate::console::{PROMPT, Session};
 use crate::error::Result;
 use crate::image;
@@ -29,7 +29,7 @@ pub const MONITOR_MATRIX: &[Machine] = &[
 /// Every command `help` must list.
 const COMMANDS: &[&str] = &[
     "help", "cpus", "spl", "ps", "kthread", "intr", "softint", "wq", "xc", "wqprobe", "kvm",
-    "dpcpu", "stress", "bench", "panic", "reboot", "poweroff",
+    "dpcpu", "stress", "bench", "blk", "panic", "reboot", "poweroff",
 ];
 
 /// Lines typed between two `intr` to see the console counters grow.
@@ -109,7 +109,14 @@ fn session(
     timeout: Duration,
     verbose: bool,
 ) -> Vec<Check> {
-    let run = QemuRun::new(*machine, kernel);
+    // virt gets a freshly generated disk (sector N starts with `sector N`) for `blk`.
+    let disk = log.with_extension("img");
+    let disk =
+        (machine.board == Board::Virt && crate::disk::generate(&disk).is_ok()).then_some(disk);
+    let run = QemuRun {
+        disk: disk.as_deref(),
+        ..QemuRun::new(*machine, kernel)
+    };
     let elf = kernel.with_extension("elf");
     let mut checks: Vec<Check> = Vec::new();
     let mut s = match Session::start(&mut run.command(), log, &elf, verbose)
@@ -142,6 +149,10 @@ fn session(
         ("dpcpu reads a DPCPU variable through the kvm reader", dpcpu),
         ("stress mutex counts add up", stress),
         ("bench runs every benchmark with units", bench),
+        (
+            "blk reads a sector of the disk (virt) or says there is none",
+            blk,
+        ),
         ("Ctrl-C stops a running stress", ctrl_c),
         ("a 10,000-character paste loses nothing uncounted", paste),
     ];
@@ -397,6 +408,23 @@ fn xc(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
             Err(format!("broadcast: {all:?}"))
         },
     )
+}
+
+fn blk(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
+    let stat = s.run("blk stat", COMMAND)?;
+    let read = s.run("blk read 5", COMMAND)?;
+    let disk = stat.contains(&format!("{} sectors", crate::disk::SECTORS));
+    let none = stat.contains("kdb: blk: no disk attached");
+    // The dump's text column of the first row: `sector 5` and the fill byte 5.
+    let sector = read
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("000: 73 65 63 74 6f 72 20 35") && l.contains("sector 5"));
+    Ok(match (disk, none) {
+        (true, false) if sector => Ok(()),
+        (false, true) if read.contains("kdb: blk: no disk attached") => Ok(()),
+        _ => Err(format!("blk stat: {stat:?}; blk read 5: {read:?}")),
+    })
 }
 
 fn kvm(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {

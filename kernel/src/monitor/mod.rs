@@ -18,6 +18,8 @@ pub mod units;
 #[cfg(target_arch = "aarch64")]
 mod bench;
 #[cfg(target_arch = "aarch64")]
+mod blk;
+#[cfg(target_arch = "aarch64")]
 mod cpus;
 #[cfg(target_arch = "aarch64")]
 mod intrs;
@@ -80,6 +82,7 @@ mod run {
         super::kvm::COMMANDS,
         super::stress::COMMANDS,
         super::bench::COMMANDS,
+        super::blk::COMMANDS,
         super::power::COMMANDS,
     ];
 
