@@ -203,6 +203,12 @@ pub fn kthread_create(
         THREADS.fetch_sub(1, Ordering::Relaxed);
         return Err(KthreadError::NoMem);
     };
+    if crate::inject::fail(crate::inject::Site::KthreadCreate) {
+        // An injected ENOMEM (test image only): give back what was taken.
+        stack::free(slot);
+        THREADS.fetch_sub(1, Ordering::Relaxed);
+        return Err(KthreadError::NoMem);
+    }
     let l = sched::lwp_alloc(Lwp::new(
         sched::next_id(),
         name,

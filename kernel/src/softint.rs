@@ -229,6 +229,9 @@ pub fn softint_establish(flags: u32, func: SoftintFunc, arg: usize) -> Option<So
         "softint_establish: bad flags {flags:#x} (a level SOFTINT_CLOCK/BIO/NET/SERIAL, \
          SOFTINT_MPSAFE, SOFTINT_RCPU)"
     );
+    if crate::inject::fail(crate::inject::Site::SoftintEstablish) {
+        return None;
+    }
     let _g = TABLE_LOCK.lock();
     let (index, slot) = SLOTS
         .iter()
@@ -337,6 +340,7 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
     if let Some(level) = mark_pending(SOFTINT.on_cpu(cpu), h, "softint_schedule_cpu", true)
         && flag(target, level)
     {
+        crate::inject::point(crate::inject::Point::IpiSending);
         // The Xcall IPI's interrupt exit runs what is pending at levels the CPU does not
         // block.
         crate::intr::ipi_send(cpu, crate::intr::Ipi::Xcall);

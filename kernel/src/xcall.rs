@@ -322,6 +322,7 @@ fn issue(
 
 /// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU).
 fn kick(class: usize, mut targets: u64, broadcast: bool) {
+    crate::inject::point(crate::inject::Point::IpiSending);
     if class == 0 {
         while targets != 0 {
             let cpu = targets.trailing_zeros() as usize;
@@ -447,6 +448,23 @@ fn complete(c: &Class, seq: u64) {
 /// lasts [`REPORT_AFTER_MS`] reports, once, which CPUs have not answered. Context: thread,
 /// IPL_NONE (it sleeps).
 pub fn xc_wait(t: u64) {
+    // Test image only: a planted bug takes a call that no target has finished for done
+    // (callers of `xc_wait` only: `xc_barrier` and the `_with` calls, whose callbacks borrow
+    // from the caller, wait with `wait_done`).
+    let (class, seq) = untick(t);
+    let r = &CLASSES[class.min(NCLASSES - 1)].records[(seq % RING as u64) as usize];
+    if seq != 0
+        && r.ready.load(Ordering::Acquire) == seq
+        && r.remaining.load(Ordering::Acquire) == r.targets.load(Ordering::Relaxed).count_ones()
+        && crate::inject::planted(crate::inject::Bug::XcallDoneEarly)
+    {
+        return;
+    }
+    wait_done(t);
+}
+
+/// [`xc_wait`] itself.
+fn wait_done(t: u64) {
     let (class, seq) = untick(t);
     let c = &CLASSES[class.min(NCLASSES - 1)];
     if seq == 0 || c.done.load(Ordering::Acquire) >= seq {
@@ -508,7 +526,7 @@ fn report_stuck(class: usize, seq: u64) {
 /// passed through its softint level once. Context: as [`xc_broadcast`].
 pub fn xc_barrier(flags: u32) {
     fn nothing(_: usize, _: usize) {}
-    xc_wait(xc_broadcast(flags, nothing, 0, 0));
+    wait_done(xc_broadcast(flags, nothing, 0, 0));
 }
 
 /// Runs `f` on every online CPU (in the class of `flags`) and returns when it has run
@@ -520,7 +538,7 @@ pub fn xc_broadcast_with<F: Fn(&CpuInfo) + Sync>(flags: u32, f: F) {
         let f = unsafe { &*(p as *const F) };
         f(curcpu());
     }
-    xc_wait(xc_broadcast(flags, tramp::<F>, &f as *const F as usize, 0));
+    wait_done(xc_broadcast(flags, tramp::<F>, &f as *const F as usize, 0));
 }
 
 /// Runs `f` on CPU `cpu` (in the class of `flags`) and returns when it has run. Context: as
@@ -531,7 +549,7 @@ pub fn xc_unicast_with<F: Fn(&CpuInfo) + Sync>(flags: u32, cpu: usize, f: F) {
         let f = unsafe { &*(p as *const F) };
         f(curcpu());
     }
-    xc_wait(xc_unicast(
+    wait_done(xc_unicast(
         flags,
         tramp::<F>,
         &f as *const F as usize,

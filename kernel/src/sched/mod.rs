@@ -60,6 +60,14 @@ static RUNQUEUES: [SpinLock<RunQueue>; MAXCPUS] =
 static ALL_LWPS: SpinLock<Vec<usize>> = SpinLock::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Heap bytes held by the scheduler's growable tables (the thread list, the sleep timeouts,
+/// the free stack slots): they keep the capacity their peak use needed, so a leak check on
+/// the heap subtracts them. Context: thread or interrupt.
+pub fn table_bytes() -> usize {
+    let lwps = ALL_LWPS.lock().capacity() * core::mem::size_of::<usize>();
+    lwps + sleepq::table_bytes() + stack::table_bytes()
+}
+
 /// The running thread (`curlwp`), from the per-thread register the switch sets
 /// (`arch::read_curlwp`): never another thread's, even across a preemption and migration.
 /// Context: any (in an interrupt handler, the interrupted thread).

@@ -64,6 +64,11 @@ unsafe impl Send for Timeout {}
 
 static TIMEOUTS: SpinLock<Vec<Timeout>> = SpinLock::new(Vec::new());
 
+/// Heap bytes held by the timeout table (its capacity). Context: any.
+pub(crate) fn table_bytes() -> usize {
+    TIMEOUTS.lock().capacity() * core::mem::size_of::<Timeout>()
+}
+
 /// Why the LWP's last sleep ended (`RESULT_*`), written by whoever unlinked it.
 fn result(l: &Lwp) -> &AtomicU32 {
     &l.wake_reason
@@ -214,6 +219,7 @@ impl SleepQueue {
 
     /// Wakes the longest sleeper. Returns whether there was one. Context: any.
     pub fn wake_one(&self) -> bool {
+        crate::inject::point(crate::inject::Point::Waking);
         let l = {
             let mut w = self.waiters.lock();
             let l = Self::pop(&mut w);
@@ -247,6 +253,7 @@ impl SleepQueue {
     /// lock is dropped the queue is not touched again, so a thread that sees what `f` did and
     /// then passes [`barrier`](Self::barrier) may free it. Context: any.
     pub fn wake_all_after(&self, f: impl FnOnce()) -> usize {
+        crate::inject::point(crate::inject::Point::Waking);
         let mut list = {
             let mut w = self.waiters.lock();
             f();

@@ -104,6 +104,11 @@ pub fn free(slot: StackSlot) {
     FREE.lock().push(slot.index);
 }
 
+/// Heap bytes held by the free-slot list (its capacity). Context: any.
+pub(crate) fn table_bytes() -> usize {
+    FREE.lock().capacity() * core::mem::size_of::<u32>()
+}
+
 /// Slots currently free.
 pub fn free_count() -> usize {
     FREE.lock().len()

@@ -68,6 +68,9 @@ impl KCondvar {
 
     /// `cv_signal`: wakes one waiter, if any.
     pub fn cv_signal(&self) {
+        if crate::inject::planted(crate::inject::Bug::DropWakeup) {
+            return;
+        }
         self.sleepers.wake_one();
     }
 

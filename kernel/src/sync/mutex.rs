@@ -102,6 +102,7 @@ impl KMutex {
     /// `mutex_exit`: releases the mutex. Panics if the caller does not own it.
     #[inline]
     pub fn mutex_exit(&self) {
+        crate::inject::point(crate::inject::Point::MutexReleasing);
         if self.ipl == ADAPTIVE {
             let me = sched::curlwp_ptr() as usize;
             if self
