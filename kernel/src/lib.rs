@@ -62,6 +62,8 @@ pub mod xcall;
 pub mod bench;
 #[cfg(all(target_arch = "aarch64", feature = "ktest"))]
 pub mod ktest;
+#[cfg(all(target_arch = "aarch64", feature = "ktest"))]
+pub mod torture;
 
 /// The affinity fields of an MPIDR (Aff3..Aff0), the form device trees and PSCI use.
 pub const fn cpu_affinity(mpidr: u64) -> u64 {

@@ -238,6 +238,12 @@ pub fn workqueue_create(
 /// before its queue is freed, under this lock.
 static REGISTRY: crate::sync::SpinLock<Vec<usize>> = crate::sync::SpinLock::new(Vec::new());
 
+/// Heap bytes the registry of live workqueues holds (its capacity, kept after a peak), for
+/// heap leak checks. Context: any.
+pub fn table_bytes() -> usize {
+    REGISTRY.lock().capacity() * core::mem::size_of::<usize>()
+}
+
 /// One workqueue, as [`workqueue_list`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WqInfo {

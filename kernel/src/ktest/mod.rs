@@ -9,7 +9,8 @@
 //! - `#[should_panic("text")]`: passes only if the test panics or faults with a message
 //!   containing `text` (so the fault path itself is tested);
 //! - `#[min_cpus(n)]`: skipped on machines with fewer online CPUs;
-//! - `#[timeout_ms(n)]`: the watchdog limit, in virtual time (default [`DEFAULT_TIMEOUT_MS`]);
+//! - `#[timeout_ms(n)]`: the watchdog limit, in virtual time (default [`DEFAULT_TIMEOUT_MS`];
+//!   `ktest.timeout_ms=N` on the command line sets one limit for every test);
 //! - `#[requires(f)]`: skipped when `f()` names something the machine lacks (`Some(reason)`),
 //!   e.g. a device only some boards have.
 //!
@@ -588,6 +589,9 @@ fn selected_by(filter: Option<&str>, name: &str) -> bool {
 /// with status 0 if nothing failed, 1 otherwise. Boot CPU, after all CPUs are up.
 pub fn run_all() -> ! {
     let filter = crate::bootinfo::bootarg("ktest.filter");
+    // `ktest.timeout_ms=N`: one watchdog limit for every test (long torture runs).
+    let timeout_override =
+        crate::bootinfo::bootarg("ktest.timeout_ms").and_then(|v| v.parse::<u64>().ok());
     let all = tests();
     let selected = all.iter().filter(|t| selected_by(filter, t.name)).count();
     let online = ncpu_online();
@@ -617,7 +621,7 @@ pub fn run_all() -> ! {
         ABORT.store(false, Ordering::Release);
         BARRIER_COUNT.store(0, Ordering::Release);
         DEADLINE.store(
-            arch::counter() + clock::ms_to_counter(test.timeout_ms),
+            arch::counter() + clock::ms_to_counter(timeout_override.unwrap_or(test.timeout_ms)),
             Ordering::Release,
         );
         let mut failure = Message::new();

@@ -18,6 +18,7 @@ mod races;
 mod sched;
 mod softint;
 mod spl;
+mod torture;
 mod vioblk;
 mod workqueue;
 mod xcall;
