@@ -70,6 +70,84 @@ pub enum Command {
     Doctor,
     /// `cargo xtask completions SHELL`.
     Completions(CompletionsArgs),
+    /// `cargo xtask torture`.
+    Torture(TortureArgs),
+}
+
+/// The tortures, in the order `cargo xtask torture` runs them by default.
+pub const TORTURES: &[&str] = &["sched", "locks", "intr", "softint", "wq", "xcall", "all"];
+
+/// Default operations per torture for `cargo xtask torture`.
+pub const TORTURE_DEFAULT_OPS: u64 = 100_000;
+
+/// Default time limit of one torture run, in seconds.
+const TORTURE_TIMEOUT_SECS: &str = "1800";
+
+/// The budget of one torture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Operations, all CPUs together.
+    Ops(u64),
+    /// Minutes of virtual time.
+    Minutes(u64),
+}
+
+/// A planted bug (`torture.bug=` on the kernel command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// One `cv_signal` wakes nobody.
+    Wakeup,
+    /// One interrupt at IPL_VM is not ended.
+    Eoi,
+    /// One `xc_wait` returns before its call is done.
+    Xcall,
+}
+
+impl PlantedBug {
+    /// The value of `torture.bug=` and of `--bug`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::Wakeup => "wakeup",
+            PlantedBug::Eoi => "eoi",
+            PlantedBug::Xcall => "xcall",
+        }
+    }
+}
+
+/// The planted bugs (`--bug eoi`).
+impl ValueEnum for PlantedBug {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[PlantedBug::Wakeup, PlantedBug::Eoi, PlantedBug::Xcall]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(match self {
+            PlantedBug::Wakeup => "one cv_signal wakes nobody (locks catches it)",
+            PlantedBug::Eoi => "one interrupt at IPL_VM is not ended (intr catches it)",
+            PlantedBug::Xcall => "one xc_wait returns early (xcall catches it)",
+        }))
+    }
+}
+
+/// Flags of `torture`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TortureArgs {
+    /// The tortures to run, in order.
+    pub names: Vec<&'static str>,
+    /// Machine to emulate (virt).
+    pub machine: Machine,
+    /// The budget of each torture.
+    pub budget: Budget,
+    /// The seed (`None`: from the clock).
+    pub seed: Option<u64>,
+    /// Fault injection on.
+    pub inject: bool,
+    /// A planted bug.
+    pub bug: Option<PlantedBug>,
+    /// Time limit per torture.
+    pub timeout: Duration,
+    /// Echo every kernel line.
+    pub verbose: bool,
 }
 
 /// Flags of `flash`.
@@ -282,6 +360,12 @@ enum Cmd {
     /// Runs the project's structure-aware fuzzer for as long as asked; prints its seed, and on
     /// a failure how to replay it.
     Fuzz(FuzzCli),
+    /// Run the torture suites of the test image under -icount, one QEMU run per torture
+    ///
+    /// Each run prints its seed first; the same seed, image and CPU count print the same log,
+    /// bit for bit, so `--replay SEED` repeats a failure exactly. Default: every torture (sched,
+    /// locks, intr, softint, wq, xcall, all) at 8 CPUs, 100000 operations each, about a minute.
+    Torture(TortureCli),
     /// Show which host tools are present, missing or too old, and what installs them
     Doctor,
     /// Print a shell completion script
@@ -637,6 +721,43 @@ struct FuzzCli {
 }
 
 #[derive(Debug, Args)]
+struct TortureCli {
+    /// The torture [default: every one of them, in order]
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(TORTURES))]
+    name: Option<String>,
+    /// Number of CPUs
+    #[arg(long, value_name = "N", default_value = "8", value_parser = positive)]
+    smp: u32,
+    /// Interrupt controller version
+    #[arg(long, default_value = "3")]
+    gic: Gic,
+    /// Operations per torture, all CPUs together [default: 100000]
+    #[arg(long, value_name = "N", value_parser = positive_u64, conflicts_with = "minutes")]
+    ops: Option<u64>,
+    /// Instead of --ops: M minutes of virtual time per torture
+    #[arg(long, value_name = "M", value_parser = positive_u64)]
+    minutes: Option<u64>,
+    /// The seed, in hex [default: from the clock]
+    #[arg(long, value_name = "HEX", value_parser = hex_seed, conflicts_with = "replay")]
+    seed: Option<u64>,
+    /// Run again with the seed a failed run printed (as --seed)
+    #[arg(long, value_name = "HEX", value_parser = hex_seed)]
+    replay: Option<u64>,
+    /// No fault injection (delays, preemptions, spurious IPIs, allocation failures)
+    #[arg(long)]
+    no_inject: bool,
+    /// Plant a bug: the run must fail
+    #[arg(long, value_name = "KIND")]
+    bug: Option<PlantedBug>,
+    /// Time limit per torture in seconds
+    #[arg(long, value_name = "SECS", default_value = TORTURE_TIMEOUT_SECS, value_parser = seconds)]
+    timeout: Duration,
+    /// Show every kernel line
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
 struct CompletionsCli {
     /// The shell
     shell: Shell,
@@ -753,6 +874,28 @@ impl Cli {
                     core: f.core,
                 })
             }
+            Cmd::Torture(t) => {
+                let names = match t.name {
+                    Some(n) => TORTURES.iter().copied().filter(|k| *k == n).collect(),
+                    None => TORTURES.to_vec(),
+                };
+                let machine = Machine::virt(t.gic, t.smp);
+                machine.validate().map_err(|e| fail(e.to_string()))?;
+                Command::Torture(TortureArgs {
+                    names,
+                    machine,
+                    budget: match (t.ops, t.minutes) {
+                        (_, Some(m)) => Budget::Minutes(m),
+                        (Some(n), None) => Budget::Ops(n),
+                        (None, None) => Budget::Ops(TORTURE_DEFAULT_OPS),
+                    },
+                    seed: t.seed.or(t.replay),
+                    inject: !t.no_inject,
+                    bug: t.bug,
+                    timeout: t.timeout,
+                    verbose: t.verbose,
+                })
+            }
             Cmd::Doctor => Command::Doctor,
             Cmd::Completions(c) => Command::Completions(CompletionsArgs {
                 shell: c.shell,
@@ -776,6 +919,7 @@ impl Cmd {
             Cmd::Sdcard(_) => "sdcard",
             Cmd::Flash(_) => "flash",
             Cmd::Fuzz(_) => "fuzz",
+            Cmd::Torture(_) => "torture",
             Cmd::Doctor => "doctor",
             Cmd::Completions(_) => "completions",
         }
@@ -939,6 +1083,7 @@ mod tests {
             "sdcard",
             "flash",
             "fuzz",
+            "torture",
             "doctor",
             "completions",
             "help",
@@ -1396,6 +1541,53 @@ mod tests {
         );
         assert!(err_text(&["flash"]).contains("--device <DEVICE>"));
         assert!(err_text(&["flash", "--device"]).contains("a value is required"));
+    }
+
+    #[test]
+    fn torture_defaults_to_every_torture_on_8_cpus() {
+        let Command::Torture(t) = parse_ok(&["torture"]) else {
+            panic!("not torture");
+        };
+        assert_eq!(t.names, TORTURES.to_vec());
+        assert_eq!(t.machine, Machine::virt(Gic::V3, 8));
+        assert_eq!(t.budget, Budget::Ops(TORTURE_DEFAULT_OPS));
+        assert!(t.inject && t.seed.is_none() && t.bug.is_none());
+    }
+
+    #[test]
+    fn torture_takes_a_name_a_machine_a_budget_and_a_seed() {
+        let Command::Torture(t) = parse_ok(&[
+            "torture",
+            "all",
+            "--smp",
+            "4",
+            "--gic",
+            "2",
+            "--ops",
+            "1000000",
+            "--replay",
+            "0x5eed",
+            "--no-inject",
+            "--bug",
+            "eoi",
+        ]) else {
+            panic!("not torture");
+        };
+        assert_eq!(t.names, vec!["all"]);
+        assert_eq!(t.machine, Machine::virt(Gic::V2, 4));
+        assert_eq!(t.budget, Budget::Ops(1_000_000));
+        assert_eq!(t.seed, Some(0x5eed));
+        assert!(!t.inject);
+        assert_eq!(t.bug, Some(PlantedBug::Eoi));
+        let Command::Torture(t) = parse_ok(&["torture", "wq", "--minutes=3"]) else {
+            panic!("not torture");
+        };
+        assert_eq!(t.budget, Budget::Minutes(3));
+        assert!(err_text(&["torture", "rcu"]).contains("invalid value 'rcu'"));
+        assert!(err_text(&["torture", "--ops", "5", "--minutes", "1"]).contains("cannot be used"));
+        assert!(err_text(&["torture", "--seed", "1", "--replay", "2"]).contains("cannot be used"));
+        assert!(err_text(&["torture", "--bug", "oops"]).contains("invalid value 'oops'"));
+        assert!(err_text(&["torture", "--seed", "xyz"]).contains("hex number"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod symbolize;
 mod table;
 mod test;
 mod tools;
+mod torture;
 mod workspace;
 
 use std::process::ExitCode;
@@ -80,5 +81,6 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
                 .map_err(|e| error::Error::new(format!("writing the completions: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Torture(args) => torture::run(&ws, args),
     }
 }

@@ -8,7 +8,9 @@
 //! trees (`badtree`: QEMU's tree with one fault, booted with `-dtb`), the monitor sessions
 //! (`monitor`: the default image's `kdb> ` driven through the console) and the kvm end-to-end
 //! check (`kvm::selftest`: a core and a live read of a 4-CPU guest compared with the kernel's
-//! own report, bad input, and a fuzz pass on the real artifacts) each add their tests.
+//! own report, bad input, and a fuzz pass on the real artifacts) each add their tests; so do
+//! the torture checks (`torture::checks`: one seed replayed gives the same log, and each
+//! planted bug is caught), also with `--filter torture`.
 //!
 //! The kernel prints one line per test and then a summary line that is exactly
 //! `N passed, N failed` (optionally followed by `, N skipped`); the last such line counts. QEMU's
@@ -206,7 +208,8 @@ pub fn planned_steps(filtered: bool) -> u64 {
             + Board::ALL.len()
             + crate::badtree::DAMAGES.len()
             + crate::monitor::MONITOR_MATRIX.len()
-            + crate::kvm::selftest::PARTS;
+            + crate::kvm::selftest::PARTS
+            + crate::torture::CHECKS;
     }
     steps as u64
 }
@@ -310,6 +313,13 @@ pub fn run(ws: &Workspace, args: &TestArgs) -> Result<ExitCode> {
         total += crate::monitor::run(ws, args.timeout, args.verbose)?;
         let verdict = crate::kvm::selftest::run(ws, kernel, args.timeout, args.verbose)?;
         total += verdict.counts;
+    }
+
+    // The torture checks: replay and planted bugs (with `--filter torture` too).
+    if args.filter.as_deref().is_none_or(|f| f.contains("torture"))
+        && let Some((_, Some(kernel))) = images.iter().find(|(b, _)| *b == Board::Virt)
+    {
+        total += crate::torture::checks(ws, kernel, args.timeout, args.verbose)?;
     }
 
     Ok(conclude(total))
