@@ -62,7 +62,7 @@ pub mod xcall;
 pub mod bench;
 #[cfg(all(target_arch = "aarch64", feature = "ktest"))]
 pub mod ktest;
-#[cfg(all(target_arch = "aarch64", feature = "ktest"))]
+#[cfg(target_arch = "aarch64")]
 pub mod torture;
 
 /// The affinity fields of an MPIDR (Aff3..Aff0), the form device trees and PSCI use.

@@ -148,6 +148,10 @@ fn session(
         ("kvm pcpu reads every CPU through the kvm reader", kvm),
         ("dpcpu reads a DPCPU variable through the kvm reader", dpcpu),
         ("stress mutex counts add up", stress),
+        (
+            "stress torture runs a torture suite to its verdict",
+            torture,
+        ),
         ("bench runs every benchmark with units", bench),
         (
             "blk reads a sector of the disk (virt) or says there is none",
@@ -476,6 +480,28 @@ fn stress(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> 
     Ok(check_stress(&out, "mutex", false))
 }
 
+fn torture(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    let out = s.run("stress torture xcall 2000 5eed", COMMAND)?;
+    Ok(check_torture(&out, smp))
+}
+
+/// `stress torture xcall 2000 5eed`: the seed it was given first, every CPU, the 2,000
+/// operations counted, and the verdict.
+fn check_torture(out: &str, smp: usize) -> std::result::Result<(), String> {
+    let expected = [
+        "torture xcall: seed 0x5eed".to_string(),
+        format!("torture xcall: {smp} CPUs, 2000 ops, injection off"),
+        "torture xcall: operations: xcall 2000, total 2000".to_string(),
+        "torture xcall: passed: 0 lost, 0 duplicated, 0 leaked".to_string(),
+    ];
+    for e in &expected {
+        if !out.lines().any(|l| l.starts_with(e.as_str())) {
+            return Err(format!("no line starting `{e}` in:\n{out}"));
+        }
+    }
+    Ok(())
+}
+
 fn bench(s: &mut Session, _: usize) -> Result<std::result::Result<(), String>> {
     let out = s.run("bench", COMMAND)?;
     Ok(check_bench(&out))
@@ -763,6 +789,20 @@ CPU STATE    MPIDR    IPL THREAD           INTR  TICKS   IPIS    CSW IDLE
         );
         let offline = two.replace("  1 online ", "  1 offline");
         assert!(check_cpus(&offline, 2).is_err());
+    }
+
+    #[test]
+    fn torture_check_wants_the_seed_the_cpus_the_counts_and_the_verdict() {
+        let good = "torture xcall: seed 0x5eed\n\
+                    torture xcall: 4 CPUs, 2000 ops, injection off, 22 of 1023 threads in use\n\
+                    torture xcall: operations: xcall 2000, total 2000\n\
+                    torture xcall: passed: 0 lost, 0 duplicated, 0 leaked\n";
+        assert_eq!(check_torture(good, 4), Ok(()));
+        assert!(check_torture(good, 8).is_err(), "8 CPUs asked, 4 ran");
+        let failed = good.replace("passed: 0 lost", "FAILED (seed 0x5eed): lost 1");
+        assert!(check_torture(&failed, 4).is_err());
+        let short = good.replace("total 2000", "total 1999");
+        assert!(check_torture(&short, 4).is_err());
     }
 
     const INTR: &str = "\

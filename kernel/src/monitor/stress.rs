@@ -19,11 +19,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// The commands of this group.
 pub const COMMANDS: &[Command] = &[Command {
     name: "stress",
-    args: "mutex|xcall [SECONDS]",
+    args: "mutex|xcall|torture ...",
     summary: "stress threads, exact counts; Ctrl-C stops",
-    detail: "mutex: threads increment one counter under an adaptive mutex; the counter must \
+    detail: "stress mutex|xcall [SECONDS] or stress torture NAME [OPS [SEED]]. mutex: threads increment one counter under an adaptive mutex; the counter must \
              equal the sum of their own counts. xcall: threads broadcast cross calls; the \
-             callbacks must number calls x CPUs. SECONDS defaults to 5.",
+             callbacks must number calls x CPUs. SECONDS defaults to 5. torture NAME: one \
+             of the torture suites (sched, locks, intr, softint, wq, xcall, all) with OPS \
+             operations (default 100000) and a seed (hex, default from the clock), without \
+             fault injection; nothing lost, duplicated or leaked.",
     run: stress,
 }];
 
@@ -62,6 +65,9 @@ fn xcall_thread(i: usize) {
 }
 
 fn stress(args: &[&str]) -> CmdResult {
+    if let ["torture", rest @ ..] = args {
+        return torture(rest);
+    }
     let usage = || alloc::string::String::from("usage: stress mutex|xcall [SECONDS]");
     let (name, seconds) = match args {
         [name] => (*name, DEFAULT_SECONDS),
@@ -154,4 +160,44 @@ fn stress(args: &[&str]) -> CmdResult {
             "check FAILED: {what} {got}, expected {expected}"
         ))
     }
+}
+
+/// `stress torture NAME [OPS [SEED]]`: one of the torture suites (`crate::torture`: sched,
+/// locks, intr, softint, wq, xcall, all) on every online CPU, without fault injection (its
+/// points exist only in the test image; `cargo xtask torture` runs them with it). Ctrl-C stops
+/// the workers after their current operation; the counts are checked either way.
+fn torture(args: &[&str]) -> CmdResult {
+    use crate::torture::{Config, Kind, run};
+    let usage =
+        || alloc::string::String::from("usage: stress torture NAME [OPS [SEED]] (help stress)");
+    let (name, ops, seed) = match args {
+        [name] => (*name, None, None),
+        [name, ops] => (*name, Some(*ops), None),
+        [name, ops, seed] => (*name, Some(*ops), Some(*seed)),
+        _ => return Err(usage()),
+    };
+    let kind = Kind::from_name(name).ok_or_else(usage)?;
+    let ops = match ops {
+        None => 100_000,
+        Some(o) => o
+            .parse::<u64>()
+            .ok()
+            .filter(|&o| o > 0)
+            .ok_or("OPS must be a positive number")?,
+    };
+    let seed = match seed {
+        // Any seed will do; the counter makes each run different and it is printed first.
+        None => crate::arch::aarch64::counter(),
+        Some(s) => u64::from_str_radix(s.trim_start_matches("0x"), 16)
+            .map_err(|_| "SEED must be a hexadecimal number")?,
+    };
+    let cfg = Config {
+        seed,
+        ops,
+        ms: 0,
+        inject: false,
+        bug: None,
+        cancel: Some(cancelled),
+    };
+    run(kind, &cfg)
 }

@@ -5,6 +5,10 @@
 //! rate. Each CPU draws from its own generator (seeded from the run's seed), advanced with
 //! IRQs masked, so the choices depend only on the seed and the order of events on that CPU.
 
+// Outside the test image the injection points do not exist: the hooks are built but never
+// armed (`run` refuses injection there).
+#![cfg_attr(not(feature = "ktest"), allow(dead_code, unused_imports))]
+
 use super::Rng;
 use crate::cpu::{MAXCPUS, curcpu};
 use crate::inject::{POINTS, Point, Site};
@@ -59,6 +63,7 @@ fn hook() {
         // scheduler's preemption point).
         if !crate::arch::aarch64::irqs_masked() {
             PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "ktest")]
             crate::sched::inject_preemption();
         }
     } else if v < DELAY_IN_1024 + PREEMPT_IN_1024 + SPURIOUS_IN_1024 {
@@ -91,19 +96,26 @@ pub(super) fn arm(seed: u64) {
     for c in [&DELAYS, &PREEMPTIONS, &SPURIOUS, &FAILURES] {
         c.store(0, Ordering::Relaxed);
     }
-    for p in POINTS {
-        let full = matches!(p, Point::MutexReleasing | Point::Waking | Point::IpiSending);
-        crate::inject::arm(p, if full { hook } else { hook_delay });
+    // The points exist only in the test image; `run` refuses injection elsewhere.
+    #[cfg(feature = "ktest")]
+    {
+        for p in POINTS {
+            let full = matches!(p, Point::MutexReleasing | Point::Waking | Point::IpiSending);
+            crate::inject::arm(p, if full { hook } else { hook_delay });
+        }
+        crate::inject::arm_failures(fail);
     }
-    crate::inject::arm_failures(fail);
 }
 
 /// Disarms everything [`arm`] armed.
 pub(super) fn disarm() {
-    for p in POINTS {
-        crate::inject::disarm(p);
+    #[cfg(feature = "ktest")]
+    {
+        for p in POINTS {
+            crate::inject::disarm(p);
+        }
+        crate::inject::disarm_failures();
     }
-    crate::inject::disarm_failures();
 }
 
 /// Exempts (or not) this CPU's allocations from failure: the driver's own threads. The caller

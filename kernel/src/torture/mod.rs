@@ -147,7 +147,7 @@ impl Kind {
 }
 
 /// What one run does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// The seed of every random choice.
     pub seed: u64,
@@ -159,6 +159,9 @@ pub struct Config {
     pub inject: bool,
     /// A planted bug to arm once the workers run.
     pub bug: Option<Bug>,
+    /// Polled by the driver every tick: once it returns true the workers stop after their
+    /// current operation and the run ends with its usual checks (the monitor's Ctrl-C).
+    pub cancel: Option<fn() -> bool>,
 }
 
 /// A torture's failure: what went wrong (the driver adds the seed and the counts).
@@ -451,6 +454,12 @@ pub fn run(kind: Kind, cfg: &Config) -> Result<(), Failure> {
 
 fn run_inner(kind: Kind, cfg: &Config) -> Result<(), Failure> {
     let name = kind.name();
+    if !cfg!(feature = "ktest") && (cfg.inject || cfg.bug.is_some()) {
+        return Err(String::from(
+            "fault injection and planted bugs exist only in the test image \
+             (cargo xtask torture); run without them here",
+        ));
+    }
     for o in &OPS {
         o.store(0, Ordering::Relaxed);
     }
@@ -550,6 +559,7 @@ fn run_workers(kind: Kind, cfg: &Config) -> Result<(), Outcome> {
     if cfg.inject {
         faults::arm(rng.next_u64());
     }
+    #[cfg(feature = "ktest")]
     if let Some(bug) = cfg.bug {
         crate::inject::plant(bug, 1 + rng.below(20));
     }
@@ -593,6 +603,10 @@ fn run_workers(kind: Kind, cfg: &Config) -> Result<(), Outcome> {
     let mut next_check = crate::arch::aarch64::counter() + every;
     while RUNNING.load(Ordering::Acquire) != 0 {
         crate::kthread::kpause(1);
+        if cfg.cancel.is_some_and(|cancelled| cancelled()) && !STOP.load(Ordering::Relaxed) {
+            kprintln!("torture {}: stopped on request", kind.name());
+            STOP.store(true, Ordering::Release);
+        }
         let now = crate::arch::aarch64::counter();
         let t = total_ops();
         if t != last {

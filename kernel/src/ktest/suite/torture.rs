@@ -30,6 +30,7 @@ fn config() -> Config {
         ms: number("torture.ms").unwrap_or(0),
         inject: number("torture.inject") != Some(0),
         bug,
+        cancel: None,
     }
 }
 
