@@ -40,9 +40,13 @@ pub enum Point {
     /// `SleepQueue::wake_one` and `wake_all`, before a sleeper is taken off the queue. Any
     /// context.
     Waking = 8,
+    /// `mutex_exit` of the last spin mutex this CPU holds: its count is 0, the saved IPL not
+    /// yet restored (where an interrupt taking a spin mutex of its own saves its IPL). At the
+    /// mutex's IPL, IRQs as the caller had them.
+    SpinCountDropped = 9,
 }
 
-const NPOINTS: usize = 9;
+const NPOINTS: usize = 10;
 
 /// Every point, in discriminant order.
 pub const POINTS: [Point; NPOINTS] = [
@@ -55,6 +59,7 @@ pub const POINTS: [Point; NPOINTS] = [
     Point::MutexReleasing,
     Point::IpiSending,
     Point::Waking,
+    Point::SpinCountDropped,
 ];
 
 /// The places where an allocation can be made to fail.

@@ -277,6 +277,7 @@ impl KMutex {
         let old = ci.mtx_oldspl.load(Ordering::Relaxed) as u8;
         compiler_fence(Ordering::SeqCst);
         if ci.mtx_count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            crate::inject::point(crate::inject::Point::SpinCountDropped);
             splx(Ipl::from_u8(old).unwrap_or(IPL_NONE));
         }
     }

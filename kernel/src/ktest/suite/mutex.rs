@@ -281,3 +281,51 @@ ktest! {
         crate::kthread::kpause(1);
     }
 }
+
+static SPIN_OUTER: KMutex = KMutex::spin(crate::spl::IPL_VM);
+static SPIN_INNER: KMutex = KMutex::spin(crate::spl::IPL_SCHED);
+/// The CPU the test runs on, plus one (0: none): the hook acts only there.
+static SPIN_TEST_CPU: AtomicU64 = AtomicU64::new(0);
+
+/// What an interrupt handler at IPL_SCHED that takes a spin mutex does, run in the window
+/// after the test's last spin mutex dropped the CPU's count and before its saved IPL is
+/// restored: it saves *its* IPL in the CPU's slot.
+fn interrupt_takes_a_spin_mutex() {
+    if SPIN_TEST_CPU.load(Ordering::Acquire) != crate::cpu::curcpu().index() as u64 + 1 {
+        return;
+    }
+    // Once: the inner mutex's own release passes the point too.
+    SPIN_TEST_CPU.store(0, Ordering::Release);
+    let s = crate::spl::splraise(crate::spl::IPL_SCHED);
+    SPIN_INNER.mutex_enter();
+    SPIN_INNER.mutex_exit();
+    crate::spl::splx(s);
+}
+
+// The last spin-mutex release restores the IPL saved when the first was taken, even when
+// an interrupt takes and releases a spin mutex of its own between the count dropping and
+// the restore (NetBSD's MUTEX_SPIN_SPLRESTORE reads the saved IPL before the count drops;
+// reading it after left the thread at the interrupt's IPL).
+ktest! {
+    fn spin_exit_restores_its_saved_ipl_when_an_interrupt_takes_a_spin_mutex_in_between() {
+        use crate::inject::{Point, arm, disarm};
+        crate::sched::kpreempt_disable();
+        SPIN_TEST_CPU.store(crate::cpu::curcpu().index() as u64 + 1, Ordering::Release);
+        arm(Point::SpinCountDropped, interrupt_takes_a_spin_mutex);
+        SPIN_OUTER.mutex_enter();
+        SPIN_OUTER.mutex_exit();
+        disarm(Point::SpinCountDropped);
+        let hit = SPIN_TEST_CPU.swap(0, Ordering::AcqRel) == 0;
+        let ipl = crate::spl::curipl();
+        if ipl != crate::spl::IPL_NONE {
+            crate::spl::splx(crate::spl::IPL_NONE);
+        }
+        crate::sched::kpreempt_enable();
+        assert!(hit, "the injection point after the count drop was not reached");
+        assert!(
+            ipl == crate::spl::IPL_NONE,
+            "mutex_exit left the thread at {ipl:?}, not IPL_NONE: it restored the IPL the \
+             interrupt's spin mutex saved"
+        );
+    }
+}
