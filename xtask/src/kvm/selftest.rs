@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use kernel::cpu::MAXCPUS;
 use kernel::kvm::Kvm;
 use serde_json::Value;
 
@@ -487,17 +488,6 @@ fn bad_input(dir: &Path, kernel: &Path, core: &Path, mini: Result<&Path, &str>) 
                 "--kernel".into(),
                 k.clone(),
                 "pcpu".into(),
-                "16".into(),
-            ],
-            "CPU 16 too big (maxcpu 16)",
-        ),
-        (
-            vec![
-                "--core".into(),
-                c.clone(),
-                "--kernel".into(),
-                k.clone(),
-                "pcpu".into(),
                 "5".into(),
             ],
             "CPU 5 is not active",
@@ -526,7 +516,16 @@ fn bad_input(dir: &Path, kernel: &Path, core: &Path, mini: Result<&Path, &str>) 
             "connecting to the gdbstub at 127.0.0.1:1",
         ),
     ];
-    let mut cases = cases;
+    let mut cases: Vec<(Vec<String>, String)> = cases
+        .into_iter()
+        .map(|(args, expected)| (args, expected.to_owned()))
+        .collect();
+    cases.push((
+        ["--core", &c, "--kernel", &k, "pcpu", &MAXCPUS.to_string()]
+            .map(str::to_owned)
+            .to_vec(),
+        format!("CPU {MAXCPUS} too big (maxcpu {MAXCPUS})"),
+    ));
     match contradictions(dir, kernel, mini) {
         Ok(more) => cases.extend(more),
         Err(e) => problems.push(e),
@@ -534,7 +533,7 @@ fn bad_input(dir: &Path, kernel: &Path, core: &Path, mini: Result<&Path, &str>) 
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         match cli(&args) {
-            Ok((Some(1), stderr)) if stderr.contains(expected) => {}
+            Ok((Some(1), stderr)) if stderr.contains(expected.as_str()) => {}
             Ok((status, stderr)) => problems.push(format!(
                 "kvm {}: exit {status:?}, stderr {:?}, expected status 1 and {expected:?}",
                 args.join(" "),
@@ -573,7 +572,7 @@ fn contradictions(
     dir: &Path,
     kernel: &Path,
     mini: Result<&Path, &str>,
-) -> std::result::Result<Vec<(Vec<String>, &'static str)>, String> {
+) -> std::result::Result<Vec<(Vec<String>, String)>, String> {
     let mini = mini.map_err(str::to_owned)?;
     let elf_bytes = std::fs::read(kernel).map_err(|e| e.to_string())?;
     let elf = KernelElf::parse(&elf_bytes)?;
@@ -608,18 +607,22 @@ fn contradictions(
     let mut cases = Vec::new();
 
     // kern_maxcpus beyond the arrays the ELF declares.
+    let beyond = MAXCPUS as u32 + 8;
     let maxcpus = write(
-        "maxcpus-24.core",
-        &patch(sym("kern_maxcpus")?, &24u32.to_le_bytes())?,
+        &format!("maxcpus-{beyond}.core"),
+        &patch(sym("kern_maxcpus")?, &beyond.to_le_bytes())?,
     )?;
     cases.push((
         args(&maxcpus, &k, &["pcpu", "20"]),
-        "error: kern_maxcpus = 24 in memory, but kern_cpu_info_ptrs has 16 entries (128 bytes) \
-         in ELF",
+        format!(
+            "error: kern_maxcpus = {beyond} in memory, but kern_cpu_info_ptrs has {MAXCPUS} \
+             entries ({} bytes) in ELF",
+            8 * MAXCPUS
+        ),
     ));
 
     // A zero-filled segment over the CPU pointer array, first in the table.
-    let mut ranges = vec![(sym("kern_cpu_info_ptrs")?, vec![0u8; 128])];
+    let mut ranges = vec![(sym("kern_cpu_info_ptrs")?, vec![0u8; 8 * MAXCPUS])];
     for seg in core.segments() {
         let mut bytes = vec![0u8; seg.filesz as usize];
         core.read(seg.paddr, &mut bytes)
@@ -627,7 +630,7 @@ fn contradictions(
         ranges.push((seg.paddr, bytes));
     }
     let overlap = write("overlap.core", &fixture::write_core(&ranges))?;
-    cases.push((args(&overlap, &k, &["pcpu"]), "both hold memory at"));
+    cases.push((args(&overlap, &k, &["pcpu"]), "both hold memory at".into()));
 
     // CPU 2's offset in the table made CPU 1's.
     let table = sym("kern_dpcpu_off")?;
@@ -636,11 +639,11 @@ fn contradictions(
     let shared = write("shared-offset.core", &patch(table + 16, &off1)?)?;
     cases.push((
         args(&shared, &k, &["pcpu", "2"]),
-        "error: CPU 2: its CpuInfo says dpcpu_off = ",
+        "error: CPU 2: its CpuInfo says dpcpu_off = ".into(),
     ));
     cases.push((
         args(&shared, &k, &["dpcpu", COUNTER, "--all"]),
-        "error: kern_dpcpu_off: cpu1 and cpu2 share one DPCPU copy",
+        "error: kern_dpcpu_off: cpu1 and cpu2 share one DPCPU copy".into(),
     ));
 
     // __dpcpu_end at the top of the address space, and equal to __dpcpu_start.
@@ -649,14 +652,15 @@ fn contradictions(
     let top = write("dpcpu-end-top.elf", &top)?;
     cases.push((
         args(&m, &top, &["nlist", COUNTER, "--cpu", "1"]),
-        "error: symbol __dpcpu_end (0xffffffffffffffff, 0 bytes) lies outside its section .dpcpu",
+        "error: symbol __dpcpu_end (0xffffffffffffffff, 0 bytes) lies outside its section .dpcpu"
+            .into(),
     ));
     let mut empty = elf_bytes.clone();
     super::elf::set_symbol(&mut empty, "__dpcpu_end", Some(sym("__dpcpu_start")?), None)?;
     let empty = write("dpcpu-end-start.elf", &empty)?;
     cases.push((
         args(&m, &empty, &["nlist", COUNTER]),
-        "is not above __dpcpu_start",
+        "is not above __dpcpu_start".into(),
     ));
 
     // A DPCPU variable whose size runs past __dpcpu_end.
@@ -670,7 +674,7 @@ fn contradictions(
     let long = write("dpcpu-long.elf", &long)?;
     cases.push((
         args(&m, &long, &["dpcpu", COUNTER, "--cpu", "1"]),
-        "bytes at",
+        "bytes at".into(),
     ));
     Ok(cases)
 }
