@@ -427,7 +427,13 @@ fn run_config(
     Ok(verdict)
 }
 
-/// The rpi4 runs beyond the matrix's no-device-tree one:
+/// The tests the rpi4 runs beyond the matrix's run (a `ktest.filter` list): those whose subject
+/// is what a different device tree or boot medium could change (CPUs, DPCPU, the clock, the
+/// memory map and heap, interrupts and IPIs); the same image ran everything in the matrix.
+pub const BOOT_PATH_FILTER: &str = "cpu::,percpu::,clock::,mmu::,heap::,ipi::,spl::";
+
+/// The rpi4 runs beyond the matrix's no-device-tree one (each the [`BOOT_PATH_FILTER`] tests,
+/// or the user's `--filter`):
 ///
 /// - `rpi4 gic2 smp4 dtb`: the test image with Debian's `bcm2711-rpi-4-b.dtb` (which QEMU
 ///   patches, leaving NOP tokens) when `cargo xtask sdcard` has cached it; skipped otherwise,
@@ -447,6 +453,8 @@ fn rpi4_extras(
     mtools: bool,
 ) -> Result<Counts> {
     let mut total = Counts::default();
+    let boot_path = format!("ktest.filter={BOOT_PATH_FILTER}");
+    let append = Some(append.unwrap_or(&boot_path));
     let machine = Machine::rpi4();
     let label = format!("{} dtb", machine.label());
     match firmware::cached_dtb(ws) {
