@@ -245,6 +245,16 @@ fn kernel_main_mmu_on(
     report_cpus();
     crate::softint::init();
     crate::xcall::init();
+    crate::trace::init();
+    if let Some(spec) = bootarg("trace") {
+        match crate::trace::parse_classes(spec) {
+            Some(mask) => crate::trace::set_mask(mask),
+            None => kprintln!(
+                "trace: unknown class in trace={spec} (classes: all, none, {})",
+                crate::trace::CLASS_NAMES.join(",")
+            ),
+        }
+    }
     if let Some(kind) = bootarg("crash") {
         crate::fault::crash_on_request(kind);
     }

@@ -25,6 +25,7 @@ pub mod percpu;
 pub mod platform;
 pub mod spl;
 pub mod sync;
+pub mod trace;
 
 #[cfg(target_arch = "aarch64")]
 pub mod boot;

@@ -282,6 +282,9 @@ fn slot_of(h: SoftintHandle, call: &str) -> &'static Slot {
 pub fn softint_schedule(h: SoftintHandle) {
     let daif = arch::irq_save();
     let ci = curcpu();
+    crate::trace::event_with(crate::trace::Kind::SoftintSchedule, || {
+        (0, h.index.into(), ci.index() as u64)
+    });
     if ci.intr_depth.load(Ordering::Relaxed) != 0 {
         // In a hard interrupt handler: its interrupt exit runs what the IPL allows.
         if let Some(level) = mark_pending(SOFTINT.get(), h, "softint_schedule", false) {
@@ -335,6 +338,11 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
         arch::irq_restore(daif);
         return softint_schedule(h);
     }
+    crate::trace::event(
+        crate::trace::Kind::SoftintSchedule,
+        h.index.into(),
+        cpu as u64,
+    );
     // Another CPU, named by index: where the caller runs does not matter (had it moved onto
     // `cpu` since, the IPI to itself would run it at the interrupt's exit).
     if let Some(level) = mark_pending(SOFTINT.on_cpu(cpu), h, "softint_schedule_cpu", true)
@@ -353,6 +361,11 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
 pub fn softint_schedule_others(h: SoftintHandle) {
     let daif = arch::irq_save();
     let me = curcpu();
+    crate::trace::event(
+        crate::trace::Kind::SoftintSchedule,
+        h.index.into(),
+        u64::MAX,
+    );
     let mut tell = false;
     for ci in crate::cpu::cpus().filter(|ci| ci.is_online() && !core::ptr::eq(*ci, me)) {
         let s = SOFTINT.on_cpu(ci.index());
@@ -778,7 +791,9 @@ fn run_one<const MAY_LOCK: bool>(s: &SoftintCpu, level: usize, index: usize) {
     if !mpsafe {
         crate::sync::kernel_lock::kernel_lock();
     }
+    crate::trace::event(crate::trace::Kind::SoftintRun, index as u64, level as u64);
     f(arg);
+    crate::trace::event(crate::trace::Kind::SoftintDone, index as u64, level as u64);
     if !mpsafe {
         crate::sync::kernel_lock::kernel_unlock();
     }

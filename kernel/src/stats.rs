@@ -18,3 +18,10 @@ pub fn reset_cpu_counters() {
         crate::softint::reset_this_cpu_counters();
     });
 }
+
+/// Empties every online CPU's trace ring (`trace::clear_this_cpu` on each, in one cross call);
+/// returns when all are empty. Context: thread, IPL_NONE, may sleep. Events recorded while the
+/// call is in flight may survive on CPUs that had not yet cleared.
+pub fn trace_clear() {
+    crate::xcall::xc_broadcast_with(0, |_| crate::trace::clear_this_cpu());
+}

@@ -337,6 +337,11 @@ fn queue_for(wq: &Workqueue, cpu: Option<usize>, call: &str, wk: &Work) -> &'sta
 /// own callback. Context: thread, softint or hard interrupt at or below the queue's IPL; never
 /// blocks.
 pub fn workqueue_enqueue(wq: &Workqueue, wk: &'static Work, cpu: Option<usize>) {
+    crate::trace::event(
+        crate::trace::Kind::WorkEnqueue,
+        wk as *const Work as u64,
+        cpu.map_or(u64::MAX, |c| c as u64),
+    );
     let q = queue_for(wq, cpu, "workqueue_enqueue", wk);
     let already = {
         let _g = q.lock.lock();
@@ -513,7 +518,9 @@ fn run_work(wq: &Inner, w: &'static Work) {
     if !mpsafe {
         crate::sync::kernel_lock::kernel_lock();
     }
+    crate::trace::event(crate::trace::Kind::WorkRun, w as *const Work as u64, 0);
     (wq.func)(w, wq.arg);
+    crate::trace::event(crate::trace::Kind::WorkDone, w as *const Work as u64, 0);
     if !mpsafe {
         crate::sync::kernel_lock::kernel_unlock();
     }

@@ -27,6 +27,7 @@
 
 pub mod kvm_selftest;
 mod suite;
+pub mod trace_workload;
 
 use crate::arch::aarch64::recover::{RecoveryPoint, call_with_recovery, resume};
 use crate::arch::aarch64::vectors::TrapFrame;

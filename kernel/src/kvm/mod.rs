@@ -30,6 +30,7 @@ pub mod error;
 pub mod source;
 pub mod symbols;
 pub mod symtab;
+pub mod trace;
 
 #[cfg(target_arch = "aarch64")]
 pub mod local;

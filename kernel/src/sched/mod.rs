@@ -93,6 +93,7 @@ pub fn started() -> bool {
 /// register and `CpuInfo::curlwp` (which other CPUs and the kvm reader read), with its
 /// priority in `CpuInfo::curpri`. IRQs masked.
 fn set_curlwp(ci: &CpuInfo, l: *mut Lwp) {
+    crate::trace::event_with(crate::trace::Kind::Switch, || trace_switch(ci, l));
     let pri = if l == idle_of(ci) {
         IDLE_PRI
     } else {
@@ -102,6 +103,36 @@ fn set_curlwp(ci: &CpuInfo, l: *mut Lwp) {
     ci.curpri.store(pri, Ordering::Relaxed);
     ci.curlwp.store(l as u64, Ordering::Release);
     arch::write_curlwp(l as u64);
+}
+
+/// The arguments of a switch trace event from this CPU's running thread to `l`: (reason, from
+/// id, to id). IRQs masked; only called while switch tracing is on.
+#[cold]
+fn trace_switch(ci: &CpuInfo, l: *mut Lwp) -> (u8, u64, u64) {
+    use crate::trace::SwitchReason as R;
+    let old = ci.curlwp.load(Ordering::Relaxed) as *mut Lwp;
+    // SAFETY: `l` is the live LWP about to run here; `old` (if any) is the one running here
+    // until the switch, live until this CPU lets it go.
+    let (new, old_l) = unsafe { (&*l, old.as_ref()) };
+    let Some(o) = old_l else {
+        return (R::Start as u8, 0, new.id);
+    };
+    let reason = if old == idle_of(ci) {
+        R::Idle
+    } else if new.softint_ipl.load(Ordering::Relaxed) != 0
+        && !new.switchto.load(Ordering::Relaxed).is_null()
+    {
+        R::SoftintLend
+    } else {
+        match o.state() {
+            LwpState::Run => R::Preempt,
+            LwpState::Sleep => R::Sleep,
+            LwpState::Zombie => R::Exit,
+            LwpState::Idle => R::SoftintReturn,
+            _ => R::Preempt,
+        }
+    };
+    (reason as u8, o.id, new.id)
 }
 
 /// `CpuInfo::curpri` while the idle thread runs: below every thread priority.
@@ -125,6 +156,14 @@ pub(crate) fn lwp_alloc(mut l: Lwp) -> *mut Lwp {
     l.magic = lwp::LWP_MAGIC;
     // SAFETY: fresh allocation of the right layout.
     unsafe { p.write(l) };
+    // SAFETY: just written; the fields read are immutable.
+    let (id, name, bound) = unsafe { ((*p).id, (*p).name(), (*p).bound) };
+    crate::trace::name_thread(id, name);
+    crate::trace::event(
+        crate::trace::Kind::ThreadCreate,
+        id,
+        bound.map_or(u64::MAX, |c| c as u64),
+    );
     ALL_LWPS.lock().push(p as usize);
     p
 }
@@ -429,6 +468,7 @@ fn give_back(ci: &CpuInfo, cur: *mut Lwp, borrowed: *mut Lwp, requeue: bool) {
 /// compares against the thread that resumes when the softint is done). IRQs masked.
 #[inline(always)]
 pub(crate) fn set_curlwp_borrowed(ci: &CpuInfo, l: *mut Lwp) {
+    crate::trace::event_with(crate::trace::Kind::Switch, || trace_switch(ci, l));
     ci.curlwp.store(l as u64, Ordering::Release);
     arch::write_curlwp(l as u64);
 }
@@ -744,7 +784,9 @@ pub fn idle_loop() -> ! {
         if work_available(me) {
             switch_away(false);
         } else {
+            crate::trace::event(crate::trace::Kind::IdleEnter, 0, 0);
             arch::wait_for_interrupt();
+            crate::trace::event(crate::trace::Kind::IdleExit, 0, 0);
         }
         arch::irq_enable();
     }

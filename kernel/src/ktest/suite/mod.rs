@@ -19,6 +19,7 @@ mod sched;
 mod softint;
 mod spl;
 mod torture;
+mod trace;
 mod vioblk;
 mod workqueue;
 mod xcall;
