@@ -260,6 +260,10 @@ fn kernel_main_mmu_on(
     }
 
     #[cfg(feature = "ktest")]
+    if let Some(name) = bootarg("trace.run") {
+        crate::ktest::trace_workload::run_named(name);
+    }
+    #[cfg(feature = "ktest")]
     if bootarg("kvm.selftest") == Some("1") {
         crate::ktest::kvm_selftest::run();
     }

@@ -60,6 +60,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// `cargo xtask kvm`.
     Kvm(KvmArgs),
+    /// `cargo xtask trace`.
+    Trace(crate::kvm::trace::TraceArgs),
     /// `cargo xtask sdcard`.
     Sdcard(SdcardArgs),
     /// `cargo xtask flash`.
@@ -291,7 +293,7 @@ pub fn completions(args: &CompletionsArgs) -> Vec<u8> {
 /// address (`HOST:PORT`) means the default gdbstub, so `kvm --live maxcpu` keeps working
 /// (clap would take `maxcpu` as the address).
 fn live_defaults(args: Vec<OsString>) -> Vec<OsString> {
-    if args.first().and_then(|a| a.to_str()) != Some("kvm") {
+    if !matches!(args.first().and_then(|a| a.to_str()), Some("kvm" | "trace")) {
         return args;
     }
     let mut out = Vec::with_capacity(args.len());
@@ -345,6 +347,12 @@ enum Cmd {
     Dump(DumpCli),
     /// Read per-CPU data of a kernel with the kvm reader (kvm_getpcpu(3))
     Kvm(KvmCli),
+    /// Read the kernel's event-trace rings with the kvm reader and convert them
+    ///
+    /// From a core, a live guest, or a workload it boots and runs traced (--run). Without
+    /// --out, --text or --svg it prints the events per CPU and kind. A panic dump carries the
+    /// rings: `cargo xtask dump --dump-on-panic --append trace=all`, then `trace --core`.
+    Trace(TraceCli),
     /// Build a flashable Raspberry Pi 4 SD card image
     ///
     /// MBR, one bootable FAT32 partition with config.txt, kernel8.img, the Pi firmware and
@@ -628,6 +636,36 @@ struct KvmCli {
     query: KvmQuery,
 }
 
+#[derive(Debug, Args)]
+struct TraceCli {
+    /// An ELF core [default: target/dumps/dump.core]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["live", "run"])]
+    core: Option<PathBuf>,
+    /// A running QEMU's gdbstub [default: 127.0.0.1:1234; boot with --append trace=all to
+    /// trace from the start]
+    #[arg(long, value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = crate::kvm::DEFAULT_LIVE, conflicts_with = "run")]
+    live: Option<String>,
+    /// Boot the test image (virt GICv3, --smp N), run this workload traced, read it live
+    #[arg(long, value_name = "WORKLOAD", value_parser = clap::builder::PossibleValuesParser::new(crate::kvm::trace::WORKLOADS))]
+    run: Option<String>,
+    /// CPUs for --run
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = positive)]
+    smp: u32,
+    /// The kernel ELF [default: FILE.elf beside the core; for --live the default debug image]
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// Write Chrome/Perfetto trace-event JSON (opens in ui.perfetto.dev)
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Print one line per record in time order (like trace-cmd report)
+    #[arg(long)]
+    text: bool,
+    /// Time limit for --run in seconds
+    #[arg(long, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = seconds)]
+    timeout: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 enum KvmQuery {
     /// kvm_getmaxcpu: the number of cpu_info slots
@@ -836,6 +874,28 @@ impl Cli {
                 no_install: d.install.no_install,
             }),
             Cmd::Kvm(k) => Command::Kvm(k.into_args()),
+            Cmd::Trace(t) => {
+                if t.smp as usize > kernel::cpu::MAXCPUS {
+                    return Err(fail(format!(
+                        "--smp {} is above MAXCPUS ({})",
+                        t.smp,
+                        kernel::cpu::MAXCPUS
+                    )));
+                }
+                Command::Trace(crate::kvm::trace::TraceArgs {
+                    target: match (t.core, t.live) {
+                        (Some(core), _) => Some(Target::Core(core)),
+                        (None, Some(addr)) => Some(Target::Live(addr)),
+                        (None, None) => None,
+                    },
+                    kernel: t.kernel,
+                    out: t.out,
+                    text: t.text,
+                    run: t.run,
+                    smp: t.smp,
+                    timeout: t.timeout,
+                })
+            }
             Cmd::Sdcard(s) => Command::Sdcard(SdcardArgs {
                 out: s.out,
                 boot_dir: s.boot_dir,
@@ -916,6 +976,7 @@ impl Cmd {
             Cmd::Gdb(_) => "gdb",
             Cmd::Dump(_) => "dump",
             Cmd::Kvm(_) => "kvm",
+            Cmd::Trace(_) => "trace",
             Cmd::Sdcard(_) => "sdcard",
             Cmd::Flash(_) => "flash",
             Cmd::Fuzz(_) => "fuzz",

@@ -70,6 +70,7 @@ fn dispatch(command: &Command) -> Result<ExitCode> {
         Command::Gdb(args) => gdb::run(&ws, args),
         Command::Dump(args) => kvm::dump::run(&ws, args),
         Command::Kvm(args) => kvm::run(&ws, args),
+        Command::Trace(args) => kvm::trace::run(&ws, args),
         Command::Sdcard(args) => sdcard::run(&ws, args),
         Command::Flash(args) => flash::run(&ws, args),
         Command::Fuzz(args) => fuzz::run(&ws, args),

@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod gdb;
 pub mod qmp;
 pub mod selftest;
+pub mod trace;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
