@@ -43,6 +43,30 @@ pub const fn bumps(cpu: usize) -> u64 {
 pub const CPU_LINE: &str = "kvm-selftest cpu=";
 /// Line prefix of the in-kernel reader's report.
 pub const IN_KERNEL_LINE: &str = "kvm-selftest in-kernel cpu=";
+/// Line prefix of the in-kernel reader's summary of each CPU's trace ring.
+pub const TRACE_LINE: &str = "trace-selftest in-kernel cpu=";
+
+/// Reads the trace rings through the reader on the running kernel, prints one
+/// [`TRACE_LINE`] per CPU (head, lost, records, digest) and checks them against the workload;
+/// returns the number of problems.
+fn trace_check(expect: &super::trace_workload::Expect) -> Result<usize, KvmError> {
+    let trace = Kvm::open(LocalSource::new())?.trace()?;
+    for c in &trace.cpus {
+        kprintln!(
+            "{TRACE_LINE}{} head={} lost={} events={} digest={:#x}",
+            c.cpu,
+            c.head,
+            c.lost,
+            c.events.len(),
+            trace.digest(c.cpu).unwrap_or(0)
+        );
+    }
+    let problems = expect.check(&trace);
+    for p in &problems {
+        kprintln!("trace-selftest in-kernel: {p}");
+    }
+    Ok(problems.len())
+}
 
 /// Each CPU's counter address, as it saw it (for the in-kernel comparison).
 static COUNTER_ADDR: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
@@ -193,6 +217,8 @@ fn in_kernel_check() -> Result<usize, KvmError> {
 /// Runs the self-test and idles for good (the machine is left for xtask to inspect).
 /// Boot CPU, after all CPUs are up.
 pub fn run() -> ! {
+    // First the traced workload (tracing is off again afterwards, so the rings stand still).
+    let expect = super::trace_workload::run(40, 30, 20);
     kprintln!("kvm-selftest: {} CPUs bump their DPCPU counters", ncpu());
     super::start_workers();
     BARRIER_COUNT.store(0, Ordering::Release);
@@ -210,6 +236,11 @@ pub fn run() -> ! {
         Ok(0) => kprintln!("kvm-selftest in-kernel: ok"),
         Ok(n) => kprintln!("kvm-selftest in-kernel: FAIL {n} differences"),
         Err(e) => kprintln!("kvm-selftest in-kernel: FAIL {e}"),
+    }
+    match trace_check(&expect) {
+        Ok(0) => kprintln!("trace-selftest in-kernel: ok"),
+        Ok(n) => kprintln!("trace-selftest in-kernel: FAIL {n} problems"),
+        Err(e) => kprintln!("trace-selftest in-kernel: FAIL {e}"),
     }
     let online = cpus().filter(|c| c.is_online()).count();
     kprintln!("kvm-selftest ready ({online} CPUs online, idle)");

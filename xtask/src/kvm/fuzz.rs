@@ -1,6 +1,6 @@
 //! Fuzzing the reader: kernel ELFs and cores go through the whole host pipeline (ELF parse,
 //! core parse, `Kvm::open`, `getmaxcpu`, `getpcpu` for every CPU, `dpcpu_setcpu`, `nlist`,
-//! DPCPU reads). Two kinds of mutation:
+//! DPCPU reads, the trace rings). Two kinds of mutation:
 //!
 //! - structure-aware, on the fields the reader trusts: in the ELF, the value and size of each
 //!   exported symbol (`kern_*`, `__dpcpu_*`, `dpcpu_entry_*`); in the core, the `PT_LOAD`
@@ -470,6 +470,8 @@ pub fn exercise(elf_bytes: &[u8], core_bytes: &[u8]) -> Outcome {
         }
         return refused(e);
     }
+    // The trace rings: whatever the bytes, an answer or an error, never a panic.
+    let _ = kd.trace();
     match check_answers(&facts, &check_core, maxcpu, &pcpus, &dpcpu_cpus) {
         Ok(()) => Outcome::Accepted,
         Err(why) => Outcome::Believed(why),

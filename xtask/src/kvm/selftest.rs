@@ -40,6 +40,7 @@ use crate::workspace::Workspace;
 /// Kernel-side names, kept in step with `kernel/src/ktest/kvm_selftest.rs`.
 const CPU_LINE: &str = "kvm-selftest cpu=";
 const IN_KERNEL_LINE: &str = "kvm-selftest in-kernel cpu=";
+const TRACE_LINE: &str = "trace-selftest in-kernel cpu=";
 const COUNTER: &str = "KVM_SELFTEST_COUNTER";
 const CPUS: usize = 4;
 
@@ -179,6 +180,80 @@ fn read_all<M: Memory>(
     Ok(fields_from_reader(&pcpu.json, &dpcpu.json))
 }
 
+/// Each CPU's trace ring through `kd`, in the kernel's `trace-selftest` line terms.
+fn read_trace<M: Memory>(
+    kd: &mut Kvm<HostSource<M>>,
+) -> std::result::Result<BTreeMap<u64, Fields>, String> {
+    let trace = kd.trace().map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for c in &trace.cpus {
+        let mut f = Fields::new();
+        f.insert("cpu".into(), c.cpu.into());
+        f.insert("head".into(), c.head);
+        f.insert("lost".into(), c.lost);
+        f.insert("events".into(), c.events.len() as u64);
+        f.insert("digest".into(), trace.digest(c.cpu).unwrap_or(0));
+        out.insert(u64::from(c.cpu), f);
+    }
+    Ok(out)
+}
+
+/// A corrupt ring in a core is a clear error, through the reader and the CLI: a record of
+/// CPU 1's ring with a wrong sequence number, and CPU 1's ring magic overwritten.
+fn corrupt_ring(dir: &Path, kernel: &Path, mini: Result<&Path, &str>) -> Vec<String> {
+    let run = || -> std::result::Result<Vec<String>, String> {
+        let mini = mini.map_err(str::to_owned)?;
+        let elf = KernelElf::parse(&std::fs::read(kernel).map_err(|e| e.to_string())?)?;
+        let core_bytes = std::fs::read(mini).map_err(|e| e.to_string())?;
+        let core = Core::parse(&core_bytes[..])?;
+        let ring = elf
+            .symbol("dpcpu_entry_TRACE_RING")
+            .ok_or("dpcpu_entry_TRACE_RING not in the test image")?;
+        let table = elf.symbol("kern_dpcpu_off").ok_or("no kern_dpcpu_off")?;
+        let mut off1 = [0u8; 8];
+        core.read(table + 8, &mut off1).map_err(|e| e.to_string())?;
+        let ring1 = ring.wrapping_add(u64::from_le_bytes(off1));
+        let mut problems = Vec::new();
+        let cases: [(&str, u64, &str); 2] = [
+            (
+                "ring-seq.core",
+                ring1 + 64 + 8 + 4,
+                "cpu1 trace ring: slot 0 holds sequence number",
+            ),
+            ("ring-magic.core", ring1, "cpu1 trace ring: magic"),
+        ];
+        for (name, addr, want) in cases {
+            let at = core
+                .file_offset(addr)
+                .ok_or(format!("{addr:#x} not in the small core"))? as usize;
+            let mut bytes = core_bytes.clone();
+            bytes[at] ^= 0x5a;
+            let path = dir.join(name);
+            std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let out = Command::new(exe)
+                .arg("trace")
+                .arg("--core")
+                .arg(&path)
+                .arg("--kernel")
+                .arg(kernel)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running xtask trace: {e}"))?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() != Some(1) || !stderr.contains(want) {
+                problems.push(format!(
+                    "{name}: status {:?}, stderr {:?}, expected status 1 and {want:?}",
+                    out.status.code(),
+                    stderr.trim()
+                ));
+            }
+        }
+        Ok(problems)
+    };
+    run().unwrap_or_else(|e| vec![e])
+}
+
 /// A memory that remembers which pages were read (to cut a small core out of a large one).
 struct Recording<'a, M> {
     inner: &'a mut M,
@@ -262,6 +337,7 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
         .filter_map(|l| parse_line(l, CPU_LINE))
         .map(|f| (f["cpu"], f))
         .collect();
+    let session_lines = session.lines().to_vec();
     let in_kernel: BTreeMap<u64, Fields> = session
         .lines()
         .iter()
@@ -311,7 +387,11 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
             });
         }
     };
-    let live = (|| -> std::result::Result<BTreeMap<u64, Fields>, String> {
+    type Read = (
+        BTreeMap<u64, Fields>,
+        std::result::Result<BTreeMap<u64, Fields>, String>,
+    );
+    let live = (|| -> std::result::Result<Read, String> {
         let memory = GdbRemote::connect(&session.gdb_addr, super::IO_TIMEOUT)?;
         let mut kd = Kvm::open(HostSource {
             elf: elf.clone(),
@@ -319,9 +399,14 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
         })
         .map_err(|e| e.to_string())?;
         let fields = read_all(&mut kd)?;
+        let trace = read_trace(&mut kd);
         kd.into_source().memory.detach()?;
-        Ok(fields)
+        Ok((fields, trace))
     })();
+    let (live, live_trace) = match live {
+        Ok((fields, trace)) => (Ok(fields), trace),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     part(
         "live",
         match live {
@@ -346,8 +431,12 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
             memory,
         })
         .map_err(|e| e.to_string())?;
-        read_all(&mut kd)
+        Ok((read_all(&mut kd)?, read_trace(&mut kd)))
     });
+    let (from_core, core_trace) = match from_core {
+        Ok((fields, trace)) => (Ok(fields), trace),
+        Err(e) => (Err(e.clone()), Err(e)),
+    };
     part(
         "core",
         match from_core {
@@ -360,6 +449,36 @@ pub fn run(ws: &Workspace, kernel: &Path, timeout: Duration, verbose: bool) -> R
     // The pages the reader touched, as a small core (for the contradictions and the fuzzer).
     let mini = cut_pages(&dir, &core_path, &pages);
     let mini = mini.as_deref().map_err(String::as_str);
+
+    // The trace rings: the in-kernel reader's check, and the same rings read live and from
+    // the core, identical record for record (head, lost, count and digest per CPU); a corrupt
+    // ring in the core is a clear error.
+    let in_kernel_trace: BTreeMap<u64, Fields> = session_lines
+        .iter()
+        .filter_map(|l| parse_line(l, TRACE_LINE))
+        .map(|f| (f["cpu"], f))
+        .collect();
+    let mut problems = Vec::new();
+    if !session_lines
+        .iter()
+        .any(|l| l == "trace-selftest in-kernel: ok")
+    {
+        problems.push("no `trace-selftest in-kernel: ok` line".into());
+    }
+    if in_kernel_trace.len() != CPUS {
+        problems.push(format!(
+            "{} trace lines, expected {CPUS}",
+            in_kernel_trace.len()
+        ));
+    }
+    for (name, got) in [("trace live", live_trace), ("trace core", core_trace)] {
+        match got {
+            Ok(got) => problems.extend(compare(name, &in_kernel_trace, &got)),
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    problems.extend(corrupt_ring(&dir, kernel, mini));
+    part("trace", problems, &mut total);
 
     // 4. Bad input, through the CLI and the reader.
     part(
