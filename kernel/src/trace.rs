@@ -430,10 +430,15 @@ pub fn event_with(kind: Kind, args: impl FnOnce() -> (u8, u64, u64)) {
 fn record(kind: u8, aux: u8, a: u64, b: u64) {
     use crate::arch::aarch64 as arch;
     let daif = arch::irq_save();
-    let ci = arch::read_tpidr();
+    let ci = arch::read_tpidr() as *const crate::cpu::CpuInfo;
     // Before this CPU has a `CpuInfo` and a DPCPU copy there is no ring to write.
-    if ci != 0 && crate::cpu::curcpu().dpcpu_off.load(Ordering::Relaxed) != 0 {
-        let ring = TRACE_RING.get();
+    // SAFETY: a non-zero TPIDR_EL1 is this CPU's `CpuInfo` (static, lives forever).
+    let off = unsafe { ci.as_ref() }.map_or(0, |ci| ci.dpcpu_off.load(Ordering::Relaxed));
+    if off != 0 {
+        let addr = crate::percpu::copy_address(TRACE_RING.template_address(), off);
+        // SAFETY: `off` is this CPU's DPCPU offset, so `addr` is its copy of the ring, a
+        // valid `TraceRing` for ever; IRQs are masked and only this CPU writes it.
+        let ring = unsafe { &*(addr as *const TraceRing) };
         let head = ring.head.load(Ordering::Relaxed);
         let r = &ring.records[head as usize & (RING_RECORDS - 1)];
         r.ts.store(arch::counter(), Ordering::Relaxed);

@@ -661,6 +661,9 @@ struct TraceCli {
     /// Print one line per record in time order (like trace-cmd report)
     #[arg(long)]
     text: bool,
+    /// Draw a per-CPU timeline (threads; irq, softint, work and xcall slices) as SVG
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     /// Time limit for --run in seconds
     #[arg(long, value_name = "SECS", default_value = DEFAULT_TIMEOUT_SECS, value_parser = seconds)]
     timeout: Duration,
@@ -891,6 +894,7 @@ impl Cli {
                     kernel: t.kernel,
                     out: t.out,
                     text: t.text,
+                    svg: t.svg,
                     run: t.run,
                     smp: t.smp,
                     timeout: t.timeout,

@@ -115,6 +115,19 @@ fn spl_raise_restore() {
     report_hundredths("spl_raise_restore", "insns", f);
 }
 
+/// `trace_event_cost`: one `trace::event` of an enabled class (the inline check, the call and
+/// the record), on a ring no one reads. Tracing is off again afterwards and the ring emptied.
+fn trace_event_cost() {
+    use crate::trace::{Class, Kind};
+    crate::trace::set_mask(1 << Class::Thread as u32);
+    let f = per_call_hundredths(1000, || {
+        crate::trace::event(Kind::ThreadExit, 1, 2);
+    });
+    crate::trace::set_mask(0);
+    crate::trace::clear_this_cpu();
+    report_hundredths("trace_event_cost", "insns", f);
+}
+
 /// `mutex_uncontended`: `mutex_enter` + `mutex_exit` of a free adaptive mutex.
 fn mutex_uncontended() {
     static M: crate::sync::mutex::KMutex = crate::sync::mutex::KMutex::adaptive();
@@ -224,6 +237,7 @@ pub fn run_all() -> ! {
     // last CPU came online is the figure. Under icount it is identical on every run.
     boot::boot();
     spl_raise_restore();
+    trace_event_cost();
     mutex_uncontended();
     kthread_create_join();
     ctx_switch();

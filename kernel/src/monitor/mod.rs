@@ -5,7 +5,7 @@
 //! The monitor thread reads console input through the interrupt-driven receive path
 //! (`console::rx`), edits the line (`line`: Backspace, Ctrl-U, Ctrl-C, Up/Down history) and
 //! runs each `;`-separated command from the table that each command group module exports
-//! (`cpus`, `threads`, `kthreads`, `intrs`, `xc`, `kvm`, `stress`, `bench`, `power`). While a command runs, Ctrl-C
+//! (`cpus`, `threads`, `kthreads`, `intrs`, `xc`, `kvm`, `stress`, `trace`, `bench`, `power`). While a command runs, Ctrl-C
 //! becomes a cancel request that long commands poll ([`cancelled`]). Tables are at most 80
 //! columns wide and numbers carry units (`units`). A line starting with `#` is a comment.
 //!
@@ -33,6 +33,8 @@ mod power;
 mod stress;
 #[cfg(target_arch = "aarch64")]
 mod threads;
+#[cfg(target_arch = "aarch64")]
+mod trace;
 #[cfg(target_arch = "aarch64")]
 mod xc;
 
@@ -81,6 +83,7 @@ mod run {
         super::xc::COMMANDS,
         super::kvm::COMMANDS,
         super::stress::COMMANDS,
+        super::trace::COMMANDS,
         super::bench::COMMANDS,
         super::blk::COMMANDS,
         super::power::COMMANDS,

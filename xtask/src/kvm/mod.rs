@@ -17,6 +17,7 @@ pub mod gdb;
 pub mod qmp;
 pub mod selftest;
 pub mod trace;
+pub mod trace_svg;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

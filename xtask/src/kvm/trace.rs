@@ -371,6 +371,8 @@ pub struct TraceArgs {
     pub out: Option<PathBuf>,
     /// Print the text report.
     pub text: bool,
+    /// Draw the per-CPU timeline as SVG here.
+    pub svg: Option<PathBuf>,
     /// Boot the test image, run this named workload traced, and read it (live).
     pub run: Option<String>,
     /// CPUs for `--run`.
@@ -489,7 +491,11 @@ pub fn run(ws: &Workspace, args: &TraceArgs) -> Result<ExitCode> {
             out.display()
         );
     }
-    if !args.text && args.out.is_none() {
+    if let Some(svg) = &args.svg {
+        super::trace_svg::render(&dump, svg).map_err(Error::new)?;
+        eprintln!("xtask: wrote {}", svg.display());
+    }
+    if !args.text && args.out.is_none() && args.svg.is_none() {
         for ((cpu, kind), n) in counts(&dump) {
             println!("cpu{cpu} {kind} {n}");
         }
