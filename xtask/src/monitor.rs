@@ -29,7 +29,7 @@ pub const MONITOR_MATRIX: &[Machine] = &[
 /// Every command `help` must list.
 const COMMANDS: &[&str] = &[
     "help", "cpus", "spl", "ps", "kthread", "intr", "softint", "wq", "xc", "wqprobe", "kvm",
-    "dpcpu", "stress", "bench", "blk", "panic", "reboot", "poweroff",
+    "dpcpu", "stress", "trace", "bench", "blk", "panic", "reboot", "poweroff",
 ];
 
 /// Lines typed between two `intr` to see the console counters grow.
@@ -152,6 +152,7 @@ fn session(
             "stress torture runs a torture suite to its verdict",
             torture,
         ),
+        ("trace shows one broadcast's runs on every CPU", trace),
         ("bench runs every benchmark with units", bench),
         (
             "blk reads a sector of the disk (virt) or says there is none",
@@ -457,6 +458,47 @@ fn kvm(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
             ))
         },
     )
+}
+
+fn trace(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {
+    s.run("trace off", COMMAND)?;
+    s.run("trace clear", COMMAND)?;
+    let on = s.run("trace on xcall", COMMAND)?;
+    if !on.contains("trace: on (xcall)") {
+        return Ok(Err(format!("trace on xcall: {on:?}")));
+    }
+    s.run("xc all high", COMMAND)?;
+    s.run("trace off", COMMAND)?;
+    let out = s.run("trace show 100", COMMAND)?;
+    let count = |cpu: Option<usize>, kind: &str| {
+        out.lines()
+            .filter(|l| {
+                l.split_whitespace().nth(2) == Some(kind)
+                    && cpu.is_none_or(|c| l.starts_with(&format!("[{c:03}]")))
+            })
+            .count()
+    };
+    let mut problems = Vec::new();
+    for (kind, want) in [("xcall_issue", 1), ("xcall_done", 1)] {
+        if count(None, kind) != want {
+            problems.push(format!("{} {kind}, expected {want}", count(None, kind)));
+        }
+    }
+    for cpu in 0..smp {
+        for kind in ["xcall_run", "xcall_run_done"] {
+            if count(Some(cpu), kind) != 1 {
+                problems.push(format!(
+                    "cpu{cpu}: {} {kind}, expected 1",
+                    count(Some(cpu), kind)
+                ));
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {out:?}", problems.join(", ")))
+    })
 }
 
 fn dpcpu(s: &mut Session, smp: usize) -> Result<std::result::Result<(), String>> {

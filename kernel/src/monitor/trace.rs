@@ -13,9 +13,9 @@ use alloc::vec::Vec;
 /// The commands of this group.
 pub const COMMANDS: &[Command] = &[Command {
     name: "trace",
-    args: "on [CLASSES]|off|clear|show [N]",
-    summary: "event tracing: enable, disable, empty, last N records",
-    detail: "CLASSES: all (default) or a comma list of intr, spl, softint, switch, thread, \
+    args: "on|off|clear|show [N]",
+    summary: "event tracing: on, off, empty, last N records",
+    detail: "trace on [CLASSES]: CLASSES is all (default) or a comma list of intr, spl, softint, switch, thread, \
              work, xcall, ipi, idle. `show N` (default 20) prints the last N records of all \
              CPUs in time order, read with the kvm reader; `cargo xtask trace --live` reads \
              the same rings from outside.",
