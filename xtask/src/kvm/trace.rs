@@ -319,7 +319,13 @@ pub fn to_text(dump: &TraceDump) -> String {
                 c.cpu, c.lost
             );
         }
-        let mut running: Option<u64> = None;
+        // Before the CPU's first switch in the ring, the thread that switch leaves was running.
+        let mut running: Option<u64> = c
+            .events
+            .iter()
+            .find(|e| e.kind == Kind::Switch)
+            .map(|e| e.a)
+            .filter(|&a| a != 0);
         for e in &c.events {
             let who = match running {
                 Some(id) => thread_label(dump, id),
