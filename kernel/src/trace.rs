@@ -17,9 +17,11 @@
 //! [`event_with`] takes a closure for arguments that cost loads of their own, so those are only
 //! computed when the class is on.
 //!
-//! Thread names: the rings name threads by their LWP id. [`kern_trace_names`] (exported) keeps
-//! the last [`NAME_SLOTS`] threads the thread list registered (slot `id % NAME_SLOTS`: id plus
-//! up to 24 bytes of name), so a reader can label threads that have exited since.
+//! Thread names: the rings name threads by their LWP id. [`kern_trace_names`] (exported) holds
+//! [`NAME_SLOTS`] slots of an id and up to 24 bytes of name: living threads' (the first that
+//! many; a thread created while every slot names a living one stays unnamed) and, in the
+//! rest, the most recently exited ones' (id marked [`NAME_EXITED`]), so a reader can label
+//! threads that have exited since.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -369,11 +371,36 @@ pub mod symbols {
     pub const NAMES: &str = "kern_trace_names";
 }
 
-/// Records thread `id`'s name in the name table. Called by the thread list when it registers
-/// a thread. Context: any; never blocks.
+/// Set in a name slot's id word once its thread has been freed: the name stays readable for
+/// the records that still mention it, and the slot may be taken by a new thread.
+pub const NAME_EXITED: u64 = 1 << 63;
+
+/// Records thread `id`'s name in the name table: in the first slot from `id % NAME_SLOTS` on
+/// that is empty or holds an exited thread, so threads that live long (idle, softint and
+/// xcall threads) keep their names however many come and go; with every slot held by a
+/// living thread, nowhere (the thread stays unnamed). Called by the thread list when it
+/// registers a thread. Context: any; never blocks.
 pub fn name_thread(id: u64, name: &str) {
-    let slot = &kern_trace_names[(id % NAME_SLOTS as u64) as usize];
-    slot.id.store(0, Ordering::Relaxed);
+    let start = (id % NAME_SLOTS as u64) as usize;
+    let mut claimed = None;
+    for k in 0..NAME_SLOTS {
+        let slot = &kern_trace_names[(start + k) % NAME_SLOTS];
+        let cur = slot.id.load(Ordering::Relaxed);
+        if (cur == 0 || cur & NAME_EXITED != 0)
+            && slot
+                .id
+                .compare_exchange(cur, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            claimed = Some(slot);
+            break;
+        }
+    }
+    // Every slot names a living thread: this one goes unnamed rather than take a living
+    // thread's name away (those that live long, created first, matter most to a reader).
+    let Some(slot) = claimed else {
+        return;
+    };
     let bytes = name.as_bytes();
     for (i, word) in slot.name.iter().enumerate() {
         let mut w = [0u8; 8];
@@ -385,6 +412,22 @@ pub fn name_thread(id: u64, name: &str) {
         word.store(u64::from_le_bytes(w), Ordering::Relaxed);
     }
     slot.id.store(id, Ordering::Release);
+}
+
+/// Marks thread `id`'s name slot exited (its name stays until the slot is taken again).
+/// Called by the thread list when it frees a thread. Context: any; never blocks.
+pub fn name_gone(id: u64) {
+    let start = (id % NAME_SLOTS as u64) as usize;
+    for k in 0..NAME_SLOTS {
+        let slot = &kern_trace_names[(start + k) % NAME_SLOTS];
+        if slot
+            .id
+            .compare_exchange(id, id | NAME_EXITED, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+    }
 }
 
 /// The enable mask now.
@@ -484,6 +527,30 @@ pub fn parse_classes(spec: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_lived_thread_keeps_its_name_while_many_come_and_go() {
+        let slot_of = |id: u64| {
+            kern_trace_names
+                .iter()
+                .position(|s| s.id.load(Ordering::Relaxed) & !NAME_EXITED == id)
+        };
+        name_thread(2, "idle/0");
+        let first = 1_000_000;
+        for id in first..first + 3 * NAME_SLOTS as u64 {
+            name_thread(id, "short");
+            name_gone(id);
+        }
+        assert!(
+            slot_of(2).is_some(),
+            "the living thread's name was overwritten"
+        );
+        // The last exited thread is still named, marked exited.
+        let last = first + 3 * NAME_SLOTS as u64 - 1;
+        let s = &kern_trace_names[slot_of(last).expect("the last one is named")];
+        assert_eq!(s.id.load(Ordering::Relaxed), last | NAME_EXITED);
+        name_gone(2);
+    }
 
     #[test]
     fn kinds_round_trip_and_have_a_class() {

@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 
 use super::{Kvm, KvmError, Source};
 use crate::trace::{
-    Kind, NAME_BYTES, NAME_SLOT_SIZE, NAME_SLOTS, RECORD_SIZE, RING_MAGIC, RING_NAME, RING_RECORDS,
-    RING_SIZE, offsets, symbols,
+    Kind, NAME_BYTES, NAME_EXITED, NAME_SLOT_SIZE, NAME_SLOTS, RECORD_SIZE, RING_MAGIC, RING_NAME,
+    RING_RECORDS, RING_SIZE, offsets, symbols,
 };
 
 /// One decoded record.
@@ -214,9 +214,9 @@ pub fn decode_names(bytes: &[u8]) -> Vec<(u64, String)> {
     for slot in bytes.chunks_exact(NAME_SLOT_SIZE) {
         let mut id = [0u8; 8];
         id.copy_from_slice(&slot[..8]);
-        let id = u64::from_le_bytes(id);
-        // A slot whose id does not map to it is garbage; skip it.
-        if id == 0 || (id % NAME_SLOTS as u64) as usize != names_index(bytes, slot) {
+        // The exited mark does not change whose name it is.
+        let id = u64::from_le_bytes(id) & !NAME_EXITED;
+        if id == 0 {
             continue;
         }
         let raw = &slot[8..8 + NAME_BYTES];
@@ -224,10 +224,6 @@ pub fn decode_names(bytes: &[u8]) -> Vec<(u64, String)> {
         names.push((id, String::from_utf8_lossy(&raw[..len]).into_owned()));
     }
     names
-}
-
-fn names_index(table: &[u8], slot: &[u8]) -> usize {
-    (slot.as_ptr() as usize - table.as_ptr() as usize) / NAME_SLOT_SIZE
 }
 
 impl<S: Source> Kvm<S> {
@@ -392,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn names_decode_and_skip_slots_that_do_not_match_their_id() {
+    fn names_decode_with_or_without_the_exited_mark_and_skip_empty_slots() {
         let mut b = alloc::vec![0u8; NAME_SLOTS * NAME_SLOT_SIZE];
         let put = |b: &mut Vec<u8>, slot: usize, id: u64, name: &str| {
             let off = slot * NAME_SLOT_SIZE;
@@ -400,12 +396,18 @@ mod tests {
             b[off + 8..off + 8 + name.len()].copy_from_slice(name.as_bytes());
         };
         put(&mut b, 5, 5, "idle/0");
-        put(&mut b, 7, 263, "worker");
-        put(&mut b, 9, 10, "garbage");
+        // Probed past a slot a living thread holds: not at id % NAME_SLOTS.
+        put(&mut b, 8, 263, "worker");
+        put(&mut b, 9, 10 | NAME_EXITED, "gone");
+        put(&mut b, 11, 0, "never named");
         let names = decode_names(&b);
         assert_eq!(
             names,
-            alloc::vec![(5, "idle/0".into()), (263, "worker".into())]
+            alloc::vec![
+                (5, "idle/0".into()),
+                (263, "worker".into()),
+                (10, "gone".into())
+            ]
         );
     }
 }

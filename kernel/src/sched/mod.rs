@@ -180,6 +180,8 @@ pub(crate) fn next_id() -> u64 {
 /// `l` must be an exited LWP that no CPU runs (`on_cpu` clear) and nothing references.
 pub(crate) unsafe fn lwp_free(l: *mut Lwp) {
     ALL_LWPS.lock().retain(|&p| p != l as usize);
+    // SAFETY: per the caller, `l` is still a valid LWP here; `id` is immutable.
+    crate::trace::name_gone(unsafe { (*l).id });
     // SAFETY: per the caller, `l` came from `lwp_alloc` and is unused.
     let lwp = unsafe { l.read() };
     if let Some(slot) = lwp.stack {
