@@ -325,11 +325,21 @@ fn issue(
 fn kick(class: usize, mut targets: u64, broadcast: bool) {
     crate::inject::point(crate::inject::Point::IpiSending);
     if class == 0 {
+        // This CPU's `xcall/N` outranks the caller and would take the CPU at the first wakeup
+        // that names it, before the rest were woken: pinned, the others first, this CPU last.
+        crate::sched::kpreempt_disable();
+        let me = 1u64 << curcpu().index();
+        let mine = targets & me;
+        targets &= !me;
         while targets != 0 {
             let cpu = targets.trailing_zeros() as usize;
             targets &= targets - 1;
             XCALL.on_cpu(cpu).wake.wake_one();
         }
+        if mine != 0 {
+            XCALL.get().wake.wake_one();
+        }
+        crate::sched::kpreempt_enable();
         return;
     }
     let h = SoftintHandle::from_raw(SOFTINTS[class - 1].load(Ordering::Acquire));

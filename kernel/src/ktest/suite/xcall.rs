@@ -249,6 +249,52 @@ ktest! {
     }
 }
 
+// A low-priority broadcast wakes every other CPU's `xcall/N` before the caller's own
+// `xcall/N` (which outranks the caller) takes its CPU: the caller's call, waiting there for the
+// others to start, must see them all. Waking in CPU order let the caller's own call preempt
+// the caller before it woke the rest, so they started only after that call returned. The
+// caller is bound to CPU 0, the first in that order.
+static LOW_STARTED: AtomicU32 = AtomicU32::new(0);
+static LOW_SAW: AtomicU32 = AtomicU32::new(0);
+
+fn low_caller(_: usize) {
+    let others = ncpu_online() as u32 - 1;
+    xc_broadcast_with(0, |ci| {
+        if ci.index() != 0 {
+            LOW_STARTED.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        // Up to a second of virtual time for the others: far beyond a wakeup.
+        let _ = wait_until(1_000, || LOW_STARTED.load(Ordering::Acquire) == others);
+        LOW_SAW.store(LOW_STARTED.load(Ordering::Acquire), Ordering::Relaxed);
+    });
+}
+
+ktest! {
+    fn a_low_broadcast_starts_the_other_cpus_calls_before_the_callers_own() {
+        use crate::kthread::{KTHREAD_MPSAFE, KTHREAD_MUSTJOIN, PRI_NONE, kthread_create, kthread_join};
+        LOW_STARTED.store(0, Ordering::Relaxed);
+        LOW_SAW.store(u32::MAX, Ordering::Relaxed);
+        let mut l = None;
+        kthread_create(
+            PRI_NONE,
+            KTHREAD_MPSAFE | KTHREAD_MUSTJOIN,
+            Some(0),
+            low_caller,
+            0,
+            Some(&mut l),
+            format_args!("xc-low-caller"),
+        )
+        .expect("kthread_create");
+        kthread_join(l.expect("joinable"));
+        assert_eq!(
+            LOW_SAW.load(Ordering::Relaxed),
+            ncpu_online() as u32 - 1,
+            "the caller's own low-priority call ran before the other CPUs' calls were started"
+        );
+    }
+}
+
 // ---- misuse ---------------------------------------------------------------------------------
 
 ktest! {
