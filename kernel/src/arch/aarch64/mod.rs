@@ -10,6 +10,7 @@ pub mod esr;
 pub mod linker;
 pub mod mmu;
 pub mod nopreempt;
+pub mod pmu;
 pub mod recover;
 pub mod secondary;
 pub mod timer;
