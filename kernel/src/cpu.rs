@@ -114,8 +114,12 @@ pub struct CpuInfo {
     pub curpri: AtomicU32,
     /// Address of this CPU's idle thread. Offset 160.
     pub idlelwp: AtomicU64,
-    /// Room for later fields without moving the ones above. Offset 168.
-    pub reserved: [AtomicU64; 3],
+    /// Address of the `head` word of this CPU's trace ring (`trace::TRACE_RING`), so the
+    /// record routine (`arch::aarch64::trace`) reaches the ring in one load from TPIDR_EL1;
+    /// 0 until `trace::init`. Offset 168.
+    pub trace_head: AtomicU64,
+    /// Room for later fields without moving the ones above. Offset 176.
+    pub reserved: [AtomicU64; 2],
 }
 
 const _: () = {
@@ -142,7 +146,8 @@ const _: () = {
     assert!(offset_of!(CpuInfo, mtx_count) == 148);
     assert!(offset_of!(CpuInfo, mtx_oldspl) == 152);
     assert!(offset_of!(CpuInfo, idlelwp) == 160);
-    assert!(offset_of!(CpuInfo, reserved) == 168);
+    assert!(offset_of!(CpuInfo, trace_head) == 168);
+    assert!(offset_of!(CpuInfo, reserved) == 176);
     assert!(size_of::<CpuInfo>() == 192);
 };
 
@@ -176,7 +181,8 @@ impl CpuInfo {
         mtx_oldspl: AtomicU32::new(0),
         curpri: AtomicU32::new(u32::MAX),
         idlelwp: AtomicU64::new(0),
-        reserved: [const { AtomicU64::new(0) }; 3],
+        trace_head: AtomicU64::new(0),
+        reserved: [const { AtomicU64::new(0) }; 2],
     };
 
     /// Kernel CPU index.

@@ -144,7 +144,12 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
 #[inline(never)]
 fn exception_mmu_on(frame: &mut TrapFrame, kind: u64) {
     match ExceptionKind::from_raw(kind) {
-        ExceptionKind::Irq => crate::intr::irq_entry(frame.elr),
+        ExceptionKind::Irq => {
+            // An interrupted trace record starts over when the thread resumes (the
+            // restartable sequence of `arch::aarch64::trace`).
+            frame.elr = crate::arch::aarch64::trace::ras_restart(frame.elr);
+            crate::intr::irq_entry(frame.elr)
+        }
         ExceptionKind::Sync => {
             thread_fault(frame);
             let what = Describe(frame.esr);

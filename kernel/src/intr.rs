@@ -168,19 +168,19 @@ impl Ipi {
 
 /// Sends `ipi` to CPU `cpu` (which may be this CPU). Context: any.
 pub fn ipi_send(cpu: usize, ipi: Ipi) {
-    crate::trace::event(crate::trace::Kind::IpiSend, ipi as u64, cpu as u64);
+    crate::trace::event!(crate::trace::Kind::IpiSend, ipi as u64, cpu as u64);
     platform().send_ipi(IpiTarget::Cpu(cpu), ipi as u32);
 }
 
 /// Sends `ipi` to every online CPU but this one. Context: any.
 pub fn ipi_broadcast(ipi: Ipi) {
-    crate::trace::event(crate::trace::Kind::IpiSend, ipi as u64, u64::MAX);
+    crate::trace::event!(crate::trace::Kind::IpiSend, ipi as u64, u64::MAX);
     platform().send_ipi(IpiTarget::AllButSelf, ipi as u32);
 }
 
 fn ipi_handler(kind: usize) -> bool {
     let ci = curcpu();
-    crate::trace::event(crate::trace::Kind::IpiReceive, kind as u64, 0);
+    crate::trace::event!(crate::trace::Kind::IpiReceive, kind as u64, 0);
     ci.ipi_count[kind].fetch_add(1, Ordering::Relaxed);
     match Ipi::ALL[kind] {
         Ipi::Nop => sync_private(),
@@ -504,13 +504,13 @@ fn run_handler<const AT_EXIT: bool>(
     // (release), and we saw that `ipl` after counting ourselves in `running`; it cannot change
     // until `running` drops (disestablish waits for that, and establish needs a free slot).
     let handler: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(func) };
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::IntrEntry,
         ack.irq.into(),
         ipl.as_u8().into(),
     );
     handler(arg);
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::IntrExit,
         ack.irq.into(),
         ipl.as_u8().into(),
@@ -602,7 +602,7 @@ pub(crate) fn run_deferred(ci: &'static CpuInfo, s: Ipl, masked: bool) {
             raw: raw - 1,
         };
         let ipl = Ipl::from_u8(level as u8).unwrap_or(IPL_HIGH);
-        crate::trace::event(
+        crate::trace::event!(
             crate::trace::Kind::SplDeferred,
             ack.irq.into(),
             level as u64,

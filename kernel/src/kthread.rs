@@ -271,7 +271,7 @@ pub fn kthread_exit(ecode: i32) -> ! {
         arch::irq_restore(daif);
     }
     l.exit_code.store(ecode, Ordering::Relaxed);
-    crate::trace::event(crate::trace::Kind::ThreadExit, l.id, ecode as u64);
+    crate::trace::event!(crate::trace::Kind::ThreadExit, l.id, ecode as u64);
     arch::irq_disable();
     crate::sync::kernel_lock::release_for_switch(l);
     l.set_state(LwpState::Zombie);

@@ -282,7 +282,7 @@ fn slot_of(h: SoftintHandle, call: &str) -> &'static Slot {
 pub fn softint_schedule(h: SoftintHandle) {
     let daif = arch::irq_save();
     let ci = curcpu();
-    crate::trace::event_with(crate::trace::Kind::SoftintSchedule, || {
+    crate::trace::event_with!(crate::trace::Kind::SoftintSchedule, || {
         (0, h.index.into(), ci.index() as u64)
     });
     if ci.intr_depth.load(Ordering::Relaxed) != 0 {
@@ -338,7 +338,7 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
         arch::irq_restore(daif);
         return softint_schedule(h);
     }
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::SoftintSchedule,
         h.index.into(),
         cpu as u64,
@@ -361,7 +361,7 @@ pub fn softint_schedule_cpu(h: SoftintHandle, cpu: usize) {
 pub fn softint_schedule_others(h: SoftintHandle) {
     let daif = arch::irq_save();
     let me = curcpu();
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::SoftintSchedule,
         h.index.into(),
         u64::MAX,
@@ -791,9 +791,9 @@ fn run_one<const MAY_LOCK: bool>(s: &SoftintCpu, level: usize, index: usize) {
     if !mpsafe {
         crate::sync::kernel_lock::kernel_lock();
     }
-    crate::trace::event(crate::trace::Kind::SoftintRun, index as u64, level as u64);
+    crate::trace::event!(crate::trace::Kind::SoftintRun, index as u64, level as u64);
     f(arg);
-    crate::trace::event(crate::trace::Kind::SoftintDone, index as u64, level as u64);
+    crate::trace::event!(crate::trace::Kind::SoftintDone, index as u64, level as u64);
     if !mpsafe {
         crate::sync::kernel_lock::kernel_unlock();
     }

@@ -3,19 +3,25 @@
 //!
 //! Each CPU owns one [`TraceRing`] in DPCPU ([`TRACE_RING`]). A record ([`TraceRecord`], 32
 //! bytes) holds the virtual counter (`CNTVCT_EL0`) at the event, the event [`Kind`], a small
-//! `aux` value and two arguments. Only the owning CPU writes its ring, with IRQs masked for the
-//! few stores of one record, so a writer at any IPL (hard interrupt handlers included) never
-//! meets a half-written record of its own CPU, and no lock or atomic read-modify-write is
+//! `aux` value and two arguments. Only the owning CPU writes its ring, through the record
+//! routine of `arch::aarch64::trace` (13 instructions: one load from `CpuInfo::trace_head`
+//! finds the ring), which is a restartable sequence: an interrupt that lands inside it makes
+//! it start over when the interrupted code resumes, so a writer at any IPL (hard interrupt
+//! handlers included) never meets a half-written record of its own CPU, no record is lost,
+//! timestamps rise in ring order, and no lock, atomic read-modify-write or IRQ masking is
 //! needed. `head` counts the records ever written; the record of sequence number `n` lives in
 //! slot `n % RING_RECORDS` and carries the low 32 bits of `n` in its `info` word, so a reader
 //! can tell a record of the window `[head - RING_RECORDS, head)` from a stale or corrupt one,
 //! and knows that `head - RING_RECORDS` records were lost when the ring wrapped.
 //!
-//! Cost when disabled: every event belongs to a [`Class`]; the global mask [`kern_trace_mask`]
-//! (exported, so a debugger can flip it too) has one bit per class. [`event`] is inlined into
-//! its caller as one load of the mask, one bit test and a branch around an out-of-line call;
-//! [`event_with`] takes a closure for arguments that cost loads of their own, so those are only
-//! computed when the class is on.
+//! Cost when disabled: static keys, as Linux's jump labels. Every event belongs to a
+//! [`Class`]; a site ([`event!`], [`event_with!`]) is one `nop` listed in the `.trace_sites`
+//! section with its class and the address of its out-of-line block (arguments, a call of the
+//! record routine). [`set_mask`] patches the sites of each class it turns on into a `b` to
+//! their block and those it turns off back into `nop`, then has every CPU synchronize its
+//! instruction stream. The global mask [`kern_trace_mask`] (exported) stays the truth that
+//! readers print; writing it from a debugger no longer turns sites on or off. Enabled, one
+//! event costs 18 guest instructions (`trace_event_cost`).
 //!
 //! Thread names: the rings name threads by their LWP id. [`kern_trace_names`] (exported) holds
 //! [`NAME_SLOTS`] slots of an id and up to 24 bytes of name: living threads' (the first that
@@ -320,14 +326,16 @@ const _: () = {
 };
 
 crate::dpcpu_define! {
-    /// This CPU's trace ring. Written only by its own CPU, with IRQs masked.
+    /// This CPU's trace ring. Written only by its own CPU (the record routine's restartable
+    /// sequence, or [`clear_this_cpu`] with IRQs masked).
     pub static TRACE_RING: TraceRing = TraceRing::new();
 }
 
 /// The ring's DPCPU name (for `kvm` `read_dpcpu`).
 pub const RING_NAME: &str = "TRACE_RING";
 
-/// Exported: the enable mask, one bit per [`Class`]. 0 at boot.
+/// Exported: the enable mask, one bit per [`Class`]. 0 at boot. Written only by [`set_mask`],
+/// after it patched the sites, so it names the classes whose sites record.
 #[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
 #[unsafe(export_name = "kern_trace_mask")]
 #[used]
@@ -436,65 +444,212 @@ pub fn mask() -> u32 {
     kern_trace_mask.load(Ordering::Relaxed)
 }
 
-/// Sets the enable mask (bits of [`Class`]; [`ALL_CLASSES`] for everything). Context: any.
-pub fn set_mask(mask: u32) {
-    kern_trace_mask.store(mask & ALL_CLASSES, Ordering::Release);
-}
-
 /// Whether `kind`'s class is enabled.
 #[inline(always)]
 pub fn enabled(kind: Kind) -> bool {
     mask() & kind.class_bit() != 0
 }
 
-/// Records an event of `kind` with arguments `a` and `b` on this CPU's ring if its class is
-/// enabled. Context: any (hard interrupt handlers, IRQs masked, any IPL); never blocks.
-/// Disabled: one load, a bit test and a branch.
+/// Records an event of kind `$kind` (a constant [`Kind`]) with arguments `$a` and `$b` on this
+/// CPU's ring if its class is enabled; the arguments are evaluated only then. Context: any
+/// (hard interrupt handlers, IRQs masked, any IPL); never blocks.
+///
+/// A static key (Linux's jump label): the site is one `nop`, listed with its class in the
+/// `.trace_sites` section, which [`set_mask`] patches into a `b` to the site's out-of-line
+/// block (arguments, the call of the record routine, a `b` back) while the class is enabled.
+/// Disabled, a site costs that `nop`. Built with the kernel feature `notrace`, sites are
+/// compiled out altogether (to measure what the `nop` costs).
+#[cfg_attr(
+    not(target_arch = "aarch64"),
+    allow(
+        unused_macros,
+        reason = "the sites are in modules built for aarch64 only"
+    )
+)]
+macro_rules! event {
+    ($kind:expr, $a:expr, $b:expr $(,)?) => {
+        $crate::trace::event_with!($kind, || (0u8, $a, $b))
+    };
+}
+#[cfg_attr(
+    not(target_arch = "aarch64"),
+    allow(
+        unused_imports,
+        reason = "the sites are in modules built for aarch64 only"
+    )
+)]
+pub(crate) use event;
+
+/// As [`event!`], with `(aux, a, b)` computed by the closure `$args` only when the class is
+/// enabled.
+#[cfg_attr(
+    not(target_arch = "aarch64"),
+    allow(
+        unused_macros,
+        reason = "the sites are in modules built for aarch64 only"
+    )
+)]
+macro_rules! event_with {
+    ($kind:expr, $args:expr $(,)?) => {{
+        const KIND: $crate::trace::Kind = $kind;
+        #[cfg(all(target_arch = "aarch64", not(feature = "notrace")))]
+        // SAFETY: the block only emits a `nop` and a `.trace_sites` entry (its address, the
+        // label block's address, the class) that `trace::set_mask` uses to patch it into a `b`
+        // to the label block and back; both are instructions the compiler's control flow
+        // already allows (the label block returns to after the `asm!`).
+        unsafe {
+            ::core::arch::asm!(
+                "1: nop",
+                ".pushsection .trace_sites, \"a\"",
+                ".balign 8",
+                ".quad 1b, {block}, {class}",
+                ".popsection",
+                class = const KIND.class() as u32,
+                block = label { $crate::trace::record_with(KIND, $args) },
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+        #[cfg(all(target_arch = "aarch64", feature = "notrace"))]
+        if false {
+            $crate::trace::record_with(KIND, $args)
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        if $crate::trace::enabled(KIND) {
+            $crate::trace::record_with(KIND, $args)
+        }
+    }};
+}
+#[cfg_attr(
+    not(target_arch = "aarch64"),
+    allow(
+        unused_imports,
+        reason = "the sites are in modules built for aarch64 only"
+    )
+)]
+pub(crate) use event_with;
+
+/// Writes one record of `kind` with the arguments `args` returns (a site's out-of-line
+/// block; use [`event!`]). Context: any; never blocks.
+#[doc(hidden)]
 #[inline(always)]
-pub fn event(kind: Kind, a: u64, b: u64) {
-    if enabled(kind) {
-        record(kind as u8, 0, a, b);
-    }
+pub fn record_with(kind: Kind, args: impl FnOnce() -> (u8, u64, u64)) {
+    let (aux, a, b) = args();
+    #[cfg(target_arch = "aarch64")]
+    crate::arch::aarch64::trace::record(kind as u64 | (aux as u64) << 8, a, b);
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = (kind, aux, a, b);
 }
 
-/// As [`event`], with `(aux, a, b)` computed by `args` only when the class is enabled.
-#[inline(always)]
-pub fn event_with(kind: Kind, args: impl FnOnce() -> (u8, u64, u64)) {
-    if enabled(kind) {
-        let (aux, a, b) = args();
-        record(kind as u8, aux, a, b);
-    }
-}
-
-/// Writes one record. IRQs are masked for its few stores, so nothing on this CPU interleaves.
 #[cfg(target_arch = "aarch64")]
-#[cold]
-#[inline(never)]
-fn record(kind: u8, aux: u8, a: u64, b: u64) {
-    use crate::arch::aarch64 as arch;
-    let daif = arch::irq_save();
-    let ci = arch::read_tpidr() as *const crate::cpu::CpuInfo;
-    // Before this CPU has a `CpuInfo` and a DPCPU copy there is no ring to write.
-    // SAFETY: a non-zero TPIDR_EL1 is this CPU's `CpuInfo` (static, lives forever).
-    let off = unsafe { ci.as_ref() }.map_or(0, |ci| ci.dpcpu_off.load(Ordering::Relaxed));
-    if off != 0 {
-        let addr = crate::percpu::copy_address(TRACE_RING.template_address(), off);
-        // SAFETY: `off` is this CPU's DPCPU offset, so `addr` is its copy of the ring, a
-        // valid `TraceRing` for ever; IRQs are masked and only this CPU writes it.
-        let ring = unsafe { &*(addr as *const TraceRing) };
-        let head = ring.head.load(Ordering::Relaxed);
-        let r = &ring.records[head as usize & (RING_RECORDS - 1)];
-        r.ts.store(arch::counter(), Ordering::Relaxed);
-        r.a.store(a, Ordering::Relaxed);
-        r.b.store(b, Ordering::Relaxed);
-        r.info.store(pack_info(kind, aux, head), Ordering::Relaxed);
-        ring.head.store(head + 1, Ordering::Release);
-    }
-    arch::irq_restore(daif);
+const _: () = {
+    use crate::arch::aarch64::trace as arch;
+    assert!(1 << arch::RECORD_SHIFT == RECORD_SIZE);
+    assert!(1 << arch::RING_INDEX_BITS == RING_RECORDS);
+    assert!(arch::HEAD_TO_RECORDS == offsets::RECORDS - offsets::HEAD);
+    assert!(core::mem::offset_of!(TraceRecord, ts) == 0);
+    assert!(core::mem::offset_of!(TraceRecord, info) == 8);
+    assert!(core::mem::offset_of!(TraceRecord, a) == 16);
+    assert!(core::mem::offset_of!(TraceRecord, b) == 24);
+};
+
+/// One entry of `.trace_sites`, as the [`event_with!`] block emits it.
+#[cfg(target_arch = "aarch64")]
+#[repr(C)]
+struct Site {
+    /// Address of the site's `nop` (or `b`).
+    addr: u64,
+    /// Address of its out-of-line block.
+    block: u64,
+    /// Its [`Class`] number.
+    class: u64,
 }
 
-#[cfg(not(target_arch = "aarch64"))]
-fn record(_kind: u8, _aux: u8, _a: u64, _b: u64) {}
+/// Every trace site of the image.
+#[cfg(target_arch = "aarch64")]
+fn sites() -> &'static [Site] {
+    use crate::arch::aarch64::linker::{__trace_sites_end, __trace_sites_start};
+    // SAFETY: the linker script collects exactly the 24-byte entries the `event_with!` blocks
+    // emit (8-byte aligned) between these two symbols, in read-only data that lives as long as
+    // the kernel.
+    unsafe {
+        let start = core::ptr::addr_of!(__trace_sites_start) as *const Site;
+        let end = core::ptr::addr_of!(__trace_sites_end) as *const Site;
+        core::slice::from_raw_parts(start, end.offset_from(start) as usize)
+    }
+}
+
+/// For each trace site of `class`: whether it is patched on, i.e. holds the `b` to its own
+/// out-of-line block (otherwise it must hold a `nop`; anything else panics). Context: any.
+#[cfg(target_arch = "aarch64")]
+pub fn site_states(class: Class) -> impl Iterator<Item = bool> {
+    use crate::arch::aarch64::trace::{NOP, branch};
+    sites()
+        .iter()
+        .filter(move |s| s.class == class as u64)
+        .map(|s| {
+            // SAFETY: a site's address is an aligned word of kernel text (readable).
+            let insn = unsafe { (s.addr as *const u32).read_volatile() };
+            let on = branch(s.addr, s.block);
+            assert!(
+                insn == on || insn == NOP,
+                "trace site at {:#x} holds {insn:#010x}: neither nop nor b to its block {:#x}",
+                s.addr,
+                s.block
+            );
+            insn == on
+        })
+}
+
+/// Serializes [`set_mask`]s (the patching and the mask store).
+#[cfg(target_arch = "aarch64")]
+static PATCHING: crate::sync::mutex::KMutex = crate::sync::mutex::KMutex::adaptive();
+
+/// Sets the enable mask (bits of [`Class`]; [`ALL_CLASSES`] for everything): patches the sites
+/// of every class whose bit changes (a `b` to the site's block when enabled, a `nop` when
+/// disabled), stores [`kern_trace_mask`], and makes every online CPU synchronize its
+/// instruction stream (a high-priority cross call running `isb`), so that when it returns each
+/// CPU records exactly the classes of `mask`. Context: thread, IPL_NONE, no spin mutex held
+/// (the cross call and an adaptive mutex), after [`init`]; may sleep.
+pub fn set_mask(mask: u32) {
+    let mask = mask & ALL_CLASSES;
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert!(
+            INITIALIZED.load(Ordering::Acquire),
+            "trace::set_mask: called before trace::init (the CPUs' rings are not set up)"
+        );
+        PATCHING.mutex_enter();
+        let old = kern_trace_mask.load(Ordering::Relaxed);
+        #[cfg(not(feature = "notrace"))]
+        for site in sites() {
+            let bit = 1u32 << site.class;
+            if (old ^ mask) & bit != 0 {
+                use crate::arch::aarch64::trace::{NOP, branch, patch_text};
+                let insn = if mask & bit != 0 {
+                    branch(site.addr, site.block)
+                } else {
+                    NOP
+                };
+                // SAFETY: `site.addr` is a site's instruction in kernel text, a `nop` or a `b`
+                // to its block, and becomes the other.
+                unsafe { patch_text(site.addr, insn) };
+            }
+        }
+        kern_trace_mask.store(mask, Ordering::Release);
+        PATCHING.mutex_exit();
+        if old != mask && crate::xcall::ready() && crate::cpu::ncpu_online() > 1 {
+            crate::xcall::xc_broadcast_with(crate::xcall::XC_HIGHPRI, |_| {
+                crate::arch::aarch64::trace::isb()
+            });
+        }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    kern_trace_mask.store(mask, Ordering::Release);
+}
+
+/// Set by [`init`] once every CPU's `trace_head` points at its ring.
+#[cfg(target_arch = "aarch64")]
+static INITIALIZED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Empties this CPU's ring. Context: any, on the CPU whose ring it empties (e.g. in a cross
 /// call to every CPU; see `stats::trace_clear`).
@@ -505,10 +660,25 @@ pub fn clear_this_cpu() {
     crate::arch::aarch64::irq_restore(daif);
 }
 
-/// Sets up what readers need ([`kern_trace_freq`]); the mask stays as it is. Boot CPU, at boot.
+/// Sets up what the record routine and readers need: each attached CPU's
+/// `CpuInfo::trace_head` (the address of its ring's `head`, in its DPCPU copy) and
+/// [`kern_trace_freq`]; the mask stays as it is. Boot CPU, at boot, after the DPCPU copies
+/// exist and before [`set_mask`].
 #[cfg(target_arch = "aarch64")]
 pub fn init() {
+    for ci in crate::cpu::cpus() {
+        let off = ci.dpcpu_off.load(Ordering::Acquire);
+        assert!(
+            off != 0,
+            "trace::init: cpu{} has no DPCPU copy yet (percpu::init must run first)",
+            ci.index()
+        );
+        let ring = crate::percpu::copy_address(TRACE_RING.template_address(), off);
+        ci.trace_head
+            .store(ring + offsets::HEAD as u64, Ordering::Release);
+    }
     kern_trace_freq.store(crate::arch::aarch64::counter_frequency(), Ordering::Relaxed);
+    INITIALIZED.store(true, Ordering::Release);
 }
 
 /// Parses a class list (`all`, `none`, or names separated by commas) into a mask.

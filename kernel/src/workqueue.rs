@@ -337,7 +337,7 @@ fn queue_for(wq: &Workqueue, cpu: Option<usize>, call: &str, wk: &Work) -> &'sta
 /// own callback. Context: thread, softint or hard interrupt at or below the queue's IPL; never
 /// blocks.
 pub fn workqueue_enqueue(wq: &Workqueue, wk: &'static Work, cpu: Option<usize>) {
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::WorkEnqueue,
         wk as *const Work as u64,
         cpu.map_or(u64::MAX, |c| c as u64),
@@ -518,9 +518,9 @@ fn run_work(wq: &Inner, w: &'static Work) {
     if !mpsafe {
         crate::sync::kernel_lock::kernel_lock();
     }
-    crate::trace::event(crate::trace::Kind::WorkRun, w as *const Work as u64, 0);
+    crate::trace::event!(crate::trace::Kind::WorkRun, w as *const Work as u64, 0);
     (wq.func)(w, wq.arg);
-    crate::trace::event(crate::trace::Kind::WorkDone, w as *const Work as u64, 0);
+    crate::trace::event!(crate::trace::Kind::WorkDone, w as *const Work as u64, 0);
     if !mpsafe {
         crate::sync::kernel_lock::kernel_unlock();
     }

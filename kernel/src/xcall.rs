@@ -316,7 +316,7 @@ fn issue(
             c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
         });
     };
-    crate::trace::event(crate::trace::Kind::XcallIssue, ticket(class, seq), targets);
+    crate::trace::event!(crate::trace::Kind::XcallIssue, ticket(class, seq), targets);
     kick(class, targets, broadcast);
     ticket(class, seq)
 }
@@ -393,15 +393,15 @@ fn run_class(class: usize) {
             // SAFETY: `issue` stored an `XcFunc` before publishing the record.
             let f: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
             x.received[usize::from(class != 0)].fetch_add(1, Ordering::Relaxed);
-            crate::trace::event(crate::trace::Kind::XcallRun, ticket(class, next), 0);
+            crate::trace::event!(crate::trace::Kind::XcallRun, ticket(class, next), 0);
             f(arg1, arg2);
-            crate::trace::event(crate::trace::Kind::XcallRunDone, ticket(class, next), 0);
+            crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, next), 0);
             let left = left_behind();
             // Counted before any complaint, so a misbehaving callback still runs once and
             // its caller's wait ends.
             x.seen[class].store(next, Ordering::Relaxed);
             if r.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                crate::trace::event(crate::trace::Kind::XcallDone, ticket(class, next), 0);
+                crate::trace::event!(crate::trace::Kind::XcallDone, ticket(class, next), 0);
                 complete(c, next);
             }
             if left != (0, 0) {

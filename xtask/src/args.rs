@@ -238,6 +238,9 @@ pub struct BenchArgs {
     pub timeout: Duration,
     /// Run only virt GICv3 with this many CPUs instead of the bench matrix.
     pub smp: Option<u32>,
+    /// `--notrace`: build the bench image with the trace sites compiled out (the kernel's
+    /// `notrace` feature), to compare a disabled site's cost with none.
+    pub notrace: bool,
     /// `--no-install`: never install a missing QEMU.
     pub no_install: bool,
 }
@@ -565,6 +568,9 @@ struct BenchCli {
     /// Run only virt GICv3 with N CPUs instead of the matrix
     #[arg(long, value_name = "N", value_parser = positive)]
     smp: Option<u32>,
+    /// Compile the trace sites out (to compare with the default build, where they are nops)
+    #[arg(long)]
+    notrace: bool,
     #[command(flatten)]
     install: InstallCli,
 }
@@ -857,6 +863,7 @@ impl Cli {
                 compare: b.compare,
                 timeout: b.timeout,
                 smp: b.smp,
+                notrace: b.notrace,
                 no_install: b.install.no_install,
             }),
             Cmd::Gdb(g) => Command::Gdb(GdbArgs {
@@ -1370,6 +1377,7 @@ mod tests {
                 compare: None,
                 timeout: Duration::from_secs(10),
                 smp: None,
+                notrace: false,
                 no_install: false,
             })
         );
@@ -1380,6 +1388,18 @@ mod tests {
                 compare: None,
                 timeout: DEFAULT_TIMEOUT,
                 smp: Some(32),
+                notrace: false,
+                no_install: false,
+            })
+        );
+        assert_eq!(
+            parse_ok(&["bench", "--smp", "2", "--notrace"]),
+            Command::Bench(BenchArgs {
+                json: None,
+                compare: None,
+                timeout: DEFAULT_TIMEOUT,
+                smp: Some(2),
+                notrace: true,
                 no_install: false,
             })
         );
@@ -1391,6 +1411,7 @@ mod tests {
                 compare: Some(PathBuf::from("base.json")),
                 timeout: DEFAULT_TIMEOUT,
                 smp: None,
+                notrace: false,
                 no_install: true,
             })
         );

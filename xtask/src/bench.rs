@@ -363,7 +363,13 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<ExitCode> {
         None => None,
     };
     tools::ensure_qemu(tools::install_allowed_here(args.no_install))?;
-    let kernel = image::build(ws, Board::Virt, Variant::Bench, Profile::Release)?;
+    let kernel = image::build_with(
+        ws,
+        Board::Virt,
+        Variant::Bench,
+        Profile::Release,
+        args.notrace.then_some("notrace"),
+    )?;
     let mut metrics = Vec::new();
     let mut problems = Vec::new();
     let only = args.smp.map(|smp| [Machine::virt(Gic::V3, smp)]);

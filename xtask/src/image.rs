@@ -41,8 +41,23 @@ pub fn cargo_args(board: Board, variant: Variant, profile: Profile) -> Vec<&'sta
 
 /// Builds an image (cargo's output goes to stderr) and returns the path of its stable copy.
 pub fn build(ws: &Workspace, board: Board, variant: Variant, profile: Profile) -> Result<PathBuf> {
+    build_with(ws, board, variant, profile, None)
+}
+
+/// As [`build`], with one more feature of the board crate (`notrace`), whose image is copied
+/// to `<board>-<variant>-<feature>-<profile>.elf` instead.
+pub fn build_with(
+    ws: &Workspace,
+    board: Board,
+    variant: Variant,
+    profile: Profile,
+    extra_feature: Option<&'static str>,
+) -> Result<PathBuf> {
     tools::ensure_rust_toolchain(ws)?;
     let mut args = cargo_args(board, variant, profile);
+    if let Some(feature) = extra_feature {
+        args.extend(["--features", feature]);
+    }
     if crate::progress::bar_active() {
         // `Compiling ...` lines would tear `cargo xtask test`'s progress bar; errors still show.
         args.push("--quiet");
@@ -62,7 +77,13 @@ pub fn build(ws: &Workspace, board: Board, variant: Variant, profile: Profile) -
     }
     let built = ws.built_binary(board, profile);
     check_elf(&built)?;
-    let image = ws.image_path(board, variant, profile);
+    let mut image = ws.image_path(board, variant, profile);
+    if let Some(feature) = extra_feature {
+        image.set_file_name(format!(
+            "{board}-{variant}-{feature}-{}.elf",
+            profile.dir_name()
+        ));
+    }
     Workspace::create_parent(&image)?;
     let mut bytes =
         std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;

@@ -121,7 +121,7 @@ fn trace_event_cost() {
     use crate::trace::{Class, Kind};
     crate::trace::set_mask(1 << Class::Thread as u32);
     let f = per_call_hundredths(1000, || {
-        crate::trace::event(Kind::ThreadExit, 1, 2);
+        crate::trace::event!(Kind::ThreadExit, 1, 2);
     });
     crate::trace::set_mask(0);
     crate::trace::clear_this_cpu();

@@ -93,7 +93,7 @@ pub fn started() -> bool {
 /// register and `CpuInfo::curlwp` (which other CPUs and the kvm reader read), with its
 /// priority in `CpuInfo::curpri`. IRQs masked.
 fn set_curlwp(ci: &CpuInfo, l: *mut Lwp) {
-    crate::trace::event_with(crate::trace::Kind::Switch, || trace_switch(ci, l));
+    crate::trace::event_with!(crate::trace::Kind::Switch, || trace_switch(ci, l));
     let pri = if l == idle_of(ci) {
         IDLE_PRI
     } else {
@@ -107,7 +107,7 @@ fn set_curlwp(ci: &CpuInfo, l: *mut Lwp) {
 
 /// The arguments of a switch trace event from this CPU's running thread to `l`: (reason, from
 /// id, to id). IRQs masked; only called while switch tracing is on.
-#[cold]
+#[inline(always)]
 fn trace_switch(ci: &CpuInfo, l: *mut Lwp) -> (u8, u64, u64) {
     use crate::trace::SwitchReason as R;
     let old = ci.curlwp.load(Ordering::Relaxed) as *mut Lwp;
@@ -159,7 +159,7 @@ pub(crate) fn lwp_alloc(mut l: Lwp) -> *mut Lwp {
     // SAFETY: just written; the fields read are immutable.
     let (id, name, bound) = unsafe { ((*p).id, (*p).name(), (*p).bound) };
     crate::trace::name_thread(id, name);
-    crate::trace::event(
+    crate::trace::event!(
         crate::trace::Kind::ThreadCreate,
         id,
         bound.map_or(u64::MAX, |c| c as u64),
@@ -470,7 +470,7 @@ fn give_back(ci: &CpuInfo, cur: *mut Lwp, borrowed: *mut Lwp, requeue: bool) {
 /// compares against the thread that resumes when the softint is done). IRQs masked.
 #[inline(always)]
 pub(crate) fn set_curlwp_borrowed(ci: &CpuInfo, l: *mut Lwp) {
-    crate::trace::event_with(crate::trace::Kind::Switch, || trace_switch(ci, l));
+    crate::trace::event_with!(crate::trace::Kind::Switch, || trace_switch(ci, l));
     ci.curlwp.store(l as u64, Ordering::Release);
     arch::write_curlwp(l as u64);
 }
@@ -786,9 +786,9 @@ pub fn idle_loop() -> ! {
         if work_available(me) {
             switch_away(false);
         } else {
-            crate::trace::event(crate::trace::Kind::IdleEnter, 0, 0);
+            crate::trace::event!(crate::trace::Kind::IdleEnter, 0, 0);
             arch::wait_for_interrupt();
-            crate::trace::event(crate::trace::Kind::IdleExit, 0, 0);
+            crate::trace::event!(crate::trace::Kind::IdleExit, 0, 0);
         }
         arch::irq_enable();
     }

@@ -19,4 +19,8 @@ unsafe extern "C" {
     pub static __boot_stack_bottom: u8;
     /// Top of the boot CPU's stack.
     pub static __boot_stack_top: u8;
+    /// Start of `.trace_sites` (8-byte aligned): the trace sites' entries (`trace::event!`).
+    pub static __trace_sites_start: u8;
+    /// End of `.trace_sites`.
+    pub static __trace_sites_end: u8;
 }

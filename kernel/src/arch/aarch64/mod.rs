@@ -14,6 +14,7 @@ pub mod pmu;
 pub mod recover;
 pub mod secondary;
 pub mod timer;
+pub mod trace;
 pub mod vectors;
 
 use aarch64_cpu::registers::{DAIF, MPIDR_EL1, Readable, TPIDR_EL1, Writeable};
