@@ -18,10 +18,10 @@
 //! [`Class`]; a site ([`event!`], [`event_with!`]) is one `nop` listed in the `.trace_sites`
 //! section with its class and the address of its out-of-line block (arguments, a call of the
 //! record routine). [`set_mask`] patches the sites of each class it turns on into a `b` to
-//! their block and those it turns off back into `nop`, then has every CPU synchronize its
-//! instruction stream. The global mask [`kern_trace_mask`] (exported) stays the truth that
-//! readers print; writing it from a debugger no longer turns sites on or off. Enabled, one
-//! event costs 18 guest instructions (`trace_event_cost`).
+//! their block and those it turns off back into `nop`; after turning one off it has every
+//! CPU synchronize its instruction stream. The global mask [`kern_trace_mask`] (exported)
+//! stays the truth that readers print; writing it from a debugger does not turn sites on or
+//! off. Enabled, one event costs 18 guest instructions (`trace_event_cost`).
 //!
 //! Thread names: the rings name threads by their LWP id. [`kern_trace_names`] (exported) holds
 //! [`NAME_SLOTS`] slots of an id and up to 24 bytes of name: living threads' (the first that
@@ -606,10 +606,13 @@ static PATCHING: crate::sync::mutex::KMutex = crate::sync::mutex::KMutex::adapti
 
 /// Sets the enable mask (bits of [`Class`]; [`ALL_CLASSES`] for everything): patches the sites
 /// of every class whose bit changes (a `b` to the site's block when enabled, a `nop` when
-/// disabled), stores [`kern_trace_mask`], and makes every online CPU synchronize its
-/// instruction stream (a high-priority cross call running `isb`), so that when it returns each
-/// CPU records exactly the classes of `mask`. Context: thread, IPL_NONE, no spin mutex held
-/// (the cross call and an adaptive mutex), after [`init`]; may sleep.
+/// disabled), stores [`kern_trace_mask`], and, if it turned a class off, makes every online
+/// CPU synchronize its instruction stream (the hook of [`set_sync_hook`]: a high-priority
+/// cross call running `isb`), so that when it returns no CPU records a class outside `mask`
+/// any more. A class turned on records on the calling CPU at once and on the others from
+/// their next exception entry or return (an interrupt, at the latest the next tick). Context:
+/// thread, IPL_NONE, no spin mutex held (the cross call and an adaptive mutex), after
+/// [`init`]; may sleep.
 pub fn set_mask(mask: u32) {
     let mask = mask & ALL_CLASSES;
     #[cfg(target_arch = "aarch64")]
@@ -637,14 +640,32 @@ pub fn set_mask(mask: u32) {
         }
         kern_trace_mask.store(mask, Ordering::Release);
         PATCHING.mutex_exit();
-        if old != mask && crate::xcall::ready() && crate::cpu::ncpu_online() > 1 {
-            crate::xcall::xc_broadcast_with(crate::xcall::XC_HIGHPRI, |_| {
-                crate::arch::aarch64::trace::isb()
-            });
+        // Only a class turned off needs the other CPUs to wait for: one turned on starts
+        // recording there at the CPU's next exception entry or return (a tick at the latest),
+        // and synchronizing then would put the cross call itself into the new trace.
+        let hook = SYNC_HOOK.load(Ordering::Acquire);
+        if old & !mask != 0 && hook != 0 && crate::cpu::ncpu_online() > 1 {
+            // SAFETY: only `set_sync_hook` stores here, from a `fn()`.
+            let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+            hook();
         }
     }
     #[cfg(not(target_arch = "aarch64"))]
     kern_trace_mask.store(mask, Ordering::Release);
+}
+
+/// What [`set_mask`] calls to make every other online CPU execute a context synchronization
+/// event (an `isb`) and wait for it: a high-priority cross call, installed by `xcall::init`
+/// (a hook, so this module does not depend on the one above it). 0 = none yet (before it,
+/// only the calling CPU is synchronized).
+#[cfg(target_arch = "aarch64")]
+static SYNC_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Installs the hook [`set_mask`] uses to synchronize the other CPUs' instruction streams
+/// (once; `xcall::init` does). Boot CPU.
+#[cfg(target_arch = "aarch64")]
+pub fn set_sync_hook(hook: fn()) {
+    let _ = SYNC_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// Set by [`init`] once every CPU's `trace_head` points at its ring.
