@@ -115,8 +115,8 @@ fn spl_raise_restore() {
     report_hundredths("spl_raise_restore", "insns", f);
 }
 
-/// `trace_event_cost`: one `trace::event` of an enabled class (the inline check, the call and
-/// the record), on a ring no one reads. Tracing is off again afterwards and the ring emptied.
+/// `trace_event_cost`: one `trace::event!` of an enabled class (the patched `b`, the arguments,
+/// the call of the record routine and the record), on a ring no one reads. Tracing is off again afterwards and the ring emptied.
 fn trace_event_cost() {
     use crate::trace::{Class, Kind};
     crate::trace::set_mask(1 << Class::Thread as u32);
