@@ -236,6 +236,8 @@ static CURRENT: AtomicPtr<KTest> = AtomicPtr::new(core::ptr::null_mut());
 /// Set when a CPU's part of an `#[all_cpus]` test panicked or faulted: the other CPUs' waits
 /// in [`all_cpus_barrier`] and [`wait_until`] then give up instead of waiting forever.
 static ABORT: AtomicBool = AtomicBool::new(false);
+/// How the panic of a CPU that gave up because of [`ABORT`] begins.
+const ABANDONED: &str = "abandoned: another CPU failed this test";
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
 static SKIPPED: AtomicU32 = AtomicU32::new(0);
@@ -545,16 +547,27 @@ fn run_one(test: &'static KTest, failure: &mut Message) -> bool {
     let ran_on = |cpu: usize| posted[cpu];
     match test.should_panic {
         None => {
-            let mut ok = true;
-            for cpu in (0..MAXCPUS).filter(|&c| ran_on(c) && !outcomes[c]) {
-                ok = false;
-                let _ = write!(
-                    failure,
-                    "cpu{cpu}: {}; ",
-                    SLOTS[cpu].message.lock().as_str()
-                );
+            // The CPUs' own failures first, then how many CPUs gave up because of them: on a
+            // large machine the abandoned ones would otherwise fill the message before the
+            // failure that caused them.
+            let failed = |c: usize| ran_on(c) && !outcomes[c];
+            let abandoned = |c: usize| SLOTS[c].message.lock().as_str().starts_with(ABANDONED);
+            let mut gave_up = 0;
+            for cpu in (0..MAXCPUS).filter(|&c| failed(c)) {
+                if abandoned(cpu) {
+                    gave_up += 1;
+                } else {
+                    let _ = write!(
+                        failure,
+                        "cpu{cpu}: {}; ",
+                        SLOTS[cpu].message.lock().as_str()
+                    );
+                }
             }
-            ok
+            if gave_up != 0 {
+                let _ = write!(failure, "{gave_up} other CPUs abandoned the test; ");
+            }
+            (0..MAXCPUS).all(|c| !failed(c))
         }
         Some(expected) => {
             let mut ok = true;
@@ -674,7 +687,7 @@ pub fn all_cpus_barrier() {
                 }
                 // Leave the count as if we never came: the harness resets it for the next test.
                 panic!(
-                    "abandoned: another CPU failed this test while cpu{} waited at a barrier",
+                    "{ABANDONED} while cpu{} waited at a barrier",
                     curcpu().index()
                 );
             }
@@ -701,10 +714,7 @@ pub fn wait_until(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
             return cond();
         }
         if ABORT.load(Ordering::Acquire) {
-            panic!(
-                "abandoned: another CPU failed this test while cpu{} waited",
-                curcpu().index()
-            );
+            panic!("{ABANDONED} while cpu{} waited", curcpu().index());
         }
         arch::cpu_relax();
     }
