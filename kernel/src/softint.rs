@@ -615,23 +615,28 @@ extern "C" fn softint_main(arg: usize) -> usize {
     // A snapshot: each bit is cleared by `run_one`, only once the handle shows as running.
     let batch = s.pending[level].load(Ordering::Acquire);
     if batch != 0 && batch & ((batch - 1) | NOT_MPSAFE.load(Ordering::Relaxed)) == 0 {
-        // The common case, kept short: one MPSAFE handler.
+        // The common case, kept short: one MPSAFE handler, and usually nothing more after it
+        // (then no livelock clock is started: the guard counts from the second batch).
         arch::irq_enable();
         run_one::<false>(s, level, batch.trailing_zeros() as usize);
         arch::irq_disable();
-        return softint_loop(s, level, 0, true);
+        let more = take_pending(s, level);
+        if more == 0 {
+            return park(s, level);
+        }
+        return softint_loop(s, level, more, true);
     }
     softint_loop(s, level, batch, false)
 }
 
 /// The rest of a dispatch: runs `batch`, then whatever became pending meanwhile, until
-/// nothing is, then parks. IRQs masked. `ran` says a first batch already ran.
+/// nothing is, then parks. IRQs masked. `second`: a first batch already ran and `batch` is
+/// what became pending during it (the livelock guard's clock starts now).
 #[inline(never)]
-fn softint_loop(s: &SoftintCpu, level: usize, mut batch: u64, ran: bool) -> usize {
+fn softint_loop(s: &SoftintCpu, level: usize, mut batch: u64, second: bool) -> usize {
     let mut since = 0;
-    if ran {
+    if second {
         since = livelock_guard(since);
-        batch = take_pending(s, level);
     }
     while batch != 0 {
         if batch & NOT_MPSAFE.load(Ordering::Relaxed) != 0 && borrowed_kernel_lock() {
@@ -652,11 +657,17 @@ fn softint_loop(s: &SoftintCpu, level: usize, mut batch: u64, ran: bool) -> usiz
 }
 
 /// Clears the level's flag in `ipending` and takes what is pending at it. IRQs masked.
+///
+/// The read-modify-write is skipped when the flag is not set: a flag set after that look
+/// was set by a schedule whose pending bit is either seen by the load below (and run) or
+/// not (and then that schedule found the flag clear and sent the IPI that runs it).
 #[inline(always)]
 fn take_pending(s: &SoftintCpu, level: usize) -> u64 {
-    curcpu()
-        .ipending
-        .fetch_and(!(1 << level_ipl(level).as_u8()), Ordering::Relaxed);
+    let soft = 1u32 << level_ipl(level).as_u8();
+    let ipending = &curcpu().ipending;
+    if ipending.load(Ordering::Relaxed) & soft != 0 {
+        ipending.fetch_and(!soft, Ordering::Relaxed);
+    }
     s.pending[level].load(Ordering::Acquire)
 }
 
@@ -710,19 +721,21 @@ fn borrowed_kernel_lock() -> bool {
 /// the CPU gives it back to the thread it borrowed it from: returns 0, and `lend_cpu` loads
 /// that thread's context. One that blocked meanwhile (now an ordinary thread) switches away
 /// for good: its next dispatch starts afresh at the top of its stack.
+#[inline(always)]
 fn park(s: &SoftintCpu, level: usize) -> usize {
     let ci = curcpu();
     let me = crate::sched::curlwp();
-    let borrowed = me.switchto.swap(core::ptr::null_mut(), Ordering::Relaxed);
-    me.set_state(LwpState::Idle);
+    // `switchto` and `switchto_mtx` of a softint thread are written only on its CPU with
+    // IRQs masked (here, `dispatch`, the scheduler's give-back): plain loads and stores.
+    let borrowed = me.switchto.load(Ordering::Relaxed);
     if borrowed.is_null() {
-        ci.ipl.store(0, Ordering::Relaxed);
-        s.busy[level].store(false, Ordering::Relaxed);
-        crate::sched::switch_away(false);
-        unreachable!("softint: a parked softint thread was switched back to");
+        park_for_good(s, level, me);
     }
-    let mtx = me.switchto_mtx.swap(0, Ordering::Relaxed);
+    me.switchto.store(core::ptr::null_mut(), Ordering::Relaxed);
+    me.set_state(LwpState::Idle);
+    let mtx = me.switchto_mtx.load(Ordering::Relaxed);
     if mtx != 0 {
+        me.switchto_mtx.store(0, Ordering::Relaxed);
         ci.mtx_count.store(mtx as u32, Ordering::Relaxed);
         ci.mtx_oldspl.store((mtx >> 32) as u32, Ordering::Relaxed);
     }
@@ -734,6 +747,18 @@ fn park(s: &SoftintCpu, level: usize) -> usize {
     me.on_cpu.store(false, Ordering::Release);
     s.busy[level].store(false, Ordering::Relaxed);
     0
+}
+
+/// [`park`] for a softint thread that blocked during the dispatch (an ordinary thread now):
+/// it switches away for good.
+#[cold]
+#[inline(never)]
+fn park_for_good(s: &SoftintCpu, level: usize, me: &Lwp) -> ! {
+    me.set_state(LwpState::Idle);
+    curcpu().ipl.store(0, Ordering::Relaxed);
+    s.busy[level].store(false, Ordering::Relaxed);
+    crate::sched::switch_away(false);
+    unreachable!("softint: a parked softint thread was switched back to");
 }
 
 /// Test-harness recovery: the handler running in the current softint thread panicked or
@@ -801,15 +826,28 @@ fn run_one<const MAY_LOCK: bool>(s: &SoftintCpu, level: usize, index: usize) {
     s.running[level].store(0, Ordering::Release);
 }
 
-/// After a handler: the IPL as it was, no spin mutex, preemption enabled, no kernel lock.
+/// After a handler: the IPL as it was, no spin mutex, preemption enabled, no kernel lock. The
+/// softint thread is bound to its CPU, so `curcpu()` cannot go stale here and the fields are
+/// read without masking IRQs; the messages are built only when a rule is broken.
+#[inline(always)]
 fn check_after(index: usize, func: usize, ipl: Ipl) {
-    let daif = arch::irq_save();
     let ci = curcpu();
     let now = ci.ipl.load(Ordering::Relaxed);
     let held = ci.mtx_count.load(Ordering::Relaxed);
-    arch::irq_restore(daif);
-    let l = crate::sched::curlwp();
-    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    let nopreempt = crate::sched::curlwp().nopreempt.load(Ordering::Relaxed);
+    if u32::from(ipl.as_u8()) != now
+        || held != 0
+        || nopreempt != 0
+        // (`kernel_lock_held` without its "scheduler started" test: a softint thread runs.)
+        || crate::sync::kernel_lock::held_by(crate::sched::curlwp_ptr())
+    {
+        handler_misbehaved(index, func, ipl, now, held, nopreempt);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn handler_misbehaved(index: usize, func: usize, ipl: Ipl, now: u32, held: u32, nopreempt: u32) {
     let name = || alloc::format!("soft interrupt #{index} (handler at {func:#x})");
     assert!(
         u32::from(ipl.as_u8()) == now,
@@ -826,11 +864,7 @@ fn check_after(index: usize, func: usize, ipl: Ipl) {
         "softint: {} returned with preemption disabled",
         name()
     );
-    assert!(
-        !crate::sync::kernel_lock::kernel_lock_held(),
-        "softint: {} returned holding the kernel lock",
-        name()
-    );
+    panic!("softint: {} returned holding the kernel lock", name());
 }
 
 /// Creates the softint threads of every online CPU and installs the `spl` lower hook. Boot
