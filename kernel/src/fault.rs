@@ -140,6 +140,13 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
     exception_mmu_on(frame, kind);
 }
 
+/// Entered from the IRQ vector's short path (`irq_common`, MMU on) with the interrupted
+/// code's resume address (ELR). Context: exception, IRQs masked.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_irq(pc: u64) {
+    crate::intr::irq_entry(pc);
+}
+
 /// [`kernel_exception`] once the MMU is on. Kept out of line: the pre-MMU check stops here.
 #[inline(never)]
 fn exception_mmu_on(frame: &mut TrapFrame, kind: u64) {

@@ -32,7 +32,7 @@
 use crate::cpu::{CpuInfo, CpuState, IPI_KINDS, MAXCPUS, cpus, curcpu};
 use crate::platform::{IpiTarget, IrqAck, platform};
 use crate::spl::{IPL_HIGH, IPL_SCHED, Ipl, NIPL, PENDING_IN_INTR, splraise, splx};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Interrupt identifiers handled: SGIs 0-15, PPIs 16-31, SPIs 32-1019.
 pub const NIRQ: usize = 1020;
@@ -82,6 +82,9 @@ struct Slot {
     flags: AtomicU32,
     /// CPUs running the handler right now.
     running: AtomicU32,
+    /// Installed at boot by [`init`] (the IPIs, the clock): no `IntrHandle` exists for it, so
+    /// it is never disestablished and dispatch skips the `running` handshake.
+    permanent: AtomicBool,
     /// The handler's name (`intr_establish_xname`): address and length of a `&'static str`.
     name_ptr: AtomicUsize,
     name_len: AtomicUsize,
@@ -94,6 +97,7 @@ static HANDLERS: [Slot; NIRQ] = [const {
         arg: AtomicUsize::new(0),
         flags: AtomicU32::new(0),
         running: AtomicU32::new(0),
+        permanent: AtomicBool::new(false),
         name_ptr: AtomicUsize::new(0),
         name_len: AtomicUsize::new(0),
     }
@@ -181,7 +185,10 @@ pub fn ipi_broadcast(ipi: Ipi) {
 fn ipi_handler(kind: usize) -> bool {
     let ci = curcpu();
     crate::trace::event!(crate::trace::Kind::IpiReceive, kind as u64, 0);
-    ci.ipi_count[kind].fetch_add(1, Ordering::Relaxed);
+    // Only this kind's handler on this CPU writes its count, and it cannot nest in itself
+    // (the GIC holds back an active interrupt's priority).
+    let n = &ci.ipi_count[kind];
+    n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     match Ipi::ALL[kind] {
         Ipi::Nop => sync_private(),
         Ipi::Halt => halt_this_cpu(),
@@ -215,6 +222,9 @@ pub fn init() {
             ipi.name(),
         )
         .expect("IPI SGIs are free at boot");
+        HANDLERS[ipi as usize]
+            .permanent
+            .store(true, Ordering::Release);
     }
     install(
         platform().timer_irq(),
@@ -225,6 +235,9 @@ pub fn init() {
         "clock",
     )
     .expect("the timer PPI is free at boot");
+    HANDLERS[platform().timer_irq() as usize]
+        .permanent
+        .store(true, Ordering::Release);
 }
 
 /// Per-CPU setup: programs this CPU's copies of the private interrupts. Every CPU, boot CPU
@@ -476,17 +489,24 @@ fn run_handler<const AT_EXIT: bool>(
     unmask: bool,
 ) {
     let slot = &HANDLERS[ack.irq as usize];
-    crate::inject::point(crate::inject::Point::IntrBeforeRunning);
-    slot.running.fetch_add(1, Ordering::SeqCst);
-    if slot.ipl.load(Ordering::SeqCst) != u32::from(ipl.as_u8()) {
-        // Disestablished (or re-established at another level) since it was acknowledged.
-        slot.running.fetch_sub(1, Ordering::Release);
-        STRAY.fetch_add(1, Ordering::Relaxed);
-        platform().irq_eoi(ack);
-        return;
+    // A permanent handler (boot's IPIs and clock) is never disestablished: no handshake.
+    let permanent = slot.permanent.load(Ordering::Relaxed);
+    if !permanent {
+        crate::inject::point(crate::inject::Point::IntrBeforeRunning);
+        slot.running.fetch_add(1, Ordering::SeqCst);
+        if slot.ipl.load(Ordering::SeqCst) != u32::from(ipl.as_u8()) {
+            // Disestablished (or re-established at another level) since it was acknowledged.
+            slot.running.fetch_sub(1, Ordering::Release);
+            STRAY.fetch_add(1, Ordering::Relaxed);
+            platform().irq_eoi(ack);
+            return;
+        }
     }
+    // Only this CPU writes its interrupt bookkeeping, with IRQs masked (a nested handler puts
+    // every field back before it returns): plain loads and stores.
     let saved_intr_ipl = ci.intr_ipl.load(Ordering::Relaxed);
-    let depth = ci.intr_depth.fetch_add(1, Ordering::Relaxed);
+    let depth = ci.intr_depth.load(Ordering::Relaxed);
+    ci.intr_depth.store(depth + 1, Ordering::Relaxed);
     ci.intr_ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
     if depth == 0 {
         ci.ipending.fetch_or(PENDING_IN_INTR, Ordering::Relaxed);
@@ -502,7 +522,8 @@ fn run_handler<const AT_EXIT: bool>(
     }
     // SAFETY: `func` was stored from an `IntrHandler` by `install` before `ipl` was published
     // (release), and we saw that `ipl` after counting ourselves in `running`; it cannot change
-    // until `running` drops (disestablish waits for that, and establish needs a free slot).
+    // until `running` drops (disestablish waits for that, and establish needs a free slot). A
+    // permanent slot, set at boot before the other CPUs started, never changes.
     let handler: IntrHandler = unsafe { core::mem::transmute::<usize, IntrHandler>(func) };
     crate::trace::event!(
         crate::trace::Kind::IntrEntry,
@@ -517,7 +538,9 @@ fn run_handler<const AT_EXIT: bool>(
     );
     crate::arch::aarch64::irq_disable();
 
-    slot.running.fetch_sub(1, Ordering::Release);
+    if !permanent {
+        slot.running.fetch_sub(1, Ordering::Release);
+    }
     // Only this CPU writes its own counts (IRQs masked here).
     let count = &INTR_COUNT.get()[ack.irq as usize];
     count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -551,7 +574,9 @@ pub fn irq_entry(pc: u64) {
     // One interrupt per exception, as Linux's GIC drivers do: another pending one is taken
     // again as soon as this exception returns, and the common case reads IAR once.
     if let Some(ack) = p.irq_ack() {
-        ci.intr_count.fetch_add(1, Ordering::Relaxed);
+        // Only this CPU writes it, with IRQs masked.
+        ci.intr_count
+            .store(ci.intr_count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let raw_ipl = HANDLERS
             .get(ack.irq as usize)
             .map_or(0, |s| s.ipl.load(Ordering::Acquire));

@@ -8,6 +8,14 @@
 //! Register contract of the assembly: on entry nothing is assumed; `x0` and `x1` are saved by
 //! the 128-byte vector stub itself (it has room for four instructions before branching), the
 //! rest by `exception_common`.
+//!
+//! IRQs taken in the kernel (once the MMU is on) take a shorter path, `irq_common`: the
+//! handler is Rust code called by the procedure-call standard, which preserves x19..x28, and
+//! nothing reads an IRQ's frame (it is not handed to Rust; only ELR is, as the resume
+//! address), so only the registers a call may clobber (x0..x18, x29, x30), ELR and SPSR are
+//! saved, and the stack pointer is restored by adding the frame's size back. The frame keeps
+//! the [`TrapFrame`] offsets for what it holds. Before the MMU is on, an IRQ takes the full
+//! path to the early exception reporter.
 
 use core::arch::global_asm;
 
@@ -112,6 +120,15 @@ global_asm!(
     b       exception_common_sp_saved
 .endm
 
+// IRQ from the kernel (EL1, SP_EL1): x0/x1 saved, x0 = kind 5 for the full path.
+.macro VECTOR_IRQ
+    .balign 0x80
+    sub     sp, sp, #288
+    stp     x0, x1, [sp, #0]
+    mov     x0, #5
+    b       irq_common
+.endm
+
     .section .text.vectors, "ax"
     .balign 2048
     .global kernel_vectors
@@ -121,7 +138,7 @@ kernel_vectors:
     VECTOR 2
     VECTOR 3
     VECTOR_SYNC_SWITCH 4
-    VECTOR 5
+    VECTOR_IRQ
     VECTOR 6
     VECTOR 7
     VECTOR 8
@@ -132,6 +149,43 @@ kernel_vectors:
     VECTOR 8
     VECTOR 8
     VECTOR 8
+
+// x0 = 5 (the kind); x0/x1 of the interrupted code are at [sp, #0].
+irq_common:
+    mrs     x1, sctlr_el1
+    tbz     x1, #0, exception_common
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    str     x18, [sp, #144]
+    stp     x29, x30, [sp, #232]
+    mrs     x0, elr_el1
+    mrs     x1, spsr_el1
+    stp     x0, x1, [sp, #256]
+    // End the handler's frame-pointer chain here, as exception_common does.
+    mov     x29, #0
+    bl      kernel_irq
+    ldp     x0, x1, [sp, #256]
+    msr     elr_el1, x0
+    msr     spsr_el1, x1
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldr     x18, [sp, #144]
+    ldp     x29, x30, [sp, #232]
+    ldp     x0, x1, [sp, #0]
+    add     sp, sp, #288
+    eret
 
 // x0 = kind; x0/x1 of the interrupted code are at [sp, #0].
 exception_common:
