@@ -191,6 +191,7 @@ impl CpuInfo {
     }
 
     /// MPIDR affinity.
+    #[inline]
     pub fn mpidr(&self) -> u64 {
         self.mpidr.load(Ordering::Relaxed)
     }
@@ -438,11 +439,13 @@ pub fn attach(index: usize, mpidr: u64) -> &'static CpuInfo {
 }
 
 /// The number of attached CPUs (NetBSD's `ncpu`). Valid once the boot CPU attached them all.
+#[inline]
 pub fn ncpu() -> usize {
     kern_ncpu.load(Ordering::Acquire) as usize
 }
 
 /// The `CpuInfo` of CPU `index`, if that CPU is attached (NetBSD's `cpu_lookup`).
+#[inline]
 pub fn cpu_lookup(index: usize) -> Option<&'static CpuInfo> {
     (index < ncpu()).then(|| &CPU_INFO[index])
 }

@@ -114,6 +114,9 @@ struct Class {
     lock: SpinLock<()>,
     /// Waiters for `done` (xc_wait, and callers waiting for a free record).
     waiters: SleepQueue,
+    /// Threads about to sleep or asleep on `waiters`, so that `complete` takes the queue's
+    /// lock only when someone may need waking (see [`sleep_until`]).
+    sleepers: AtomicU32,
 }
 
 static CLASSES: [Class; NCLASSES] = [const {
@@ -133,6 +136,7 @@ static CLASSES: [Class; NCLASSES] = [const {
         done: AtomicU64::new(0),
         lock: SpinLock::new(()),
         waiters: SleepQueue::new(),
+        sleepers: AtomicU32::new(0),
     }
 }; NCLASSES];
 
@@ -257,10 +261,12 @@ pub fn xc_broadcast(flags: u32, func: XcFunc, arg1: usize, arg2: usize) -> u64 {
     let class = class_of(flags, "xc_broadcast");
     assert_caller("xc_broadcast");
     let mut targets = 0u64;
+    let mut n = 0;
     for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
         targets |= 1 << ci.index();
+        n += 1;
     }
-    issue(class, func, arg1, arg2, targets, true)
+    issue(class, func, arg1, arg2, targets, n, true)
 }
 
 /// `xc_unicast(flags, func, arg1, arg2, ci)`: calls `func(arg1, arg2)` on CPU `cpu`, which must
@@ -272,10 +278,10 @@ pub fn xc_unicast(flags: u32, func: XcFunc, arg1: usize, arg2: usize, cpu: usize
         cpu_lookup(cpu).is_some_and(|ci| ci.is_online()),
         "xc_unicast: cpu{cpu} is not online"
     );
-    issue(class, func, arg1, arg2, 1 << cpu, false)
+    issue(class, func, arg1, arg2, 1 << cpu, 1, false)
 }
 
-/// Publishes a call of class `class` to the CPUs in `targets` (every online CPU if
+/// Publishes a call of class `class` to the `n` CPUs in `targets` (every online CPU if
 /// `broadcast`) and kicks them.
 fn issue(
     class: usize,
@@ -283,6 +289,7 @@ fn issue(
     arg1: usize,
     arg2: usize,
     targets: u64,
+    n: u32,
     broadcast: bool,
 ) -> u64 {
     if !READY.load(Ordering::Acquire) {
@@ -290,7 +297,7 @@ fn issue(
         func(arg1, arg2);
         return 0;
     }
-    XCALL.get().issued.fetch_add(1, Ordering::Relaxed);
+    debug_assert_eq!(targets.count_ones(), n);
     let c = &CLASSES[class];
     let seq = loop {
         let g = c.lock.lock();
@@ -304,7 +311,7 @@ fn issue(
             r.arg1.store(arg1, Ordering::Relaxed);
             r.arg2.store(arg2, Ordering::Relaxed);
             r.targets.store(targets, Ordering::Relaxed);
-            r.remaining.store(targets.count_ones(), Ordering::Relaxed);
+            r.remaining.store(n, Ordering::Relaxed);
             r.ready.store(seq, Ordering::Release);
             c.head.store(seq, Ordering::Release);
             drop(g);
@@ -312,7 +319,7 @@ fn issue(
         }
         drop(g);
         // RING calls of this class in flight: wait for the oldest.
-        let _ = c.waiters.sleep(None, || {
+        let _ = sleep_until(c, None, || {
             c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
         });
     };
@@ -321,10 +328,19 @@ fn issue(
     ticket(class, seq)
 }
 
-/// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU).
+/// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU), and
+/// counts the call as issued on this CPU.
 fn kick(class: usize, mut targets: u64, broadcast: bool) {
     crate::inject::point(crate::inject::Point::IpiSending);
+    // IRQs masked, so that "this CPU" stays this CPU for the count and for choosing the
+    // others; the others are named by index, so they need no pinning beyond that.
+    let daif = arch::irq_save();
+    let x = XCALL.get();
+    // Only threads on this CPU write it, here with IRQs masked: a plain increment.
+    x.issued
+        .store(x.issued.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     if class == 0 {
+        arch::irq_restore(daif);
         // This CPU's `xcall/N` outranks the caller and would take the CPU at the first wakeup
         // that names it, before the rest were woken: pinned, the others first, this CPU last.
         crate::sched::kpreempt_disable();
@@ -343,10 +359,8 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
         return;
     }
     let h = SoftintHandle::from_raw(SOFTINTS[class - 1].load(Ordering::Acquire));
-    // Pinned, so that "this CPU" stays this CPU. Others first, so they are on their way while
-    // this CPU runs its own.
-    crate::sched::kpreempt_disable();
     let me = curcpu().index();
+    // Others first, so they are on their way while this CPU runs its own.
     let mut others = targets & !(1 << me);
     if broadcast && others.count_ones() > 1 {
         // Every other online CPU: one broadcast IPI.
@@ -358,15 +372,23 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
         others &= others - 1;
         softint_schedule_cpu(h, cpu);
     }
+    arch::irq_restore(daif);
     if targets & (1 << me) != 0 {
-        softint_schedule(h);
+        // This CPU's share runs here before `softint_schedule` returns; pinned, and on `me`
+        // even if the thread moved since the IRQs were unmasked.
+        crate::sched::kpreempt_disable();
+        if curcpu().index() == me {
+            softint_schedule(h);
+        } else {
+            softint_schedule_cpu(h, me);
+        }
+        crate::sched::kpreempt_enable();
     }
-    crate::sched::kpreempt_enable();
 }
 
 /// Runs, on this CPU, every published call of class `class` that names it. Called by the
-/// `xcall/N` thread (low) or the class's softint (high), the only writers of this CPU's `seen`
-/// for the class.
+/// `xcall/N` thread (low) or, as the class's softint handler, by its softint thread (high): the
+/// only writers of this CPU's `seen` for the class.
 fn run_class(class: usize) {
     let c = &CLASSES[class];
     let x = XCALL.get();
@@ -414,14 +436,14 @@ fn run_class(class: usize) {
     }
 }
 
-/// What a callback left behind: (kpreempt_disable depth, spin mutexes held).
+/// What a callback left behind: (kpreempt_disable depth, spin mutexes held). Read in the
+/// `xcall/N` thread or a softint thread, both bound to this CPU, so `curcpu()` stays right
+/// without masking IRQs.
+#[inline(always)]
 fn left_behind() -> (u32, u32) {
-    let daif = arch::irq_save();
-    let held = curcpu().mtx_count.load(Ordering::Relaxed);
-    arch::irq_restore(daif);
     (
         crate::sched::curlwp().nopreempt.load(Ordering::Relaxed),
-        held,
+        curcpu().mtx_count.load(Ordering::Relaxed),
     )
 }
 
@@ -453,8 +475,29 @@ fn complete(c: &Class, seq: u64) {
     if done != before {
         c.done.store(done, Ordering::Release);
         drop(_g);
-        c.waiters.wake_all();
+        // Pairs with the fence in `sleep_until`: either the sleeper's count is seen here, or
+        // the sleeper's check sees the new `done` and does not sleep.
+        fence(Ordering::SeqCst);
+        if c.sleepers.load(Ordering::Relaxed) != 0 {
+            c.waiters.wake_all();
+        }
     }
+}
+
+/// Sleeps on class `c`'s queue while `check` holds (as `SleepQueue::sleep`), counted in
+/// `sleepers` so that [`complete`] skips the queue when nobody sleeps. The count is raised
+/// and fenced before `check` reads `done`; `complete` stores `done` and fences before it
+/// reads the count (Dekker's handshake), so a completion is never missed.
+fn sleep_until(
+    c: &Class,
+    deadline: Option<u64>,
+    check: impl FnOnce() -> bool,
+) -> crate::sched::sleepq::Wake {
+    c.sleepers.fetch_add(1, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    let w = c.waiters.sleep(deadline, check);
+    c.sleepers.fetch_sub(1, Ordering::Relaxed);
+    w
 }
 
 /// `xc_wait(ticket)`: returns once every call of the ticket's class up to and including
@@ -465,25 +508,36 @@ pub fn xc_wait(t: u64) {
     // Test image only: a planted bug takes a call that no target has finished for done
     // (callers of `xc_wait` only: `xc_barrier` and the `_with` calls, whose callbacks borrow
     // from the caller, wait with `wait_done`).
-    let (class, seq) = untick(t);
-    let r = &CLASSES[class.min(NCLASSES - 1)].records[(seq % RING as u64) as usize];
-    if seq != 0
-        && r.ready.load(Ordering::Acquire) == seq
-        && r.remaining.load(Ordering::Acquire) == r.targets.load(Ordering::Relaxed).count_ones()
-        && crate::inject::planted(crate::inject::Bug::XcallDoneEarly)
+    #[cfg(feature = "ktest")]
     {
-        return;
+        let (class, seq) = untick(t);
+        let r = &CLASSES[class.min(NCLASSES - 1)].records[(seq % RING as u64) as usize];
+        if seq != 0
+            && r.ready.load(Ordering::Acquire) == seq
+            && r.remaining.load(Ordering::Acquire) == r.targets.load(Ordering::Relaxed).count_ones()
+            && crate::inject::planted(crate::inject::Bug::XcallDoneEarly)
+        {
+            return;
+        }
     }
     wait_done(t);
 }
 
-/// [`xc_wait`] itself.
+/// [`xc_wait`] itself: the lock-free check here, the waiting out of line.
+#[inline(always)]
 fn wait_done(t: u64) {
     let (class, seq) = untick(t);
     let c = &CLASSES[class.min(NCLASSES - 1)];
     if seq == 0 || c.done.load(Ordering::Acquire) >= seq {
         return;
     }
+    wait_slow(class, seq);
+}
+
+/// Waits for `done` of class `class` to reach `seq`: a few `yield` rounds, then asleep.
+#[inline(never)]
+fn wait_slow(class: usize, seq: u64) {
+    let c = &CLASSES[class.min(NCLASSES - 1)];
     // A short wait is the common case (a high-priority call is a few hundred instructions
     // away): look again a few times, each `yield` letting the other CPUs run (in QEMU it ends
     // this vCPU's turn). Not `wfe`: with no event pending it may sleep until the next tick.
@@ -495,16 +549,12 @@ fn wait_done(t: u64) {
     }
     crate::sync::assert_sleepable("xc_wait");
     let deadline = arch::counter() + crate::clock::ms_to_counter(REPORT_AFTER_MS);
-    let w = c
-        .waiters
-        .sleep(Some(deadline), || c.done.load(Ordering::Acquire) < seq);
+    let w = sleep_until(c, Some(deadline), || c.done.load(Ordering::Acquire) < seq);
     if w == crate::sched::sleepq::Wake::TimedOut && c.done.load(Ordering::Acquire) < seq {
         report_stuck(class, seq);
     }
     while c.done.load(Ordering::Acquire) < seq {
-        let _ = c
-            .waiters
-            .sleep(None, || c.done.load(Ordering::Acquire) < seq);
+        let _ = sleep_until(c, None, || c.done.load(Ordering::Acquire) < seq);
     }
 }
 
@@ -590,11 +640,6 @@ fn xcall_thread(cpu: usize) {
     }
 }
 
-/// The softint handler of high class `class`.
-fn xcall_softint(class: usize) {
-    run_class(class);
-}
-
 /// Creates the `xcall/N` threads and the high-priority softints; calls go to every CPU from
 /// then on. Boot CPU, after `softint::init`.
 pub fn init() {
@@ -608,7 +653,7 @@ pub fn init() {
     .enumerate()
     {
         debug_assert_eq!(ipl.as_u8() as usize, i + 1);
-        let h = softint_establish(flags | SOFTINT_MPSAFE, xcall_softint, i + 1)
+        let h = softint_establish(flags | SOFTINT_MPSAFE, run_class, i + 1)
             .expect("xcall: no softint slot left");
         SOFTINTS[i].store(h.to_raw(), Ordering::Release);
     }
