@@ -19,6 +19,7 @@
 use crate::cpu::CpuInfo;
 use core::arch::asm;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Offset of `CpuInfo::ipl`.
 const IPL: usize = offset_of!(CpuInfo, ipl);
@@ -51,8 +52,34 @@ fn windows() -> &'static [Window] {
 
 /// Whether `pc` (an interrupted thread's ELR) lies inside a window that must not be split by
 /// a preemption. Context: interrupt return path, IRQs masked.
+///
+/// The linker keeps the windows in the order it placed their code, which is address order in
+/// practice but not promised: the first call checks the order once, and a sorted table is
+/// searched by bisection (windows never overlap, so only the last one starting at or below
+/// `pc` can hold it), an unsorted one linearly.
 pub fn in_window(pc: u64) -> bool {
-    windows().iter().any(|w| pc >= w.start && pc < w.end)
+    let w = windows();
+    if sorted(w) {
+        let i = w.partition_point(|x| x.start <= pc);
+        i > 0 && pc < w[i - 1].end
+    } else {
+        w.iter().any(|w| pc >= w.start && pc < w.end)
+    }
+}
+
+/// Whether the window table is in address order: 0 not known yet, 1 sorted, 2 not.
+static SORTED: AtomicU8 = AtomicU8::new(0);
+
+fn sorted(w: &[Window]) -> bool {
+    match SORTED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = w.windows(2).all(|p| p[0].end <= p[1].start);
+            SORTED.store(if yes { 1 } else { 2 }, Ordering::Relaxed);
+            yes
+        }
+    }
 }
 
 /// The number of registered windows (for tests).
