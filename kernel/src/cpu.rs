@@ -205,6 +205,12 @@ impl CpuInfo {
     /// the new state).
     pub fn set_state(&self, state: CpuState) {
         self.state.store(state as u32, Ordering::Release);
+        let bit = 1u64 << (self.index() % MAXCPUS);
+        if state == CpuState::Online {
+            ONLINE_CPUS.fetch_or(bit, Ordering::Release);
+        } else {
+            ONLINE_CPUS.fetch_and(!bit, Ordering::Release);
+        }
     }
 
     /// Whether this CPU is online.
@@ -453,6 +459,18 @@ pub fn cpu_lookup(index: usize) -> Option<&'static CpuInfo> {
 /// Iterates over the attached CPUs in index order (NetBSD's `CPU_INFO_FOREACH`).
 pub fn cpus() -> impl Iterator<Item = &'static CpuInfo> {
     CPU_INFO[..ncpu()].iter()
+}
+
+/// The CPUs whose state is Online, one bit per index (NetBSD's `kcpuset_running`): kept by
+/// [`CpuInfo::set_state`] after the state itself.
+static ONLINE_CPUS: AtomicU64 = AtomicU64::new(0);
+
+/// The online CPUs as a mask (bit = index), for code that sends to all of them without
+/// walking every `CpuInfo`. A CPU changing state meanwhile may or may not be in it, as with
+/// [`CpuInfo::is_online`]. Context: any.
+#[inline]
+pub fn online_cpus() -> u64 {
+    ONLINE_CPUS.load(Ordering::Acquire)
 }
 
 /// The number of CPUs currently online.

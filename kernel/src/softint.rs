@@ -367,10 +367,16 @@ pub fn softint_schedule_others(h: SoftintHandle) {
         u64::MAX,
     );
     let mut tell = false;
-    for ci in crate::cpu::cpus().filter(|ci| ci.is_online() && !core::ptr::eq(*ci, me)) {
-        let s = SOFTINT.on_cpu(ci.index());
-        if let Some(level) = mark_pending(s, h, "softint_schedule_others", true) {
-            tell |= flag(ci, level);
+    if let Some((level, bit)) = handle_level(h, "softint_schedule_others") {
+        let mut others = crate::cpu::online_cpus() & !(1u64 << me.index());
+        while others != 0 {
+            let cpu = others.trailing_zeros() as usize;
+            others &= others - 1;
+            if set_pending(SOFTINT.on_cpu(cpu), level, bit, true)
+                && let Some(ci) = cpu_lookup(cpu)
+            {
+                tell |= flag(ci, level);
+            }
         }
     }
     if tell {
@@ -408,6 +414,14 @@ fn mark_pending(
     call: &'static str,
     remote: bool,
 ) -> Option<usize> {
+    let (level, bit) = handle_level(h, call)?;
+    set_pending(s, level, bit, remote).then_some(level)
+}
+
+/// The level of `h` and its bit in a pending mask, `None` if `h` is being disestablished (a
+/// handle that names no established soft interrupt is a named bug).
+#[inline(always)]
+fn handle_level(h: SoftintHandle, call: &'static str) -> Option<(usize, u64)> {
     let index = h.index as usize;
     let Some(slot) = SLOTS.get(index) else {
         bad_handle(h, call)
@@ -420,9 +434,15 @@ fn mark_pending(
         bad_handle(h, call);
     }
     let level = level_of(slot.flags.load(Ordering::Relaxed)) & (NLEVELS - 1);
-    let bit = 1u64 << index;
+    Some((level, 1u64 << index))
+}
+
+/// Sets `bit` in `s`'s pending mask of `level` and counts the schedule; returns whether it was
+/// newly set.
+#[inline(always)]
+fn set_pending(s: &SoftintCpu, level: usize, bit: u64, remote: bool) -> bool {
     if s.pending[level].fetch_or(bit, Ordering::AcqRel) & bit != 0 {
-        return None;
+        return false;
     }
     if remote {
         s.scheduled_remote[level].fetch_add(1, Ordering::Relaxed);
@@ -431,7 +451,7 @@ fn mark_pending(
         let n = &s.scheduled[level];
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
-    Some(level)
+    true
 }
 
 /// Flags `level` in `ci`'s `ipending`, so its next `splx` or interrupt exit below the level

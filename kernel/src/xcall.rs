@@ -260,13 +260,8 @@ fn assert_caller(call: &str) {
 pub fn xc_broadcast(flags: u32, func: XcFunc, arg1: usize, arg2: usize) -> u64 {
     let class = class_of(flags, "xc_broadcast");
     assert_caller("xc_broadcast");
-    let mut targets = 0u64;
-    let mut n = 0;
-    for ci in crate::cpu::cpus().filter(|ci| ci.is_online()) {
-        targets |= 1 << ci.index();
-        n += 1;
-    }
-    issue(class, func, arg1, arg2, targets, n, true)
+    let targets = crate::cpu::online_cpus();
+    issue(class, func, arg1, arg2, targets, targets.count_ones(), true)
 }
 
 /// `xc_unicast(flags, func, arg1, arg2, ci)`: calls `func(arg1, arg2)` on CPU `cpu`, which must
