@@ -238,6 +238,14 @@ pub fn init() {
     HANDLERS[platform().timer_irq() as usize]
         .permanent
         .store(true, Ordering::Release);
+    crate::sched::set_idle_intr_hook(idle_intr);
+}
+
+/// The idle loop's dispatcher: an idle CPU woken from `wfi` with IRQs masked handles what is
+/// pending here, as the IRQ vector would (nothing is interrupted: no resume address inside a
+/// no-preemption window), without the exception's entry and return.
+fn idle_intr() {
+    irq_entry(0);
 }
 
 /// Per-CPU setup: programs this CPU's copies of the private interrupts. Every CPU, boot CPU
@@ -564,7 +572,8 @@ fn run_handler<const AT_EXIT: bool>(
     }
 }
 
-/// Called by the IRQ vector with IRQs masked: handles or defers every pending interrupt, then
+/// Called by the IRQ vector with IRQs masked (or by an idle CPU woken from `wfi`, IRQs still
+/// masked, with `pc` 0): handles or defers every pending interrupt, then
 /// preempts the interrupted thread if a reschedule is wanted and allowed. `pc` is where the
 /// interrupted code resumes (ELR): inside a no-preemption window (`arch::aarch64::nopreempt`)
 /// the thread is not preempted.

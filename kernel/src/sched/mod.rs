@@ -31,7 +31,7 @@ use crate::sync::SpinLock;
 use crate::sync::kernel_lock;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use lwp::{Lwp, LwpState, SchedClass};
 use runq::RunQueue;
 
@@ -778,7 +778,10 @@ pub(crate) fn tick() {
 
 /// What an otherwise idle CPU runs: switches to runnable work (its own queue first, then
 /// stolen), else sleeps in `wfi` with IRQs masked between the check and the `wfi`, so a wakeup
-/// IPI is never slept through (a pending interrupt ends `wfi` even while masked).
+/// IPI is never slept through (a pending interrupt ends `wfi` even while masked). Woken, it
+/// handles the interrupt through the idle hook (`intr`'s dispatcher, called as the vector
+/// would call it, IRQs still masked), which spares the exception's entry and return; without
+/// a hook the interrupt is taken when IRQs are unmasked.
 pub fn idle_loop() -> ! {
     let me = curcpu().index();
     loop {
@@ -789,9 +792,26 @@ pub fn idle_loop() -> ! {
             crate::trace::event!(crate::trace::Kind::IdleEnter, 0, 0);
             arch::wait_for_interrupt();
             crate::trace::event!(crate::trace::Kind::IdleExit, 0, 0);
+            let hook = IDLE_INTR_HOOK.load(Ordering::Acquire);
+            if hook != 0 {
+                // SAFETY: only `set_idle_intr_hook` stores here, from a `fn()`.
+                let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+                hook();
+            }
         }
         arch::irq_enable();
     }
+}
+
+/// The interrupt dispatcher an idle CPU calls after `wfi` (0 = none yet). Kept as a hook
+/// so that this module does not depend on `intr`, above it.
+static IDLE_INTR_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the dispatcher idle CPUs call, IRQs masked, when `wfi` returns (once; `intr::init`
+/// does): it must handle what is pending as the IRQ vector would, and may switch threads.
+/// Boot CPU.
+pub fn set_idle_intr_hook(hook: fn()) {
+    let _ = IDLE_INTR_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 extern "C" fn idle_entry(prev: usize) -> ! {
