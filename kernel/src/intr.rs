@@ -187,8 +187,12 @@ fn ipi_handler(kind: usize) -> bool {
     crate::trace::event!(crate::trace::Kind::IpiReceive, kind as u64, 0);
     // Only this kind's handler on this CPU writes its count, and it cannot nest in itself
     // (the GIC holds back an active interrupt's priority).
-    let n = &ci.ipi_count[kind];
+    let n = &ci.ipi_count[kind % IPI_KINDS];
     n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    if kind == Ipi::Xcall as usize {
+        // The common one first: nothing to do here, the interrupt's exit runs the softints.
+        return true;
+    }
     match Ipi::ALL[kind] {
         Ipi::Nop => sync_private(),
         Ipi::Halt => halt_this_cpu(),

@@ -152,8 +152,9 @@ pub struct XcallCpu {
     seen: [AtomicU64; NCLASSES],
     /// The `xcall/N` thread sleeps here.
     wake: SleepQueue,
-    /// Calls run here: low priority, high priority.
-    received: [AtomicU64; 2],
+    /// Calls run here per class (low priority, then high priority at each soft level), each
+    /// written only by that class's runner on this CPU.
+    received: [AtomicU64; NCLASSES],
     /// Calls issued by threads on this CPU.
     issued: AtomicU64,
 }
@@ -163,7 +164,7 @@ crate::dpcpu_define! {
     pub static XCALL: XcallCpu = XcallCpu {
         seen: [const { AtomicU64::new(0) }; NCLASSES],
         wake: SleepQueue::new(),
-        received: [const { AtomicU64::new(0) }; 2],
+        received: [const { AtomicU64::new(0) }; NCLASSES],
         issued: AtomicU64::new(0),
     };
 }
@@ -177,7 +178,10 @@ pub fn counters(cpu: usize) -> (u64, u64, u64) {
     let x = XCALL.on_cpu(cpu);
     (
         x.received[0].load(Ordering::Relaxed),
-        x.received[1].load(Ordering::Relaxed),
+        x.received[1..]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum(),
         x.issued.load(Ordering::Relaxed),
     )
 }
@@ -221,8 +225,10 @@ const fn untick(t: u64) -> (usize, u64) {
     }
 }
 
-/// The caller may make a cross call: a thread that may sleep.
-fn assert_caller(call: &str) {
+/// The caller may make a cross call: a thread that may sleep. The reads are the fast path;
+/// the messages are built only when a rule is broken.
+#[inline(always)]
+fn assert_caller(call: &'static str) {
     let daif = arch::irq_save();
     let ci = curcpu();
     let depth = ci.intr_depth.load(Ordering::Relaxed);
@@ -230,12 +236,21 @@ fn assert_caller(call: &str) {
     let held = ci.mtx_count.load(Ordering::Relaxed);
     arch::irq_restore(daif);
     let l = crate::sched::curlwp();
+    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
+    if depth | ipl | held | nopreempt != 0 || l.softint_level().is_some() {
+        caller_refused(call, depth, ipl, held);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn caller_refused(call: &str, depth: u32, ipl: u32, held: u32) -> ! {
     assert!(
         depth == 0,
         "{call}: called from a hard interrupt handler; cross calls need a thread that may sleep"
     );
     assert!(
-        l.softint_level().is_none(),
+        crate::sched::curlwp().softint_level().is_none(),
         "{call}: called from a soft interrupt handler; cross calls need a thread that may sleep"
     );
     assert!(
@@ -247,11 +262,7 @@ fn assert_caller(call: &str) {
         "{call}: called at {}; cross calls need IPL_NONE",
         Ipl::from_u8(ipl as u8).unwrap_or(crate::spl::IPL_HIGH)
     );
-    let nopreempt = l.nopreempt.load(Ordering::Relaxed);
-    assert!(
-        nopreempt == 0,
-        "{call}: called with preemption disabled; cross calls need a thread that may sleep"
-    );
+    panic!("{call}: called with preemption disabled; cross calls need a thread that may sleep")
 }
 
 /// `xc_broadcast(flags, func, arg1, arg2)`: calls `func(arg1, arg2)` on every online CPU and
@@ -409,7 +420,9 @@ fn run_class(class: usize) {
             let arg2 = r.arg2.load(Ordering::Relaxed);
             // SAFETY: `issue` stored an `XcFunc` before publishing the record.
             let f: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
-            x.received[usize::from(class != 0)].fetch_add(1, Ordering::Relaxed);
+            // Only this class's runner on this CPU writes it (`xcall/N` or one softint level).
+            let n = &x.received[class];
+            n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             crate::trace::event!(crate::trace::Kind::XcallRun, ticket(class, next), 0);
             f(arg1, arg2);
             crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, next), 0);

@@ -420,9 +420,10 @@ impl Gic {
 
     /// Sends SGI `sgi` to `target`.
     pub fn send_sgi(&self, target: IpiTarget, sgi: u32) {
-        let intid = IntId::sgi(sgi);
+        assert!(sgi < 16, "send_sgi: SGI {sgi} does not exist (0-15)");
         match self.config {
             GicConfig::V2 { .. } => {
+                let intid = IntId::sgi(sgi);
                 let target = match target {
                     IpiTarget::AllButSelf => SgiTargetV2::List {
                         target_list_filter: SgiTargetListFilter::ForwardOthersOnly,
@@ -465,7 +466,11 @@ impl Gic {
                 };
                 // A system-register write is not ordered by DMB: complete the stores first.
                 kernel::arch::aarch64::dsb_ishst();
-                let _ = GicCpuInterface::send_sgi(intid, target, SgiTargetGroup::CurrentGroup1);
+                let _ = GicCpuInterface::send_sgi(
+                    IntId::sgi(sgi),
+                    target,
+                    SgiTargetGroup::CurrentGroup1,
+                );
             }
         }
     }
