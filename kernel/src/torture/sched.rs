@@ -93,7 +93,11 @@ fn child(seed: usize) {
 }
 
 fn spawn(rng: &mut Rng) {
-    let in_flight = CREATED.load(Ordering::Relaxed) - FINISHED.load(Ordering::Relaxed);
+    // A child may finish (and count itself) before its creator counts it created, so
+    // FINISHED can run ahead of CREATED for a moment: saturate rather than underflow.
+    let in_flight = CREATED
+        .load(Ordering::Relaxed)
+        .saturating_sub(FINISHED.load(Ordering::Relaxed));
     let mustjoin = in_flight >= MAX_DETACHED || rng.chance(1, 2);
     let mut flags = KTHREAD_MPSAFE;
     if rng.chance(1, 8) {
