@@ -336,6 +336,7 @@ fn issue(
 
 /// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU), and
 /// counts the call as issued on this CPU.
+#[inline(always)]
 fn kick(class: usize, mut targets: u64, broadcast: bool) {
     crate::inject::point(crate::inject::Point::IpiSending);
     // IRQs masked, so that "this CPU" stays this CPU for the count and for choosing the
