@@ -543,7 +543,8 @@ fn wait_done(t: u64) {
     wait_slow(class, seq);
 }
 
-/// Waits for `done` of class `class` to reach `seq`: a few `yield` rounds, then asleep.
+/// Waits for `done` of class `class` to reach `seq`: a few `yield` rounds, then asleep (out
+/// of line, so that the short wait saves few registers).
 #[inline(never)]
 fn wait_slow(class: usize, seq: u64) {
     let c = &CLASSES[class.min(NCLASSES - 1)];
@@ -556,6 +557,13 @@ fn wait_slow(class: usize, seq: u64) {
             return;
         }
     }
+    wait_asleep(class, seq);
+}
+
+/// The rest of [`wait_slow`]: asleep on the class's queue, with the stuck-call report.
+#[inline(never)]
+fn wait_asleep(class: usize, seq: u64) {
+    let c = &CLASSES[class.min(NCLASSES - 1)];
     crate::sync::assert_sleepable("xc_wait");
     let deadline = arch::counter() + crate::clock::ms_to_counter(REPORT_AFTER_MS);
     let w = sleep_until(c, Some(deadline), || c.done.load(Ordering::Acquire) < seq);
