@@ -487,13 +487,31 @@ pub(crate) fn finish_borrowed_switch(prev: *mut Lwp) {
 /// Runs on the new thread right after a switch (IRQs masked): releases the previous thread to
 /// other CPUs, disposes of it if it exited, and restores the new thread's FP state. (A thread
 /// that gave up the kernel lock to switch takes it back itself, after IRQs are unmasked.)
+/// Inline, with the exited thread's case out of line: it is on every switch's path.
+#[inline(always)]
 fn switch_finish(prev: *mut Lwp) {
     // SAFETY: `prev` is the LWP this CPU just switched away from; it cannot be freed before
     // `on_cpu` is cleared below.
     let pl = unsafe { &*prev };
-    let zombie = pl.state() == LwpState::Zombie;
-    let mustjoin = pl.flags & crate::kthread::KTHREAD_MUSTJOIN != 0;
-    if zombie && mustjoin {
+    if pl.state() == LwpState::Zombie {
+        switch_finish_zombie(prev);
+    } else {
+        pl.on_cpu.store(false, Ordering::Release);
+    }
+    let l = curlwp();
+    if l.fpu_on.load(Ordering::Relaxed) {
+        context::fpu_enable();
+        // SAFETY: `fp` belongs to the running thread.
+        context::fpu_restore_from(unsafe { &*l.fp.get() });
+    }
+}
+
+/// [`switch_finish`] for a previous thread that exited.
+#[inline(never)]
+fn switch_finish_zombie(prev: *mut Lwp) {
+    // SAFETY: as in `switch_finish`.
+    let pl = unsafe { &*prev };
+    if pl.flags & crate::kthread::KTHREAD_MUSTJOIN != 0 {
         // The joiner frees the thread as soon as it sees `on_cpu` clear, so the flag is
         // cleared under the join queue's lock and the joiner waits for that lock before
         // freeing (`kthread_join`): after the unlock this CPU never touches `pl` again.
@@ -507,16 +525,8 @@ fn switch_finish(prev: *mut Lwp) {
         });
     } else {
         pl.on_cpu.store(false, Ordering::Release);
-        if zombie {
-            // SAFETY: an exited, non-joinable thread that no CPU runs any more.
-            unsafe { lwp_free(prev) };
-        }
-    }
-    let l = curlwp();
-    if l.fpu_on.load(Ordering::Relaxed) {
-        context::fpu_enable();
-        // SAFETY: `fp` belongs to the running thread.
-        context::fpu_restore_from(unsafe { &*l.fp.get() });
+        // SAFETY: an exited, non-joinable thread that no CPU runs any more.
+        unsafe { lwp_free(prev) };
     }
 }
 
