@@ -141,10 +141,14 @@ extern "C" fn kernel_exception(frame: &mut TrapFrame, kind: u64) {
 }
 
 /// Entered from the IRQ vector's short path (`irq_common`, MMU on) with the interrupted
-/// code's resume address (ELR). Context: exception, IRQs masked.
+/// code's resume address (ELR); returns the address to resume at, which `irq_common` puts
+/// back in ELR: the same, or the start of an interrupted trace record, which starts over
+/// (the restartable sequence of `arch::aarch64::trace`). Context: exception, IRQs masked.
 #[unsafe(no_mangle)]
-extern "C" fn kernel_irq(pc: u64) {
+extern "C" fn kernel_irq(pc: u64) -> u64 {
+    let pc = crate::arch::aarch64::trace::ras_restart(pc);
     crate::intr::irq_entry(pc);
+    pc
 }
 
 /// [`kernel_exception`] once the MMU is on. Kept out of line: the pre-MMU check stops here.

@@ -169,8 +169,8 @@ irq_common:
     stp     x0, x1, [sp, #256]
     // End the handler's frame-pointer chain here, as exception_common does.
     mov     x29, #0
-    bl      kernel_irq
-    ldp     x0, x1, [sp, #256]
+    bl      kernel_irq                  // returns the resume address (a trace record
+    ldr     x1, [sp, #264]              // interrupted mid-way starts over)
     msr     elr_el1, x0
     msr     spsr_el1, x1
     ldp     x2, x3, [sp, #16]
