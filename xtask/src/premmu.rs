@@ -94,6 +94,12 @@ pub const STOPS: &[Stop] = &[
         name: "kernel::fault::exception_mmu_on",
         guarded: true,
     },
+    // The IRQ vector's short path (`irq_common`) calls it only after SCTLR_EL1 says the MMU
+    // is on; before, it branches to the full path.
+    Stop {
+        name: "kernel_irq",
+        guarded: true,
+    },
 ];
 
 /// A function where the walk stops.
