@@ -380,28 +380,54 @@ pub fn default_dump(ws: &Workspace) -> (PathBuf, PathBuf) {
     (dir.join("dump.core"), dir.join("dump.elf"))
 }
 
-/// Opens `target` with `kernel` and answers `query`; the error text is what the CLI prints.
-pub fn run_query(
+/// What to do with a kernel [`open_target`] opened: one method, generic over the source, so
+/// that a core and a live guest share the opening and the detaching.
+pub trait KvmJob {
+    /// What it gives back.
+    type Output;
+    /// Runs on the opened kernel.
+    fn run<S: Source>(self, kd: &mut Kvm<S>) -> std::result::Result<Self::Output, KvmError>;
+}
+
+/// Opens `target` with the symbols of `kernel`, runs `job` on it and, for a live guest,
+/// detaches (even when the job failed); the error text is what the CLI prints.
+pub fn open_target<J: KvmJob>(
     target: &Target,
     kernel: &std::path::Path,
-    query: &Query,
-) -> std::result::Result<Answer, String> {
+    job: J,
+) -> std::result::Result<J::Output, String> {
     let bytes = std::fs::read(kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
     let elf = elf::KernelElf::parse(&bytes).map_err(|e| format!("{}: {e}", kernel.display()))?;
     match target {
         Target::Core(path) => {
             let memory = elfcore::Core::open(path)?;
             let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
-            answer(&mut kd, query).map_err(|e| e.to_string())
+            job.run(&mut kd).map_err(|e| e.to_string())
         }
         Target::Live(addr) => {
             let memory = gdb::GdbRemote::connect(addr, IO_TIMEOUT)?;
             let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
-            let result = answer(&mut kd, query).map_err(|e| e.to_string());
+            let result = job.run(&mut kd).map_err(|e| e.to_string());
             kd.into_source().memory.detach()?;
             result
         }
     }
+}
+
+/// Opens `target` with `kernel` and answers `query`; the error text is what the CLI prints.
+pub fn run_query(
+    target: &Target,
+    kernel: &std::path::Path,
+    query: &Query,
+) -> std::result::Result<Answer, String> {
+    struct Ask<'a>(&'a Query);
+    impl KvmJob for Ask<'_> {
+        type Output = Answer;
+        fn run<S: Source>(self, kd: &mut Kvm<S>) -> std::result::Result<Answer, KvmError> {
+            answer(kd, self.0)
+        }
+    }
+    open_target(target, kernel, Ask(query))
 }
 
 /// `cargo xtask kvm`.

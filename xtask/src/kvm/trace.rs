@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kernel::kvm::Kvm;
+use kernel::kvm::{Kvm, KvmError, Source};
 
 use super::dump::Session;
-use super::{HostSource, Target, elf, elfcore, gdb};
+use super::{KvmJob, Target};
 use crate::board::{Gic, Machine, Profile, Variant};
 use crate::error::{Context, Error, Result};
 use crate::qemu::QemuRun;
@@ -395,22 +395,14 @@ pub const RUN_READY: &str = "trace-run ready";
 
 /// Reads the trace with the kvm reader from `target`, with the symbols of `kernel`.
 pub fn read_trace(target: &Target, kernel: &Path) -> std::result::Result<TraceDump, String> {
-    let bytes = std::fs::read(kernel).map_err(|e| format!("reading {}: {e}", kernel.display()))?;
-    let elf = elf::KernelElf::parse(&bytes).map_err(|e| format!("{}: {e}", kernel.display()))?;
-    match target {
-        Target::Core(path) => {
-            let memory = elfcore::Core::open(path)?;
-            let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
-            kd.trace().map_err(|e| e.to_string())
-        }
-        Target::Live(addr) => {
-            let memory = gdb::GdbRemote::connect(addr, super::IO_TIMEOUT)?;
-            let mut kd = Kvm::open(HostSource { elf, memory }).map_err(|e| e.to_string())?;
-            let result = kd.trace().map_err(|e| e.to_string());
-            kd.into_source().memory.detach()?;
-            result
+    struct ReadTrace;
+    impl KvmJob for ReadTrace {
+        type Output = TraceDump;
+        fn run<S: Source>(self, kd: &mut Kvm<S>) -> std::result::Result<TraceDump, KvmError> {
+            kd.trace()
         }
     }
+    super::open_target(target, kernel, ReadTrace)
 }
 
 /// Boots the test image with `trace.run=NAME`, waits until the workload is done, and reads
