@@ -602,7 +602,7 @@ struct DumpCli {
     /// Kernel command line (e.g. kvm.selftest=1 with --test)
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     append: Option<String>,
-    /// Dump after the first console line containing TEXT [default: the idle line;
+    /// Dump after the first console line containing TEXT [default: the monitor's first line;
     /// `kvm-selftest ready` for the self-test; the hold line with --dump-on-panic]
     #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     wait_for: Option<String>,

@@ -15,6 +15,10 @@
 pub mod line;
 pub mod units;
 
+/// How the monitor's first line begins, once the kernel is up and waiting for commands (the
+/// default image's last boot line; `cargo xtask dump` waits for it).
+pub const BANNER: &str = "kdb: kernel monitor";
+
 #[cfg(target_arch = "aarch64")]
 mod bench;
 #[cfg(target_arch = "aarch64")]
@@ -194,7 +198,7 @@ mod run {
     fn monitor_main(_: usize) {
         let mut input = rx::reader().expect("the monitor is the console's only reader");
         let mut editor = LineEditor::new(console::INPUT_MAX);
-        kprintln!("kdb: kernel monitor; type help (leave QEMU with Ctrl-A x)");
+        kprintln!("{}; type help (leave QEMU with Ctrl-A x)", super::BANNER);
         loop {
             let line = read_line(&mut input, &mut editor);
             for cmd in line.split(';') {

@@ -249,7 +249,7 @@ pub fn wait_text(args: &DumpArgs) -> String {
     } else if args.test {
         "ktest: running".to_owned()
     } else {
-        "idle (quit QEMU".to_owned()
+        kernel::monitor::BANNER.to_owned()
     }
 }
 
