@@ -430,11 +430,17 @@ pub fn run_query(
     open_target(target, kernel, Ask(query))
 }
 
-/// `cargo xtask kvm`.
-pub fn run(ws: &Workspace, args: &KvmArgs) -> Result<ExitCode> {
+/// What `--core`/`--live` and `--kernel` name, with their defaults: the default dump's core;
+/// the ELF beside a core (else the default dump's), or the default debug image for a live
+/// guest.
+pub fn target_and_kernel(
+    ws: &Workspace,
+    target: Option<&Target>,
+    kernel: Option<&PathBuf>,
+) -> (Target, PathBuf) {
     let (dump_core, dump_elf) = default_dump(ws);
-    let target = args.target.clone().unwrap_or(Target::Core(dump_core));
-    let kernel = match (&args.kernel, &target) {
+    let target = target.cloned().unwrap_or(Target::Core(dump_core));
+    let kernel = match (kernel, &target) {
         (Some(kernel), _) => kernel.clone(),
         (None, Target::Core(core)) => {
             let beside = core.with_extension("elf");
@@ -446,6 +452,12 @@ pub fn run(ws: &Workspace, args: &KvmArgs) -> Result<ExitCode> {
             crate::board::Profile::Debug,
         ),
     };
+    (target, kernel)
+}
+
+/// `cargo xtask kvm`.
+pub fn run(ws: &Workspace, args: &KvmArgs) -> Result<ExitCode> {
+    let (target, kernel) = target_and_kernel(ws, args.target.as_ref(), args.kernel.as_ref());
     let answer = run_query(&target, &kernel, &args.query).map_err(Error::new)?;
     if args.json {
         println!("{}", answer.json);

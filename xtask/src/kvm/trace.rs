@@ -443,18 +443,8 @@ pub fn run(ws: &Workspace, args: &TraceArgs) -> Result<ExitCode> {
     let dump = match &args.run {
         Some(name) => run_workload(ws, args, name)?.0,
         None => {
-            let (dump_core, dump_elf) = super::default_dump(ws);
-            let target = args.target.clone().unwrap_or(Target::Core(dump_core));
-            let kernel = match (&args.kernel, &target) {
-                (Some(kernel), _) => kernel.clone(),
-                (None, Target::Core(core)) => {
-                    let beside = core.with_extension("elf");
-                    if beside.is_file() { beside } else { dump_elf }
-                }
-                (None, Target::Live(_)) => {
-                    ws.image_path(crate::board::Board::Virt, Variant::Default, Profile::Debug)
-                }
-            };
+            let (target, kernel) =
+                super::target_and_kernel(ws, args.target.as_ref(), args.kernel.as_ref());
             read_trace(&target, &kernel).map_err(Error::new)?
         }
     };
@@ -502,10 +492,11 @@ pub fn run(ws: &Workspace, args: &TraceArgs) -> Result<ExitCode> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev(seq: u64, ts: u64, kind: Kind, a: u64, b: u64) -> Event {
+    /// An event with no aux byte (also for `trace_svg`'s tests).
+    pub(crate) fn ev(seq: u64, ts: u64, kind: Kind, a: u64, b: u64) -> Event {
         Event {
             seq,
             ts,

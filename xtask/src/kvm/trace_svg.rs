@@ -165,18 +165,8 @@ pub fn render(dump: &TraceDump, path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kernel::kvm::trace::{CpuTrace, Event};
-
-    fn ev(seq: u64, ts: u64, kind: Kind, a: u64, b: u64) -> Event {
-        Event {
-            seq,
-            ts,
-            kind,
-            aux: 0,
-            a,
-            b,
-        }
-    }
+    use crate::kvm::trace::tests::ev;
+    use kernel::kvm::trace::CpuTrace;
 
     #[test]
     fn bars_follow_the_slices_and_thread_spans_and_the_svg_draws_each() {
