@@ -84,6 +84,29 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == TRAP_FRAME_SIZE);
 
 global_asm!(
     r#"
+// x2..x17 to and from their TrapFrame slots (both the full and the IRQ path keep them).
+.macro SAVE_X2_X17
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+.endm
+
+.macro LOAD_X2_X17
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+.endm
+
 .macro VECTOR kind
     .balign 0x80
     sub     sp, sp, #288
@@ -154,14 +177,7 @@ kernel_vectors:
 irq_common:
     mrs     x1, sctlr_el1
     tbz     x1, #0, exception_common
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    SAVE_X2_X17
     str     x18, [sp, #144]
     stp     x29, x30, [sp, #232]
     mrs     x0, elr_el1
@@ -173,14 +189,7 @@ irq_common:
     ldr     x1, [sp, #264]              // interrupted mid-way starts over)
     msr     elr_el1, x0
     msr     spsr_el1, x1
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    LOAD_X2_X17
     ldr     x18, [sp, #144]
     ldp     x29, x30, [sp, #232]
     ldp     x0, x1, [sp, #0]
@@ -195,14 +204,7 @@ exception_common:
 
 // Here the interrupted SP is at [sp, #248] (the synchronous vector stores it itself).
 exception_common_sp_saved:
-    stp     x2, x3, [sp, #16]
-    stp     x4, x5, [sp, #32]
-    stp     x6, x7, [sp, #48]
-    stp     x8, x9, [sp, #64]
-    stp     x10, x11, [sp, #80]
-    stp     x12, x13, [sp, #96]
-    stp     x14, x15, [sp, #112]
-    stp     x16, x17, [sp, #128]
+    SAVE_X2_X17
     stp     x18, x19, [sp, #144]
     stp     x20, x21, [sp, #160]
     stp     x22, x23, [sp, #176]
@@ -224,14 +226,7 @@ exception_common_sp_saved:
     ldp     x2, x3, [sp, #256]
     msr     elr_el1, x2
     msr     spsr_el1, x3
-    ldp     x2, x3, [sp, #16]
-    ldp     x4, x5, [sp, #32]
-    ldp     x6, x7, [sp, #48]
-    ldp     x8, x9, [sp, #64]
-    ldp     x10, x11, [sp, #80]
-    ldp     x12, x13, [sp, #96]
-    ldp     x14, x15, [sp, #112]
-    ldp     x16, x17, [sp, #128]
+    LOAD_X2_X17
     ldp     x18, x19, [sp, #144]
     ldp     x20, x21, [sp, #160]
     ldp     x22, x23, [sp, #176]
