@@ -781,6 +781,109 @@ fn park_for_good(s: &SoftintCpu, level: usize, me: &Lwp) -> ! {
     unreachable!("softint: a parked softint thread was switched back to");
 }
 
+/// Runs `f` at once in the calling thread as work of the soft level with IPL `ipl` on CPU
+/// `cpu`, as that level's softint thread would run a handler there: at `ipl` (hard
+/// interrupts still come in), excluded from that level's handlers on this CPU, with the
+/// thread marked as in a soft interrupt (`softint_level`), so it may block briefly at its
+/// level as a handler may, and stays on this CPU until `f` returns even if it blocks (the
+/// scheduler counts it as bound). What became pending at the level meanwhile runs when the
+/// IPL drops back to IPL_NONE, before this returns.
+///
+/// This is how a high-priority cross call runs the caller's own share ("the caller runs it
+/// locally"): no softint thread is entered, so no context is saved and restored. While the
+/// thread is blocked inside `f` it waits at its own priority, not the softint thread's.
+///
+/// Returns false, without running `f`, if the caller is not on CPU `cpu`, the level's softint
+/// thread is in use on this CPU (a handler of the level is running or blocked: `f` would
+/// overtake it), or the caller is not a thread at IPL_NONE with IRQs unmasked outside soft
+/// interrupts; then the caller schedules the work the ordinary way. Context: thread, IPL_NONE.
+/// Blocks only if `f` does.
+#[inline(always)]
+pub fn run_inline(ipl: Ipl, cpu: usize, f: impl FnOnce()) -> bool {
+    debug_assert!(
+        ipl.is_soft(),
+        "softint: run_inline at {ipl}, not a soft level"
+    );
+    let level = (ipl.as_u8() as usize).wrapping_sub(1) & (NLEVELS - 1);
+    let daif = arch::irq_save();
+    let ci = curcpu();
+    let s = SOFTINT.get();
+    let l = crate::sched::curlwp();
+    if arch::daif_irqs_masked(daif)
+        || ci.index() != cpu
+        || ci.ipl.load(Ordering::Relaxed) != 0
+        || ci.intr_depth.load(Ordering::Relaxed) != 0
+        || l.softint_level().is_some()
+        || s.busy[level].load(Ordering::Relaxed)
+        || s.thread[level].load(Ordering::Relaxed) == 0
+    {
+        arch::irq_restore(daif);
+        return false;
+    }
+    // IRQs masked: nothing can dispatch the level here between the check and the claim.
+    s.busy[level].store(true, Ordering::Relaxed);
+    l.set_softint_level(ipl.as_u8());
+    ci.ipl.store(u32::from(ipl.as_u8()), Ordering::Relaxed);
+    arch::irq_restore(daif);
+    f();
+    arch::irq_disable();
+    // The same CPU: the thread was pinned to it while it had the level.
+    let ci = curcpu();
+    let now = ci.ipl.load(Ordering::Relaxed);
+    if now != u32::from(ipl.as_u8()) {
+        inline_ipl_changed(ipl, now);
+    }
+    end_inline(ci, s, l, level);
+    arch::irq_restore(daif);
+    // Back to IPL_NONE: what became pending at the level meanwhile (and anything below it)
+    // runs now, and so does a preemption asked for meanwhile.
+    crate::spl::splx(crate::spl::IPL_NONE);
+    true
+}
+
+/// The end of [`run_inline`] (also its test-harness recovery): the thread is an ordinary one
+/// again and the level is free; if anything became pending at the level meanwhile (a dispatch
+/// that found the level busy left it for the busy thread, which is this one), it is flagged
+/// for the coming drop of the IPL. IRQs masked.
+#[inline(always)]
+fn end_inline(ci: &CpuInfo, s: &SoftintCpu, l: &Lwp, level: usize) {
+    l.set_softint_level(0);
+    s.busy[level].store(false, Ordering::Relaxed);
+    if s.pending[level].load(Ordering::Acquire) != 0 {
+        flag(ci, level);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn inline_ipl_changed(ipl: Ipl, now: u32) -> ! {
+    panic!(
+        "softint: work run inline at {ipl} returned at {} (an spl raise or lower was not undone)",
+        Ipl::from_u8(now as u8).unwrap_or(crate::spl::IPL_HIGH)
+    )
+}
+
+/// Test-harness recovery: the running thread was abandoned inside [`run_inline`] (its work
+/// panicked or faulted): the level is given back and the thread is an ordinary one again.
+/// Returns false, doing nothing, if the thread was not running work inline (a softint
+/// thread's own handler is ended by [`abandon_handler`] instead). The harness puts the IPL
+/// back itself.
+pub fn abandon_inline() -> bool {
+    let l = crate::sched::curlwp();
+    let Some(ipl) = l.softint_level() else {
+        return false;
+    };
+    let level = (ipl as usize - 1) & (NLEVELS - 1);
+    let s = SOFTINT.get();
+    if s.thread[level].load(Ordering::Relaxed) == l as *const Lwp as u64 {
+        return false;
+    }
+    let daif = arch::irq_save();
+    end_inline(curcpu(), s, l, level);
+    arch::irq_restore(daif);
+    true
+}
+
 /// Test-harness recovery: the handler running in the current softint thread panicked or
 /// faulted. Ends the dispatch as if the handler had returned (the rest of the level stays
 /// pending for the next one) and gives the CPU back. Never returns.

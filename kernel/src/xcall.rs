@@ -7,9 +7,11 @@
 //! [`PRI_XCALL`], the top of the kernel-thread range), so it has the CPU to itself among
 //! ordinary threads. A high-priority call (`XC_HIGHPRI`, or `XC_HIGHPRI_IPL(ipl)` for
 //! IPL_SOFTNET, IPL_SOFTBIO or IPL_SOFTCLOCK instead of the default IPL_SOFTSERIAL) runs in a
-//! soft interrupt at that level on each target: the caller schedules it on its own CPU (where
-//! the fast softint path runs it before `softint_schedule` returns) and with
-//! `softint_schedule_cpu` on the others (an IPI whose interrupt exit runs it).
+//! soft interrupt at that level on each target: the others get `softint_schedule_cpu` (an IPI
+//! whose interrupt exit runs it), and the caller runs its own CPU's share itself
+//! (`softint::run_inline`: in its own thread, at the level's IPL, as the level's soft
+//! interrupt, so excluded from the level's handlers there and allowed to block as they are),
+//! falling back to scheduling the softint when the level is busy on its CPU.
 //!
 //! # Several calls in flight, and the ticket rule
 //!
@@ -381,8 +383,16 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
     }
     arch::irq_restore(daif);
     if targets & (1 << me) != 0 {
-        // This CPU's share runs here before `softint_schedule` returns; pinned, and on `me`
-        // even if the thread moved since the IRQs were unmasked.
+        // This CPU's share: the caller runs it itself, as the level's softint (at its IPL,
+        // excluded from the level's handlers here, allowed to block), with no softint thread
+        // entered.
+        let ipl = Ipl::from_u8(class as u8).unwrap_or(IPL_SOFTSERIAL);
+        if crate::softint::run_inline(ipl, me, || run_class(class)) {
+            return;
+        }
+        // The level's softint thread is busy here (a handler running or blocked), or the
+        // thread moved since the IRQs were unmasked: through the softint, queued behind it, on
+        // `me`.
         crate::sched::kpreempt_disable();
         if curcpu().index() == me {
             softint_schedule(h);
@@ -394,8 +404,9 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
 }
 
 /// Runs, on this CPU, every published call of class `class` that names it. Called by the
-/// `xcall/N` thread (low) or, as the class's softint handler, by its softint thread (high): the
-/// only writers of this CPU's `seen` for the class.
+/// `xcall/N` thread (low) or, as the class's softint handler, by its softint thread or a
+/// caller running its own share inline as that softint (high; the two exclude each other on a
+/// CPU): the only writers of this CPU's `seen` for the class.
 fn run_class(class: usize) {
     let c = &CLASSES[class];
     let x = XCALL.get();

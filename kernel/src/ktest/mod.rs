@@ -335,6 +335,9 @@ fn end_helper(m: Message) {
     }
     emergency_write(format_args!("      {}\n", m.as_str()));
     *HELPER_FAILURE.lock() = Some(m);
+    // Work it ran inline as a soft interrupt (a cross call's own share): the level is given
+    // back and the thread ends as an ordinary one.
+    crate::softint::abandon_inline();
     if l.softint_level().is_some() {
         // A soft interrupt handler: end that handler only; the thread it interrupted (whose
         // IPL and spin mutexes are its own) resumes.
@@ -347,9 +350,11 @@ fn end_helper(m: Message) {
     crate::kthread::kthread_exit(-1)
 }
 
-/// The running thread's part of recovering from an abandoned test: preemption enabled again,
-/// and the kernel lock released if the thread held it (or was taking it).
+/// The running thread's part of recovering from an abandoned test: a soft level it held for
+/// work run inline given back, preemption enabled again, and the kernel lock released if the
+/// thread held it (or was taking it).
 fn reset_thread_after_abandon() {
+    crate::softint::abandon_inline();
     let l = crate::sched::curlwp();
     l.nopreempt.store(0, Ordering::Relaxed);
     crate::sync::kernel_lock::release_abandoned(l);

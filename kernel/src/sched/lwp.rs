@@ -258,6 +258,19 @@ impl Lwp {
         self.bound
     }
 
+    /// The CPU it must run on now: the one it is bound to, or, while it has a soft interrupt
+    /// level (a thread running a soft interrupt's work inline, `softint::run_inline`, which may
+    /// block there), the CPU it runs on. The level changes only while the thread runs, so the
+    /// answer is stable while the thread sleeps or waits on a run queue.
+    #[inline(always)]
+    pub(crate) fn pinned_cpu(&self) -> Option<usize> {
+        match self.bound {
+            Some(b) => Some(b),
+            None if self.softint_ipl.load(Ordering::Relaxed) != 0 => Some(self.cpu()),
+            None => None,
+        }
+    }
+
     /// The CPU it runs on or last ran on.
     pub fn cpu(&self) -> usize {
         self.cpu.load(Ordering::Relaxed) as usize

@@ -14,7 +14,8 @@
 //! - Placement: a thread that becomes runnable goes to its bound CPU, else to the CPU it last
 //!   ran on if that is idle, else to any idle CPU, else back where it was. An idle CPU also
 //!   steals unbound threads from the other CPUs' queues. Bound threads never run elsewhere:
-//!   every switch asserts it.
+//!   every switch asserts it. A thread running soft-interrupt work inline
+//!   (`softint::run_inline`) counts as bound to its CPU until it is done, even if it blocks.
 //! - Switching: [`switch_away`] picks the next thread and calls `cpu_switchto`. A thread's
 //!   `on_cpu` flag stays set until the CPU that ran it has completely switched away
 //!   (`switch_finish`, run by whichever thread comes next), and a CPU about to run a thread waits
@@ -272,7 +273,7 @@ fn cpu_is_idle(ci: &CpuInfo) -> bool {
 }
 
 fn choose_cpu(l: &Lwp) -> usize {
-    if let Some(b) = l.bound {
+    if let Some(b) = l.pinned_cpu() {
         return b;
     }
     let last = l.cpu();
@@ -394,7 +395,7 @@ pub(crate) fn switch_away(requeue: bool) {
     }
     // SAFETY: `next` came off a run queue (or is this CPU's idle thread): live, not running.
     let nl = unsafe { &*next };
-    if let Some(b) = nl.bound {
+    if let Some(b) = nl.pinned_cpu() {
         assert!(
             b == me,
             "sched: thread {} is bound to cpu{b} but was about to run on cpu{me}",

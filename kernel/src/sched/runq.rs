@@ -33,7 +33,12 @@ impl RunQueue {
     /// Appends `l` at the tail of its priority's list.
     pub(crate) fn push_back(&mut self, l: *mut Lwp) {
         // SAFETY: `l` is a live LWP on no other queue; its link is ours under the lock.
-        let (pri, bound) = unsafe { (((*l).pri() as usize).min(NPRI - 1), (*l).bound.is_some()) };
+        let (pri, bound) = unsafe {
+            (
+                ((*l).pri() as usize).min(NPRI - 1),
+                (*l).pinned_cpu().is_some(),
+            )
+        };
         // SAFETY: as above.
         unsafe { *(*l).link.get() = core::ptr::null_mut() };
         if self.tails[pri].is_null() {
@@ -73,7 +78,7 @@ impl RunQueue {
                 self.tails[pri] = prev;
             }
             *(*l).link.get() = core::ptr::null_mut();
-            if (*l).bound.is_none() {
+            if (*l).pinned_cpu().is_none() {
                 self.unbound -= 1;
             }
         }
@@ -124,7 +129,7 @@ impl RunQueue {
             return None;
         }
         // SAFETY: queued LWPs are alive.
-        self.pop_where(|l| unsafe { (*l).bound.is_none() } && !on_cpu(l))
+        self.pop_where(|l| unsafe { (*l).pinned_cpu().is_none() } && !on_cpu(l))
     }
 }
 

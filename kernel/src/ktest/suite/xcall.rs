@@ -295,6 +295,174 @@ ktest! {
     }
 }
 
+// The caller's own share of a high-priority call runs in the caller's thread ("the caller runs
+// it locally"), as its level's soft interrupt: at the level's IPL, marked as a softint, pinned
+// to its CPU, and excluded from that level's handlers there even while it is blocked.
+static OWN_LWP: AtomicU64 = AtomicU64::new(0);
+static OWN_IPL: AtomicU32 = AtomicU32::new(0);
+static OWN_LEVEL: AtomicU32 = AtomicU32::new(0);
+
+fn own_share(_: usize, _: usize) {
+    OWN_LWP.store(curlwp() as *const _ as u64, Ordering::Relaxed);
+    OWN_IPL.store(curipl().as_u8().into(), Ordering::Relaxed);
+    OWN_LEVEL.store(
+        curlwp().softint_level().unwrap_or(0).into(),
+        Ordering::Relaxed,
+    );
+}
+
+ktest! {
+    fn the_callers_own_share_of_a_high_call_runs_in_its_thread_at_the_level() {
+        let me_lwp = curlwp() as *const _ as u64;
+        for flags in &CLASSES[1..] {
+            let ipl = ipl_of(*flags) as u32;
+            OWN_LWP.store(0, Ordering::Relaxed);
+            OWN_IPL.store(0, Ordering::Relaxed);
+            OWN_LEVEL.store(0, Ordering::Relaxed);
+            kpreempt_disable();
+            let me = curcpu().index();
+            kpreempt_enable();
+            xc_wait(xc_unicast(*flags, own_share, 0, 0, me));
+            assert_eq!(OWN_LWP.load(Ordering::Relaxed), me_lwp, "flags {flags:#x}: ran in another thread");
+            assert_eq!(OWN_IPL.load(Ordering::Relaxed), ipl, "flags {flags:#x}: IPL while it ran");
+            assert_eq!(OWN_LEVEL.load(Ordering::Relaxed), ipl, "flags {flags:#x}: not marked as a softint");
+            assert_eq!(curipl(), IPL_NONE, "flags {flags:#x}: IPL after the call");
+            assert!(curlwp().softint_level().is_none(), "flags {flags:#x}: still marked as a softint");
+        }
+    }
+}
+
+static BLOCK_MUTEX: crate::sync::mutex::KMutex =
+    crate::sync::mutex::KMutex::new(crate::sync::mutex::MutexType::Adaptive, IPL_NONE);
+static BLOCK_HELD: AtomicBool = AtomicBool::new(false);
+static BLOCK_WAITING: AtomicBool = AtomicBool::new(false);
+static BLOCK_CALLER: AtomicU64 = AtomicU64::new(0);
+/// Bit 0: the callback resumed on another CPU; bit 1: at another IPL; bit 2: the level's
+/// softint ran while the callback was blocked; bit 3: the softint did not run after it; bit 4:
+/// the callback did not run in the caller's thread (so nothing here was tested).
+static BLOCK_WRONG: AtomicU32 = AtomicU32::new(0);
+static NET_RAN: AtomicU32 = AtomicU32::new(0);
+static NET_SIH: AtomicU64 = AtomicU64::new(0);
+
+fn net_soft(_: usize) {
+    NET_RAN.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Sleeps a tick at a time until `cond` holds (at most `ticks` ticks), so that threads of
+/// lower priority get the CPU too.
+fn pause_until(ticks: u32, cond: impl Fn() -> bool) -> bool {
+    for _ in 0..ticks {
+        if cond() {
+            return true;
+        }
+        crate::kthread::kpause(1);
+    }
+    cond()
+}
+
+/// Bound to the caller's CPU: takes the mutex, and gives it back a few ticks after the
+/// callback blocked on it. Its release wakes the callback while this thread runs on the
+/// callback's CPU, so an unpinned callback would be moved to an idle CPU.
+fn holder(_: usize) {
+    BLOCK_MUTEX.mutex_enter();
+    BLOCK_HELD.store(true, Ordering::Release);
+    assert!(
+        pause_until(500, || BLOCK_WAITING.load(Ordering::Acquire)),
+        "the callback never came"
+    );
+    crate::kthread::kpause(5);
+    BLOCK_MUTEX.mutex_exit();
+}
+
+fn blocks_on_the_mutex(_: usize, _: usize) {
+    if curlwp() as *const _ as u64 != BLOCK_CALLER.load(Ordering::Relaxed) {
+        BLOCK_WRONG.fetch_or(16, Ordering::Relaxed);
+    }
+    let cpu = curcpu().index();
+    let sih = crate::softint::SoftintHandle::from_raw(NET_SIH.load(Ordering::Relaxed));
+    // Pending at the callback's own level on its CPU: it must wait for the callback.
+    crate::softint::softint_schedule(sih);
+    BLOCK_WAITING.store(true, Ordering::Release);
+    BLOCK_MUTEX.mutex_enter();
+    if curcpu().index() != cpu {
+        BLOCK_WRONG.fetch_or(1, Ordering::Relaxed);
+    }
+    if curipl() != IPL_SOFTNET {
+        BLOCK_WRONG.fetch_or(2, Ordering::Relaxed);
+    }
+    if NET_RAN.load(Ordering::Acquire) != 0 {
+        BLOCK_WRONG.fetch_or(4, Ordering::Relaxed);
+    }
+    BLOCK_MUTEX.mutex_exit();
+}
+
+/// An unbound thread making a high-priority call to its own CPU whose callback blocks.
+fn blocking_caller(_: usize) {
+    use crate::kthread::{
+        KTHREAD_MPSAFE, KTHREAD_MUSTJOIN, PRI_NONE, kthread_create, kthread_join,
+    };
+    BLOCK_CALLER.store(curlwp() as *const _ as u64, Ordering::Relaxed);
+    kpreempt_disable();
+    let me = curcpu().index();
+    kpreempt_enable();
+    let mut l = None;
+    kthread_create(
+        PRI_NONE,
+        KTHREAD_MPSAFE | KTHREAD_MUSTJOIN,
+        Some(me),
+        holder,
+        0,
+        Some(&mut l),
+        format_args!("xc-holder"),
+    )
+    .expect("kthread_create");
+    assert!(
+        pause_until(500, || BLOCK_HELD.load(Ordering::Acquire)),
+        "the holder never took the mutex"
+    );
+    kpreempt_disable();
+    let me = curcpu().index();
+    kpreempt_enable();
+    xc_wait(xc_unicast(
+        XC_HIGHPRI_IPL(IPL_SOFTNET),
+        blocks_on_the_mutex,
+        0,
+        0,
+        me,
+    ));
+    // The softint left pending at the level ran once the callback was done, before the call
+    // returned.
+    if NET_RAN.load(Ordering::Acquire) != 1 {
+        BLOCK_WRONG.fetch_or(8, Ordering::Relaxed);
+    }
+    kthread_join(l.expect("joinable"));
+}
+
+ktest! {
+    fn the_callers_own_share_may_block_and_resumes_on_its_cpu_ahead_of_its_level() {
+        use crate::kthread::{KTHREAD_MPSAFE, KTHREAD_MUSTJOIN, PRI_NONE, kthread_create, kthread_join};
+        use crate::softint::*;
+        BLOCK_HELD.store(false, Ordering::Relaxed);
+        BLOCK_WAITING.store(false, Ordering::Relaxed);
+        BLOCK_WRONG.store(0, Ordering::Relaxed);
+        NET_RAN.store(0, Ordering::Relaxed);
+        let h = softint_establish(SOFTINT_NET | SOFTINT_MPSAFE, net_soft, 0).expect("table");
+        NET_SIH.store(h.to_raw(), Ordering::Relaxed);
+        let mut l = None;
+        kthread_create(PRI_NONE, KTHREAD_MPSAFE | KTHREAD_MUSTJOIN, None, blocking_caller, 0,
+            Some(&mut l), format_args!("xc-blocking-caller"))
+        .expect("kthread_create");
+        kthread_join(l.expect("joinable"));
+        softint_disestablish(h);
+        let wrong = BLOCK_WRONG.load(Ordering::Relaxed);
+        assert!(wrong & 16 == 0, "the call to the caller's own CPU did not run in the caller's thread");
+        assert!(wrong & 1 == 0, "the blocked callback resumed on another CPU");
+        assert!(wrong & 2 == 0, "the blocked callback resumed at another IPL");
+        assert!(wrong & 4 == 0, "a handler of the callback's level ran on its CPU while it was blocked");
+        assert!(wrong & 8 == 0, "the handler left pending at the level did not run after the callback");
+    }
+}
+
 // ---- misuse ---------------------------------------------------------------------------------
 
 ktest! {
@@ -401,6 +569,22 @@ ktest! {
         let me = curcpu().index();
         let t = xc_unicast(XC_HIGHPRI, leaves_preemption_disabled, 0, 0, me);
         xc_wait(t);
+    }
+}
+
+fn leaves_the_ipl_raised(_: usize, _: usize) {
+    let _ = splraise(IPL_VM);
+}
+
+ktest! {
+    #[should_panic("returned at IPL_VM")]
+    fn an_own_cpu_callback_returning_at_a_raised_ipl_is_caught() {
+        // The caller's own share runs inline: the check is `run_inline`'s, after the call
+        // counted as run, so the wait ends.
+        kpreempt_disable();
+        let me = curcpu().index();
+        kpreempt_enable();
+        xc_wait(xc_unicast(XC_HIGHPRI, leaves_the_ipl_raised, 0, 0, me));
     }
 }
 
