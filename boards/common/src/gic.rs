@@ -42,7 +42,7 @@ use arm_gic::gicv2::{GicV2, SgiTarget as SgiTargetV2, SgiTargetListFilter};
 use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
 use arm_gic::{IntId, InterruptGroup};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::cpu::{MAXCPUS, cpu_lookup};
 pub use kernel::platform::{IpiTarget, IrqAck};
 use kernel::sync::SpinLock;
@@ -447,20 +447,11 @@ impl Gic {
                 let target = match target {
                     IpiTarget::AllButSelf => SgiTarget::All,
                     IpiTarget::Cpu(cpu) => {
-                        let Some(ci) = cpu_lookup(cpu) else { return };
-                        // One CPU: the register value straight from its MPIDR (see
-                        // `write_icc_sgi1r`): Aff3 55:48, Aff2 39:32, INTID 27:24, Aff1 23:16,
-                        // range selector 47:44 (Aff0 / 16), target list bit Aff0 % 16.
-                        let m = ci.mpidr();
-                        let aff0 = m & 0xff;
-                        let value = ((m >> 32) & 0xff) << 48
-                            | ((m >> 16) & 0xff) << 32
-                            | (aff0 >> 4) << 44
-                            | u64::from(sgi & 0xf) << 24
-                            | ((m >> 8) & 0xff) << 16
-                            | 1 << (aff0 & 0xf);
+                        let Some(target) = sgi1r_target(cpu) else {
+                            return;
+                        };
                         kernel::arch::aarch64::dsb_ishst();
-                        kernel::arch::aarch64::write_icc_sgi1r(value);
+                        kernel::arch::aarch64::write_icc_sgi1r(target | u64::from(sgi & 0xf) << 24);
                         return;
                     }
                 };
@@ -474,6 +465,31 @@ impl Gic {
             }
         }
     }
+}
+
+/// Per CPU, the ICC_SGI1R_EL1 value that targets it (without the INTID), 0 until first used.
+/// Computed once from the CPU's MPIDR, which never changes, so an IPI to one CPU is a load and
+/// a register write.
+static SGI1R_TARGET: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
+
+/// The ICC_SGI1R_EL1 target bits of CPU `cpu` (see `write_icc_sgi1r`): Aff3 55:48, Aff2
+/// 39:32, Aff1 23:16, range selector 47:44 (Aff0 / 16) and target list bit Aff0 % 16 (never
+/// 0, so 0 means not computed yet). `None` if there is no such CPU.
+#[inline(always)]
+fn sgi1r_target(cpu: usize) -> Option<u64> {
+    let cached = SGI1R_TARGET.get(cpu)?.load(Ordering::Relaxed);
+    if cached != 0 {
+        return Some(cached);
+    }
+    let m = cpu_lookup(cpu)?.mpidr();
+    let aff0 = m & 0xff;
+    let value = ((m >> 32) & 0xff) << 48
+        | ((m >> 16) & 0xff) << 32
+        | (aff0 >> 4) << 44
+        | ((m >> 8) & 0xff) << 16
+        | 1 << (aff0 & 0xf);
+    SGI1R_TARGET[cpu].store(value, Ordering::Relaxed);
+    Some(value)
 }
 
 /// Expands, inside `impl kernel::platform::Platform for Board`, to the interrupt-controller
