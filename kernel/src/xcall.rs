@@ -31,7 +31,8 @@
 //!   A record whose `ready` already shows a later ticket was reused, so it was done, so it did
 //!   not name this CPU (it could not be done without it); and every ticket up to the class's
 //!   `done` is done, so a CPU that was not kicked for a while jumps its `seen` there.
-//! - The last target to run a record counts it done. `done` is the highest ticket up to which
+//! - The last target to run a record counts it done (each clears its bit in the record's
+//!   `remaining` mask; the one that clears the last bit is the last). `done` is the highest ticket up to which
 //!   *every* record is done: a record finishing out of order marks its slot, and `done`
 //!   advances (under the class's lock) over every consecutive marked slot. `xc_wait(t)` returns
 //!   when `done >= t` (a lock-free check, a few `yield` rounds, then sleep), so it never returns
@@ -101,8 +102,9 @@ struct Record {
     arg2: AtomicUsize,
     /// CPUs that run it (bit = CPU index).
     targets: AtomicU64,
-    /// Targets that have not run it yet.
-    remaining: AtomicU32,
+    /// Targets that have not run it yet (bit = CPU index): each clears its own bit, and the
+    /// one that clears the last counts the call done (no population count on the way in).
+    remaining: AtomicU64,
 }
 
 /// One class: its ring, its counters and where its waiters sleep.
@@ -131,7 +133,7 @@ static CLASSES: [Class; NCLASSES] = [const {
                 arg1: AtomicUsize::new(0),
                 arg2: AtomicUsize::new(0),
                 targets: AtomicU64::new(0),
-                remaining: AtomicU32::new(0),
+                remaining: AtomicU64::new(0),
             }
         }; RING],
         head: AtomicU64::new(0),
@@ -274,7 +276,7 @@ pub fn xc_broadcast(flags: u32, func: XcFunc, arg1: usize, arg2: usize) -> u64 {
     let class = class_of(flags, "xc_broadcast");
     assert_caller("xc_broadcast");
     let targets = crate::cpu::online_cpus();
-    issue(class, func, arg1, arg2, targets, targets.count_ones(), true)
+    issue(class, func, arg1, arg2, targets, true)
 }
 
 /// `xc_unicast(flags, func, arg1, arg2, ci)`: calls `func(arg1, arg2)` on CPU `cpu`, which must
@@ -286,10 +288,10 @@ pub fn xc_unicast(flags: u32, func: XcFunc, arg1: usize, arg2: usize, cpu: usize
         cpu_lookup(cpu).is_some_and(|ci| ci.is_online()),
         "xc_unicast: cpu{cpu} is not online"
     );
-    issue(class, func, arg1, arg2, 1 << cpu, 1, false)
+    issue(class, func, arg1, arg2, 1 << cpu, false)
 }
 
-/// Publishes a call of class `class` to the `n` CPUs in `targets` (every online CPU if
+/// Publishes a call of class `class` to the CPUs in `targets` (every online CPU if
 /// `broadcast`) and kicks them.
 fn issue(
     class: usize,
@@ -297,7 +299,6 @@ fn issue(
     arg1: usize,
     arg2: usize,
     targets: u64,
-    n: u32,
     broadcast: bool,
 ) -> u64 {
     if !READY.load(Ordering::Acquire) {
@@ -305,7 +306,6 @@ fn issue(
         func(arg1, arg2);
         return 0;
     }
-    debug_assert_eq!(targets.count_ones(), n);
     let c = &CLASSES[class];
     let seq = loop {
         let g = c.lock.lock();
@@ -319,7 +319,7 @@ fn issue(
             r.arg1.store(arg1, Ordering::Relaxed);
             r.arg2.store(arg2, Ordering::Relaxed);
             r.targets.store(targets, Ordering::Relaxed);
-            r.remaining.store(n, Ordering::Relaxed);
+            r.remaining.store(targets, Ordering::Relaxed);
             r.ready.store(seq, Ordering::Release);
             c.head.store(seq, Ordering::Release);
             drop(g);
@@ -371,7 +371,7 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
     let me = curcpu().index();
     // Others first, so they are on their way while this CPU runs its own.
     let mut others = targets & !(1 << me);
-    if broadcast && others.count_ones() > 1 {
+    if broadcast && others & others.wrapping_sub(1) != 0 {
         // Every other online CPU: one broadcast IPI.
         softint_schedule_others(h);
         others = 0;
@@ -439,16 +439,11 @@ fn run_class(class: usize) {
             f(arg1, arg2);
             crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, next), 0);
             let left = left_behind();
-            // Counted before any complaint, so a misbehaving callback still runs once and
-            // its caller's wait ends.
-            x.seen[class].store(next, Ordering::Relaxed);
-            if r.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                crate::trace::event!(crate::trace::Kind::XcallDone, ticket(class, next), 0);
-                complete(c, next);
-            }
             if left != (0, 0) {
-                callback_misbehaved(func, left);
+                callback_misbehaved(c, class, next, bit, left);
             }
+            x.seen[class].store(next, Ordering::Relaxed);
+            count_done(c, class, next, bit);
         }
         // Otherwise reused (so done, so not ours), or not ours.
         seen = next;
@@ -467,9 +462,29 @@ fn left_behind() -> (u32, u32) {
     )
 }
 
+/// This CPU has run call `seq` of class `class` (`c`): clears its bit in the record, and the
+/// CPU that clears the last counts the call done.
+#[inline(always)]
+fn count_done(c: &Class, class: usize, seq: u64, bit: u64) {
+    let r = &c.records[(seq % RING as u64) as usize];
+    if r.remaining.fetch_and(!bit, Ordering::AcqRel) == bit {
+        crate::trace::event!(crate::trace::Kind::XcallDone, ticket(class, seq), 0);
+        complete(c, seq);
+    }
+}
+
+/// A callback of call `seq` broke a rule: counts the call run and done first, so a
+/// misbehaving callback still runs once and its caller's wait ends, then says which rule.
 #[cold]
 #[inline(never)]
-fn callback_misbehaved(func: usize, (nopreempt, held): (u32, u32)) -> ! {
+fn callback_misbehaved(c: &Class, class: usize, seq: u64, bit: u64, left: (u32, u32)) -> ! {
+    // Still this CPU's to read: the record is not reused before it counts itself done.
+    let func = c.records[(seq % RING as u64) as usize]
+        .func
+        .load(Ordering::Relaxed);
+    XCALL.get().seen[class].store(seq, Ordering::Relaxed);
+    count_done(c, class, seq, bit);
+    let (nopreempt, held) = left;
     assert!(
         nopreempt == 0,
         "xcall: callback at {func:#x} returned with preemption disabled"
@@ -481,10 +496,13 @@ fn callback_misbehaved(func: usize, (nopreempt, held): (u32, u32)) -> ! {
 /// consecutive finished call; wakes the waiters if it moved.
 fn complete(c: &Class, seq: u64) {
     let r = &c.records[(seq % RING as u64) as usize];
-    let _g = c.lock.lock();
+    let g = c.lock.lock();
     r.done.store(seq, Ordering::Relaxed);
-    let mut done = c.done.load(Ordering::Relaxed);
-    let before = done;
+    if c.done.load(Ordering::Relaxed) + 1 != seq {
+        // Finished ahead of an earlier call: whoever completes that one advances over this.
+        return;
+    }
+    let mut done = seq;
     while c.records[((done + 1) % RING as u64) as usize]
         .done
         .load(Ordering::Relaxed)
@@ -492,15 +510,13 @@ fn complete(c: &Class, seq: u64) {
     {
         done += 1;
     }
-    if done != before {
-        c.done.store(done, Ordering::Release);
-        drop(_g);
-        // Pairs with the fence in `sleep_until`: either the sleeper's count is seen here, or
-        // the sleeper's check sees the new `done` and does not sleep.
-        fence(Ordering::SeqCst);
-        if c.sleepers.load(Ordering::Relaxed) != 0 {
-            c.waiters.wake_all();
-        }
+    c.done.store(done, Ordering::Release);
+    drop(g);
+    // Pairs with the fence in `sleep_until`: either the sleeper's count is seen here, or the
+    // sleeper's check sees the new `done` and does not sleep.
+    fence(Ordering::SeqCst);
+    if c.sleepers.load(Ordering::Relaxed) != 0 {
+        c.waiters.wake_all();
     }
 }
 
@@ -534,7 +550,7 @@ pub fn xc_wait(t: u64) {
         let r = &CLASSES[class.min(NCLASSES - 1)].records[(seq % RING as u64) as usize];
         if seq != 0
             && r.ready.load(Ordering::Acquire) == seq
-            && r.remaining.load(Ordering::Acquire) == r.targets.load(Ordering::Relaxed).count_ones()
+            && r.remaining.load(Ordering::Acquire) == r.targets.load(Ordering::Relaxed)
             && crate::inject::planted(crate::inject::Bug::XcallDoneEarly)
         {
             return;
