@@ -307,33 +307,50 @@ fn issue(
         return 0;
     }
     let c = &CLASSES[class];
-    let seq = loop {
-        let g = c.lock.lock();
-        let seq = c.head.load(Ordering::Relaxed) + 1;
-        if c.done.load(Ordering::Acquire) + RING as u64 >= seq {
-            // The record's previous call is done: fill it and publish, in ticket order.
-            let r = &c.records[(seq % RING as u64) as usize];
-            r.ready.store(0, Ordering::Relaxed);
-            fence(Ordering::Release);
-            r.func.store(func as usize, Ordering::Relaxed);
-            r.arg1.store(arg1, Ordering::Relaxed);
-            r.arg2.store(arg2, Ordering::Relaxed);
-            r.targets.store(targets, Ordering::Relaxed);
-            r.remaining.store(targets, Ordering::Relaxed);
-            r.ready.store(seq, Ordering::Release);
-            c.head.store(seq, Ordering::Release);
-            drop(g);
-            break seq;
-        }
-        drop(g);
-        // RING calls of this class in flight: wait for the oldest.
-        let _ = sleep_until(c, None, || {
-            c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
-        });
+    let seq = match publish(c, func, arg1, arg2, targets) {
+        Some(seq) => seq,
+        None => publish_when_free(c, func, arg1, arg2, targets),
     };
     crate::trace::event!(crate::trace::Kind::XcallIssue, ticket(class, seq), targets);
     kick(class, targets, broadcast);
     ticket(class, seq)
+}
+
+/// Takes the next ticket of class `c` and publishes its record, in ticket order, if the
+/// record's previous call is done; `None` (nothing taken) if [`RING`] calls are in flight.
+#[inline(always)]
+fn publish(c: &Class, func: XcFunc, arg1: usize, arg2: usize, targets: u64) -> Option<u64> {
+    let _g = c.lock.lock();
+    let seq = c.head.load(Ordering::Relaxed) + 1;
+    if c.done.load(Ordering::Acquire) + (RING as u64) < seq {
+        return None;
+    }
+    let r = &c.records[(seq % RING as u64) as usize];
+    r.ready.store(0, Ordering::Relaxed);
+    fence(Ordering::Release);
+    r.func.store(func as usize, Ordering::Relaxed);
+    r.arg1.store(arg1, Ordering::Relaxed);
+    r.arg2.store(arg2, Ordering::Relaxed);
+    r.targets.store(targets, Ordering::Relaxed);
+    r.remaining.store(targets, Ordering::Relaxed);
+    r.ready.store(seq, Ordering::Release);
+    c.head.store(seq, Ordering::Release);
+    Some(seq)
+}
+
+/// [`publish`] when [`RING`] calls of the class are in flight: waits asleep for the oldest,
+/// then tries again (out of line, so that the common case keeps its arguments in registers).
+#[cold]
+#[inline(never)]
+fn publish_when_free(c: &Class, func: XcFunc, arg1: usize, arg2: usize, targets: u64) -> u64 {
+    loop {
+        let _ = sleep_until(c, None, || {
+            c.done.load(Ordering::Acquire) + (RING as u64) < c.head.load(Ordering::Acquire) + 1
+        });
+        if let Some(seq) = publish(c, func, arg1, arg2, targets) {
+            return seq;
+        }
+    }
 }
 
 /// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU), and

@@ -295,6 +295,61 @@ ktest! {
     }
 }
 
+// A caller that finds RING calls of its class in flight sleeps until the oldest is done, then
+// publishes: nothing is lost, overwritten or run twice. The first call holds every CPU's
+// `xcall/N` until a helper opens the gate, so the ring fills up behind it.
+static GATE: AtomicBool = AtomicBool::new(false);
+static RING_ISSUED: AtomicU32 = AtomicU32::new(0);
+static ISSUED_AT_GATE: AtomicU32 = AtomicU32::new(u32::MAX);
+static RING_RUN: [AtomicU64; MAXCPUS] = [const { AtomicU64::new(0) }; MAXCPUS];
+
+fn gated(first: usize, _: usize) {
+    if first != 0 {
+        while !GATE.load(Ordering::Acquire) {
+            crate::kthread::kpause(1);
+        }
+    }
+    RING_RUN[curcpu().index()].fetch_add(1, Ordering::Relaxed);
+}
+
+fn gate_opener(_: usize) {
+    // Long enough for the issuer to fill the ring and fall asleep on the next record.
+    crate::kthread::kpause(20);
+    ISSUED_AT_GATE.store(RING_ISSUED.load(Ordering::Acquire), Ordering::Release);
+    GATE.store(true, Ordering::Release);
+}
+
+ktest! {
+    fn a_caller_finding_the_ring_full_waits_for_the_oldest_call_and_loses_nothing() {
+        use crate::kthread::{KTHREAD_MPSAFE, KTHREAD_MUSTJOIN, PRI_NONE, kthread_create, kthread_join};
+        GATE.store(false, Ordering::Relaxed);
+        RING_ISSUED.store(0, Ordering::Relaxed);
+        ISSUED_AT_GATE.store(u32::MAX, Ordering::Relaxed);
+        for c in &RING_RUN {
+            c.store(0, Ordering::Relaxed);
+        }
+        let mut l = None;
+        kthread_create(PRI_NONE, KTHREAD_MPSAFE | KTHREAD_MUSTJOIN, None, gate_opener, 0,
+            Some(&mut l), format_args!("xc-gate"))
+        .expect("kthread_create");
+        let mut last = 0;
+        for i in 0..=RING {
+            last = xc_broadcast(0, gated, usize::from(i == 0), 0);
+            RING_ISSUED.fetch_add(1, Ordering::Release);
+        }
+        xc_wait(last);
+        kthread_join(l.expect("joinable"));
+        assert_eq!(
+            ISSUED_AT_GATE.load(Ordering::Acquire),
+            RING as u32,
+            "calls issued while the first was held (the one after them must wait for a record)"
+        );
+        for ci in cpus().filter(|ci| ci.is_online()) {
+            assert_eq!(RING_RUN[ci.index()].load(Ordering::Relaxed), RING as u64 + 1, "cpu{}: calls run", ci.index());
+        }
+    }
+}
+
 // The caller's own share of a high-priority call runs in the caller's thread ("the caller runs
 // it locally"), as its level's soft interrupt: at the level's IPL, marked as a softint, pinned
 // to its CPU, and excluded from that level's handlers there even while it is blocked.
