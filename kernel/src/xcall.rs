@@ -584,6 +584,12 @@ fn wait_done(t: u64) {
     if seq == 0 || c.done.load(Ordering::Acquire) >= seq {
         return;
     }
+    // One `yield` round here: a high-priority call to another CPU is usually done by then
+    // (in QEMU the `yield` hands the turn to the other vCPUs).
+    arch::cpu_relax();
+    if c.done.load(Ordering::Acquire) >= seq {
+        return;
+    }
     wait_slow(class, seq);
 }
 
