@@ -32,12 +32,12 @@
 //!   not name this CPU (it could not be done without it); and every ticket up to the class's
 //!   `done` is done, so a CPU that was not kicked for a while jumps its `seen` there.
 //! - The last target to run a record counts it done (each clears its bit in the record's
-//!   `remaining` mask; the one that clears the last bit is the last). `done` is the highest ticket up to which
-//!   *every* record is done: a record finishing out of order marks its slot, and `done`
-//!   advances (under the class's lock) over every consecutive marked slot. `xc_wait(t)` returns
-//!   when `done >= t` (a lock-free check, a few `yield` rounds, then sleep), so it never returns
-//!   before every call up to and including `t` has returned on all its targets, and waits for
-//!   other callers' calls only when they carry smaller tickets.
+//!   `remaining` mask; the one that clears the last bit is the last). `done` is the highest
+//!   ticket up to which *every* record is done: a record finishing out of order marks its
+//!   slot, and `done` advances (under the class's lock) over every consecutive marked slot.
+//!   `xc_wait(t)` returns when `done >= t` (a lock-free check, a few `yield` rounds, then
+//!   sleep), so it never returns before every call up to and including `t` has returned on all
+//!   its targets, and waits for other callers' calls only when they carry smaller tickets.
 //!
 //! Tickets carry their class: bit 63 for high priority (as NetBSD), the level in bits 60..62.
 //!

@@ -345,7 +345,8 @@ ktest! {
             "calls issued while the first was held (the one after them must wait for a record)"
         );
         for ci in cpus().filter(|ci| ci.is_online()) {
-            assert_eq!(RING_RUN[ci.index()].load(Ordering::Relaxed), RING as u64 + 1, "cpu{}: calls run", ci.index());
+            let ran = RING_RUN[ci.index()].load(Ordering::Relaxed);
+            assert_eq!(ran, RING as u64 + 1, "cpu{}: calls run", ci.index());
         }
     }
 }
@@ -378,11 +379,14 @@ ktest! {
             let me = curcpu().index();
             kpreempt_enable();
             xc_wait(xc_unicast(*flags, own_share, 0, 0, me));
-            assert_eq!(OWN_LWP.load(Ordering::Relaxed), me_lwp, "flags {flags:#x}: ran in another thread");
+            let lwp = OWN_LWP.load(Ordering::Relaxed);
+            assert_eq!(lwp, me_lwp, "flags {flags:#x}: ran in another thread");
             assert_eq!(OWN_IPL.load(Ordering::Relaxed), ipl, "flags {flags:#x}: IPL while it ran");
-            assert_eq!(OWN_LEVEL.load(Ordering::Relaxed), ipl, "flags {flags:#x}: not marked as a softint");
+            let level = OWN_LEVEL.load(Ordering::Relaxed);
+            assert_eq!(level, ipl, "flags {flags:#x}: not marked as a softint");
             assert_eq!(curipl(), IPL_NONE, "flags {flags:#x}: IPL after the call");
-            assert!(curlwp().softint_level().is_none(), "flags {flags:#x}: still marked as a softint");
+            let marked = curlwp().softint_level().is_some();
+            assert!(!marked, "flags {flags:#x}: still marked as a softint");
         }
     }
 }
@@ -510,11 +514,15 @@ ktest! {
         kthread_join(l.expect("joinable"));
         softint_disestablish(h);
         let wrong = BLOCK_WRONG.load(Ordering::Relaxed);
-        assert!(wrong & 16 == 0, "the call to the caller's own CPU did not run in the caller's thread");
-        assert!(wrong & 1 == 0, "the blocked callback resumed on another CPU");
-        assert!(wrong & 2 == 0, "the blocked callback resumed at another IPL");
-        assert!(wrong & 4 == 0, "a handler of the callback's level ran on its CPU while it was blocked");
-        assert!(wrong & 8 == 0, "the handler left pending at the level did not run after the callback");
+        for (bit, what) in [
+            (16, "the call to the caller's own CPU did not run in the caller's thread"),
+            (1, "the blocked callback resumed on another CPU"),
+            (2, "the blocked callback resumed at another IPL"),
+            (4, "a handler of the callback's level ran on its CPU while it was blocked"),
+            (8, "the handler left pending at the level did not run after the callback"),
+        ] {
+            assert!(wrong & bit == 0, "{what}");
+        }
     }
 }
 
