@@ -312,7 +312,7 @@ fn issue(
         None => publish_when_free(c, func, arg1, arg2, targets),
     };
     crate::trace::event!(crate::trace::Kind::XcallIssue, ticket(class, seq), targets);
-    kick(class, targets, broadcast);
+    kick(class, targets, broadcast, seq);
     ticket(class, seq)
 }
 
@@ -356,7 +356,7 @@ fn publish_when_free(c: &Class, func: XcFunc, arg1: usize, arg2: usize, targets:
 /// Makes every CPU in `targets` look at class `class` (`broadcast`: every online CPU), and
 /// counts the call as issued on this CPU.
 #[inline(always)]
-fn kick(class: usize, mut targets: u64, broadcast: bool) {
+fn kick(class: usize, mut targets: u64, broadcast: bool, seq: u64) {
     crate::inject::point(crate::inject::Point::IpiSending);
     // IRQs masked, so that "this CPU" stays this CPU for the count and for choosing the
     // others; the others are named by index, so they need no pinning beyond that.
@@ -404,7 +404,7 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
         // excluded from the level's handlers here, allowed to block), with no softint thread
         // entered.
         let ipl = Ipl::from_u8(class as u8).unwrap_or(IPL_SOFTSERIAL);
-        if crate::softint::run_inline(ipl, me, || run_class(class)) {
+        if crate::softint::run_inline(ipl, me, || run_own(class, seq)) {
             return;
         }
         // The level's softint thread is busy here (a handler running or blocked), or the
@@ -418,6 +418,47 @@ fn kick(class: usize, mut targets: u64, broadcast: bool) {
         }
         crate::sched::kpreempt_enable();
     }
+}
+
+/// The caller's own share of its call `seq` of class `class`, run inline as the class's
+/// softint on this CPU: when this CPU has looked at every earlier call of the class (the
+/// common case) that call alone, without the checks a CPU reading someone else's record
+/// needs; otherwise every call that names this CPU in ticket order, as the softint would
+/// ([`run_class`]). Later calls for this CPU are not its business: their publishers kick this
+/// CPU themselves.
+#[inline(always)]
+fn run_own(class: usize, seq: u64) {
+    let c = &CLASSES[class];
+    let x = XCALL.get();
+    if x.seen[class]
+        .load(Ordering::Relaxed)
+        .max(c.done.load(Ordering::Acquire))
+        + 1
+        != seq
+    {
+        return run_class(class);
+    }
+    // The caller's own record, published by this thread, and not reused before this CPU
+    // counts itself done.
+    let r = &c.records[(seq % RING as u64) as usize];
+    let func = r.func.load(Ordering::Relaxed);
+    let arg1 = r.arg1.load(Ordering::Relaxed);
+    let arg2 = r.arg2.load(Ordering::Relaxed);
+    // SAFETY: `publish` stored an `XcFunc` there.
+    let func: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
+    let bit = 1u64 << curcpu().index();
+    // Only this class's runner on this CPU writes it (here, the caller holding the level).
+    let n = &x.received[class];
+    n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    crate::trace::event!(crate::trace::Kind::XcallRun, ticket(class, seq), 0);
+    func(arg1, arg2);
+    crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, seq), 0);
+    let left = left_behind();
+    if left != (0, 0) {
+        callback_misbehaved(c, class, seq, bit, left);
+    }
+    x.seen[class].store(seq, Ordering::Relaxed);
+    count_done(c, class, seq, bit);
 }
 
 /// Runs, on this CPU, every published call of class `class` that names it. Called by the
