@@ -440,18 +440,27 @@ fn run_own(class: usize, seq: u64) {
     }
     // The caller's own record, published by this thread, and not reused before this CPU
     // counts itself done.
+    run_call(c, x, class, seq, 1u64 << curcpu().index());
+}
+
+/// Runs call `seq` of class `class` (`c`) on this CPU (bit `bit`), whose record names this
+/// CPU and so cannot be reused before this CPU counts itself done; then checks what the
+/// callback left behind and counts the call run here (and done, if this CPU was the last).
+/// Only the class's runner on this CPU calls it (`x` is this CPU's state).
+#[inline(always)]
+fn run_call(c: &Class, x: &XcallCpu, class: usize, seq: u64, bit: u64) {
     let r = &c.records[(seq % RING as u64) as usize];
     let func = r.func.load(Ordering::Relaxed);
     let arg1 = r.arg1.load(Ordering::Relaxed);
     let arg2 = r.arg2.load(Ordering::Relaxed);
-    // SAFETY: `publish` stored an `XcFunc` there.
-    let func: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
-    let bit = 1u64 << curcpu().index();
-    // Only this class's runner on this CPU writes it (here, the caller holding the level).
+    // SAFETY: `publish` stored an `XcFunc` there before publishing the record.
+    let f: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
+    // Only this class's runner on this CPU writes it (`xcall/N`, one softint level, or the
+    // caller holding that level).
     let n = &x.received[class];
     n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     crate::trace::event!(crate::trace::Kind::XcallRun, ticket(class, seq), 0);
-    func(arg1, arg2);
+    f(arg1, arg2);
     crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, seq), 0);
     let left = left_behind();
     if left != (0, 0) {
@@ -485,23 +494,7 @@ fn run_class(class: usize) {
         let t2 = r.ready.load(Ordering::Relaxed);
         if t1 == next && t2 == next && targets & bit != 0 {
             // Named here: the record cannot be reused before this CPU counts itself done.
-            let func = r.func.load(Ordering::Relaxed);
-            let arg1 = r.arg1.load(Ordering::Relaxed);
-            let arg2 = r.arg2.load(Ordering::Relaxed);
-            // SAFETY: `issue` stored an `XcFunc` before publishing the record.
-            let f: XcFunc = unsafe { core::mem::transmute::<usize, XcFunc>(func) };
-            // Only this class's runner on this CPU writes it (`xcall/N` or one softint level).
-            let n = &x.received[class];
-            n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            crate::trace::event!(crate::trace::Kind::XcallRun, ticket(class, next), 0);
-            f(arg1, arg2);
-            crate::trace::event!(crate::trace::Kind::XcallRunDone, ticket(class, next), 0);
-            let left = left_behind();
-            if left != (0, 0) {
-                callback_misbehaved(c, class, next, bit, left);
-            }
-            x.seen[class].store(next, Ordering::Relaxed);
-            count_done(c, class, next, bit);
+            run_call(c, x, class, next, bit);
         }
         // Otherwise reused (so done, so not ours), or not ours.
         seen = next;
