@@ -651,6 +651,40 @@ ktest! {
     }
 }
 
+fn misbehaving_caller(cpu: usize) {
+    xc_wait(xc_unicast(
+        XC_HIGHPRI,
+        leaves_preemption_disabled,
+        0,
+        0,
+        cpu,
+    ));
+}
+
+ktest! {
+    #[should_panic("returned with preemption disabled")]
+    fn a_thread_ended_inside_its_own_share_gives_the_level_back() {
+        use crate::kthread::{KTHREAD_MPSAFE, KTHREAD_MUSTJOIN, PRI_NONE, kthread_create, kthread_join};
+        // A thread bound to this CPU makes an own-CPU call whose callback breaks a rule: it
+        // panics inside `softint::run_inline` and the harness ends it there. The level must
+        // be free again, so this thread's own-CPU call runs inline (a level left busy would
+        // send it to a softint that never runs, and the wait would hang).
+        kpreempt_disable();
+        let me = curcpu().index();
+        kpreempt_enable();
+        let mut l = None;
+        kthread_create(PRI_NONE, KTHREAD_MPSAFE | KTHREAD_MUSTJOIN, Some(me), misbehaving_caller, me,
+            Some(&mut l), format_args!("xc-misbehaving"))
+        .expect("kthread_create");
+        kthread_join(l.expect("joinable"));
+        // (Test threads are bound to their CPU: this one is still on `me`.)
+        OWN_LWP.store(0, Ordering::Relaxed);
+        xc_wait(xc_unicast(XC_HIGHPRI, own_share, 0, 0, me));
+        let lwp = OWN_LWP.load(Ordering::Relaxed);
+        assert_eq!(lwp, curlwp() as *const _ as u64, "the own-CPU call after it did not run inline");
+    }
+}
+
 // ---- a user ---------------------------------------------------------------------------------
 
 fn nothing_soft(_: usize) {}
