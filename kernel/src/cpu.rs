@@ -272,16 +272,8 @@ impl CpuInfoSnapshot {
         if bytes.len() < Self::SIZE {
             return None;
         }
-        let u64_at = |off: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[off..off + 8]);
-            u64::from_le_bytes(b)
-        };
-        let u32_at = |off: usize| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&bytes[off..off + 4]);
-            u32::from_le_bytes(b)
-        };
+        let u64_at = |off: usize| crate::le::u64_at(bytes, off);
+        let u32_at = |off: usize| crate::le::u32_at(bytes, off);
         let ipi = offset_of!(CpuInfo, ipi_count);
         Some(Self {
             self_addr: u64_at(offset_of!(CpuInfo, self_addr)),

@@ -20,6 +20,7 @@ pub mod console;
 pub mod cpu;
 pub mod devtree;
 pub mod kvm;
+pub mod le;
 pub mod monitor;
 pub mod percpu;
 pub mod platform;

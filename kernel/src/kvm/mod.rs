@@ -597,11 +597,7 @@ fn read_u64_array<S: Source>(source: &mut S, addr: u64, n: usize) -> Result<Vec<
     source.read(addr, &mut bytes)?;
     Ok(bytes
         .chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            u64::from_le_bytes(b)
-        })
+        .map(|c| crate::le::u64_at(c, 0))
         .collect())
 }
 

@@ -120,8 +120,7 @@ pub fn entries(table: &[u8]) -> Result<impl Iterator<Item = (&str, u64)>, Symtab
     if table[..8] != MAGIC {
         return Err(SymtabError::Corrupt("bad magic"));
     }
-    let word =
-        |at: usize| u32::from_le_bytes([table[at], table[at + 1], table[at + 2], table[at + 3]]);
+    let word = |at: usize| crate::le::u32_at(table, at);
     let count = word(8) as usize;
     if word(12) as usize != ENTRY_BYTES {
         return Err(SymtabError::Corrupt("unexpected entry size"));
@@ -132,11 +131,9 @@ pub fn entries(table: &[u8]) -> Result<impl Iterator<Item = (&str, u64)>, Symtab
     Ok(table[HEADER_BYTES..HEADER_BYTES + count * ENTRY_BYTES]
         .chunks_exact(ENTRY_BYTES)
         .filter_map(|entry| {
-            let mut addr = [0u8; 8];
-            addr.copy_from_slice(&entry[..8]);
             let len = usize::from(entry[8]).min(NAME_MAX);
             let name = core::str::from_utf8(&entry[9..9 + len]).ok()?;
-            Some((name, u64::from_le_bytes(addr)))
+            Some((name, crate::le::u64_at(entry, 0)))
         }))
 }
 

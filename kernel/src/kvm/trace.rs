@@ -145,16 +145,8 @@ pub fn decode_ring(cpu: u32, bytes: &[u8]) -> Result<CpuTrace, KvmError> {
             bytes.len()
         )));
     }
-    let u64_at = |off: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[off..off + 8]);
-        u64::from_le_bytes(b)
-    };
-    let u32_at = |off: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&bytes[off..off + 4]);
-        u32::from_le_bytes(b)
-    };
+    let u64_at = |off: usize| crate::le::u64_at(bytes, off);
+    let u32_at = |off: usize| crate::le::u32_at(bytes, off);
     let magic = u64_at(offsets::MAGIC);
     if magic != RING_MAGIC {
         return Err(bad(format!(
@@ -212,10 +204,8 @@ pub fn decode_ring(cpu: u32, bytes: &[u8]) -> Result<CpuTrace, KvmError> {
 pub fn decode_names(bytes: &[u8]) -> Vec<(u64, String)> {
     let mut names = Vec::new();
     for slot in bytes.chunks_exact(NAME_SLOT_SIZE) {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&slot[..8]);
         // The exited mark does not change whose name it is.
-        let id = u64::from_le_bytes(id) & !NAME_EXITED;
+        let id = crate::le::u64_at(slot, 0) & !NAME_EXITED;
         if id == 0 {
             continue;
         }

@@ -112,7 +112,7 @@ fn dpcpu(args: &[&str]) -> CmdResult {
         kprintln!("  +{:#05x}:{hex}", i * 16);
     }
     if len == 8 {
-        let v = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let v = crate::le::u64_at(&bytes, 0);
         kprintln!("  as u64: {v}");
     }
     Ok(())
