@@ -59,6 +59,10 @@ impl CpuState {
     }
 }
 
+/// `ipending` flag: the CPU is not online; an spl call there is a bug (`crate::spl`, which
+/// re-exports it). Here because a `CpuInfo` starts with it set.
+pub const PENDING_NOT_ONLINE: u32 = 1 << 31;
+
 /// Per-CPU kernel state (NetBSD's `struct cpu_info`, conventionally named `ci`).
 #[repr(C, align(64))]
 #[derive(Debug)]
@@ -148,6 +152,14 @@ const _: () = {
     assert!(offset_of!(CpuInfo, idlelwp) == 160);
     assert!(offset_of!(CpuInfo, trace_head) == 168);
     assert!(offset_of!(CpuInfo, reserved) == 176);
+    // Where the architecture's assembly expects the words it touches.
+    #[cfg(target_arch = "aarch64")]
+    {
+        use crate::arch::aarch64::cpu_offsets;
+        assert!(offset_of!(CpuInfo, ipl) == cpu_offsets::IPL);
+        assert!(offset_of!(CpuInfo, ipending) == cpu_offsets::IPENDING);
+        assert!(offset_of!(CpuInfo, trace_head) == cpu_offsets::TRACE_HEAD);
+    }
     assert!(size_of::<CpuInfo>() == 192);
 };
 
@@ -163,7 +175,7 @@ impl CpuInfo {
         state: AtomicU32::new(CpuState::Offline as u32),
         mpidr: AtomicU64::new(0),
         ipl: AtomicU32::new(0),
-        ipending: AtomicU32::new(crate::spl::PENDING_NOT_ONLINE),
+        ipending: AtomicU32::new(PENDING_NOT_ONLINE),
         curlwp: AtomicU64::new(0),
         dpcpu_off: AtomicU64::new(0),
         intr_count: AtomicU64::new(0),
@@ -564,7 +576,7 @@ mod tests {
         ci.ipi_count[1].store(4, Ordering::Relaxed);
         let snap = ci.snapshot();
         assert_eq!((snap.index, snap.tick_count, snap.ipi_count[1]), (2, 99, 4));
-        assert_eq!(snap.ipending, crate::spl::PENDING_NOT_ONLINE);
+        assert_eq!(snap.ipending, PENDING_NOT_ONLINE);
         assert_eq!(snap.cpu_state(), Some(CpuState::Offline));
     }
 

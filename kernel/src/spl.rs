@@ -74,8 +74,9 @@ pub const IPL_LOCK: Ipl = IPL_HIGH;
 /// Number of levels (IPL_NONE..=IPL_HIGH).
 pub const NIPL: usize = 8;
 
-/// `ipending` flag: the CPU is not online; an spl call there is a bug.
-pub const PENDING_NOT_ONLINE: u32 = 1 << 31;
+/// `ipending` flag: the CPU is not online; an spl call there is a bug (defined with
+/// `CpuInfo`, which starts with it set).
+pub use crate::cpu::PENDING_NOT_ONLINE;
 /// `ipending` flag: a hard interrupt handler is running on this CPU.
 pub const PENDING_IN_INTR: u32 = 1 << 30;
 /// `ipending` bits that mean deferred work at a level (bit L = level L).

@@ -17,6 +17,19 @@ pub mod timer;
 pub mod trace;
 pub mod vectors;
 
+/// Offsets in the kernel's per-CPU structure (`crate::cpu::CpuInfo`, which TPIDR_EL1 points
+/// to) of the words this module's assembly reads and writes. The structure is defined in the
+/// layer above, which asserts at compile time that its layout puts these fields here; so the
+/// assembly's contract is written in this module and the dependency points downward.
+pub mod cpu_offsets {
+    /// `CpuInfo::ipl`: the CPU's interrupt priority level (`nopreempt`'s spl windows).
+    pub const IPL: usize = 24;
+    /// `CpuInfo::ipending`: the word right after `ipl`, read last in a lowering window.
+    pub const IPENDING: usize = 28;
+    /// `CpuInfo::trace_head`: the address of the CPU's trace ring's `head` (`trace`).
+    pub const TRACE_HEAD: usize = 168;
+}
+
 use aarch64_cpu::registers::{DAIF, MPIDR_EL1, Readable, TPIDR_EL1, Writeable};
 use core::arch::asm;
 

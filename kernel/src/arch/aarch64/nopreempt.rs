@@ -16,15 +16,10 @@
 //! window, so it sees the request and takes the slow path, which preempts. A raising sequence
 //! leaves the IPL raised, and the `splx` that lowers it again sees the request the same way.
 
-use crate::cpu::CpuInfo;
+use super::cpu_offsets::{IPENDING, IPL};
 use core::arch::asm;
-use core::mem::offset_of;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-/// Offset of `CpuInfo::ipl`.
-const IPL: usize = offset_of!(CpuInfo, ipl);
-/// Offset of `CpuInfo::ipending`.
-const IPENDING: usize = offset_of!(CpuInfo, ipending);
 const _: () = assert!(IPENDING == IPL + 4, "ipl and ipending are adjacent words");
 
 /// One window: `[start, end)` instruction addresses.

@@ -36,9 +36,7 @@
 //! another CPU executes them (it sees the old or the new one). IRQs are masked meanwhile so
 //! the write happens on the CPU whose TLB was prepared.
 
-use crate::cpu::CpuInfo;
 use core::arch::{asm, global_asm};
-use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// log2 of the bytes of a record (the routine's slot arithmetic; `trace` checks its layout).
@@ -80,7 +78,7 @@ kern_trace_record_commit:
     ret
     .size kern_trace_record, . - kern_trace_record
 "#,
-    trace_head = const offset_of!(CpuInfo, trace_head),
+    trace_head = const super::cpu_offsets::TRACE_HEAD,
     shift = const RECORD_SHIFT,
     bits = const RING_INDEX_BITS,
     records = const HEAD_TO_RECORDS,
