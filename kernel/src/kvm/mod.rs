@@ -197,6 +197,7 @@ impl<S: Source> Kvm<S> {
             let addr = require(&mut self.source, symbols::CPU_INFO_PTRS)?;
             let ptrs = read_u64_array(&mut self.source, addr, maxcpu as usize)
                 .map_err(|e| in_dump(symbols::CPU_INFO_PTRS, e))?;
+            check_attach_order(&ptrs)?;
             self.cache = Some(PcpuCache {
                 generation,
                 maxcpu,
@@ -590,6 +591,29 @@ fn read_u32<S: Source>(source: &mut S, name: &str) -> Result<u32, KvmError> {
     let mut b = [0u8; 4];
     source.read(addr, &mut b).map_err(|e| in_dump(name, e))?;
     Ok(u32::from_le_bytes(b))
+}
+
+/// The kernel attaches its CPUs in order, the boot CPU first (`cpu::attach`): in the pointer
+/// array the attached CPUs are a prefix that starts at CPU 0. An array without CPU 0, or with a
+/// CPU attached after one that is not, is not this kernel's array (a wrong address, or corrupt
+/// memory), and every answer read through it would be garbage.
+fn check_attach_order(ptrs: &[u64]) -> Result<(), KvmError> {
+    let attached = ptrs.iter().take_while(|&&p| p != 0).count();
+    if attached == 0 {
+        return Err(KvmError::Inconsistent(format!(
+            "{}[0] is 0: the boot CPU is always attached first (not this kernel's array, or              corrupt memory)",
+            symbols::CPU_INFO_PTRS
+        )));
+    }
+    if let Some(cpu) = ptrs[attached..].iter().position(|&p| p != 0) {
+        return Err(KvmError::Inconsistent(format!(
+            "{}[{}] is set but {}[{attached}] is 0: CPUs are attached in order (not this              kernel's array, or corrupt memory)",
+            symbols::CPU_INFO_PTRS,
+            attached + cpu,
+            symbols::CPU_INFO_PTRS
+        )));
+    }
+    Ok(())
 }
 
 fn read_u64_array<S: Source>(source: &mut S, addr: u64, n: usize) -> Result<Vec<u64>, KvmError> {

@@ -503,8 +503,31 @@ fn kern_maxcpus_beyond_the_arrays_the_elf_declares_is_refused() {
     // Without sizes (the running kernel's embedded table) the limit is MAXCPU_LIMIT.
     let mut f = Fake::kernel(4);
     f.put(0x1018, &(big as u32).to_le_bytes());
-    f.put(PTRS, &[0; 8 * (MAXCPUS + 8)]);
+    // (The four attached CPUs' pointers stay; the rest of the longer array reads as 0.)
+    f.put(PTRS + 8 * 4, &[0; 8 * (MAXCPUS + 8 - 4)]);
     assert_eq!(open(f).getmaxcpu(), Ok(big as u32));
+}
+
+#[test]
+fn a_pointer_array_without_the_boot_cpu_or_with_a_gap_is_refused() {
+    // No CPU attached: the boot CPU always is, so this is not the kernel's array.
+    let mut f = Fake::kernel(4);
+    f.put(PTRS, &[0; 8 * 4]);
+    let e = err(open(f).getmaxcpu());
+    assert!(e.contains("kern_cpu_info_ptrs[0] is 0"), "{e}");
+    // CPU 2 attached after CPU 1 was not: CPUs are attached in order.
+    let mut f = Fake::kernel(4);
+    f.put(PTRS + 8, &[0; 8]);
+    let mut kd = open(f);
+    let e = err(kd.getpcpu(0));
+    assert!(
+        e.contains("kern_cpu_info_ptrs[2] is set but kern_cpu_info_ptrs[1] is 0"),
+        "{e}"
+    );
+    assert!(
+        !kd.geterr().is_empty(),
+        "the refusal is recorded for kvm_geterr"
+    );
 }
 
 #[test]
