@@ -248,7 +248,7 @@ fn kernel_main_mmu_on(
     crate::trace::init();
     if let Some(spec) = bootarg("trace") {
         match crate::trace::parse_classes(spec) {
-            Some(mask) => crate::trace::set_mask(mask),
+            Some(mask) => crate::trace_control::set_mask(mask),
             None => kprintln!(
                 "trace: unknown class in trace={spec} (classes: all, none, {})",
                 crate::trace::CLASS_NAMES.join(",")

@@ -56,6 +56,8 @@ pub mod softint;
 #[cfg(target_arch = "aarch64")]
 pub mod stats;
 #[cfg(target_arch = "aarch64")]
+pub mod trace_control;
+#[cfg(target_arch = "aarch64")]
 pub mod workqueue;
 #[cfg(target_arch = "aarch64")]
 pub mod xcall;

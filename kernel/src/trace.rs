@@ -17,7 +17,7 @@
 //! Cost when disabled: static keys, as Linux's jump labels. Every event belongs to a
 //! [`Class`]; a site ([`event!`], [`event_with!`]) is one `nop` listed in the `.trace_sites`
 //! section with its class and the address of its out-of-line block (arguments, a call of the
-//! record routine). [`set_mask`] patches the sites of each class it turns on into a `b` to
+//! record routine). [`set_mask`](crate::trace_control::set_mask) patches the sites of each class it turns on into a `b` to
 //! their block and those it turns off back into `nop`; after turning one off it has every
 //! CPU synchronize its instruction stream. The global mask [`kern_trace_mask`] (exported)
 //! stays the truth that readers print; writing it from a debugger does not turn sites on or
@@ -334,7 +334,7 @@ crate::dpcpu_define! {
 /// The ring's DPCPU name (for `kvm` `read_dpcpu`).
 pub const RING_NAME: &str = "TRACE_RING";
 
-/// Exported: the enable mask, one bit per [`Class`]. 0 at boot. Written only by [`set_mask`],
+/// Exported: the enable mask, one bit per [`Class`]. 0 at boot. Written only by [`set_mask`](crate::trace_control::set_mask),
 /// after it patched the sites, so it names the classes whose sites record.
 #[allow(non_upper_case_globals, reason = "an exported C-style symbol")]
 #[unsafe(export_name = "kern_trace_mask")]
@@ -455,7 +455,7 @@ pub fn enabled(kind: Kind) -> bool {
 /// (hard interrupt handlers, IRQs masked, any IPL); never blocks.
 ///
 /// A static key (Linux's jump label): the site is one `nop`, listed with its class in the
-/// `.trace_sites` section, which [`set_mask`] patches into a `b` to the site's out-of-line
+/// `.trace_sites` section, which [`set_mask`](crate::trace_control::set_mask) patches into a `b` to the site's out-of-line
 /// block (arguments, the call of the record routine, a `b` back) while the class is enabled.
 /// Disabled, a site costs that `nop`. Built with the kernel feature `notrace`, sites are
 /// compiled out altogether (to measure what the `nop` costs).
@@ -494,7 +494,7 @@ macro_rules! event_with {
         const KIND: $crate::trace::Kind = $kind;
         #[cfg(all(target_arch = "aarch64", not(feature = "notrace")))]
         // SAFETY: the block only emits a `nop` and a `.trace_sites` entry (its address, the
-        // label block's address, the class) that `trace::set_mask` uses to patch it into a `b`
+        // label block's address, the class) that `trace_control::set_mask` uses to patch it into a `b`
         // to the label block and back; both are instructions the compiler's control flow
         // already allows (the label block returns to after the `asm!`).
         unsafe {
@@ -552,125 +552,15 @@ const _: () = {
     assert!(core::mem::offset_of!(TraceRecord, b) == 24);
 };
 
-/// One entry of `.trace_sites`, as the [`event_with!`] block emits it.
-#[cfg(target_arch = "aarch64")]
-#[repr(C)]
-struct Site {
-    /// Address of the site's `nop` (or `b`).
-    addr: u64,
-    /// Address of its out-of-line block.
-    block: u64,
-    /// Its [`Class`] number.
-    class: u64,
-}
-
-/// Every trace site of the image.
-#[cfg(target_arch = "aarch64")]
-fn sites() -> &'static [Site] {
-    use crate::arch::aarch64::linker::{__trace_sites_end, __trace_sites_start};
-    // SAFETY: the linker script collects exactly the 24-byte entries the `event_with!` blocks
-    // emit (8-byte aligned) between these two symbols, in read-only data that lives as long as
-    // the kernel.
-    unsafe {
-        let start = core::ptr::addr_of!(__trace_sites_start) as *const Site;
-        let end = core::ptr::addr_of!(__trace_sites_end) as *const Site;
-        core::slice::from_raw_parts(start, end.offset_from(start) as usize)
-    }
-}
-
-/// For each trace site of `class`: whether it is patched on, i.e. holds the `b` to its own
-/// out-of-line block (otherwise it must hold a `nop`; anything else panics). Context: any.
-#[cfg(target_arch = "aarch64")]
-pub fn site_states(class: Class) -> impl Iterator<Item = bool> {
-    use crate::arch::aarch64::trace::{NOP, branch};
-    sites()
-        .iter()
-        .filter(move |s| s.class == class as u64)
-        .map(|s| {
-            // SAFETY: a site's address is an aligned word of kernel text (readable).
-            let insn = unsafe { (s.addr as *const u32).read_volatile() };
-            let on = branch(s.addr, s.block);
-            assert!(
-                insn == on || insn == NOP,
-                "trace site at {:#x} holds {insn:#010x}: neither nop nor b to its block {:#x}",
-                s.addr,
-                s.block
-            );
-            insn == on
-        })
-}
-
-/// Serializes [`set_mask`]s (the patching and the mask store).
-#[cfg(target_arch = "aarch64")]
-static PATCHING: crate::sync::mutex::KMutex = crate::sync::mutex::KMutex::adaptive();
-
-/// Sets the enable mask (bits of [`Class`]; [`ALL_CLASSES`] for everything): patches the sites
-/// of every class whose bit changes (a `b` to the site's block when enabled, a `nop` when
-/// disabled), stores [`kern_trace_mask`], and, if it turned a class off, makes every online
-/// CPU synchronize its instruction stream (the hook of [`set_sync_hook`]: a high-priority
-/// cross call running `isb`), so that when it returns no CPU records a class outside `mask`
-/// any more. A class turned on records on the calling CPU at once and on the others from
-/// their next exception entry or return (an interrupt, at the latest the next tick). Context:
-/// thread, IPL_NONE, no spin mutex held (the cross call and an adaptive mutex), after
-/// [`init`]; may sleep.
-pub fn set_mask(mask: u32) {
-    let mask = mask & ALL_CLASSES;
-    #[cfg(target_arch = "aarch64")]
-    {
-        assert!(
-            INITIALIZED.load(Ordering::Acquire),
-            "trace::set_mask: called before trace::init (the CPUs' rings are not set up)"
-        );
-        PATCHING.mutex_enter();
-        let old = kern_trace_mask.load(Ordering::Relaxed);
-        #[cfg(not(feature = "notrace"))]
-        for site in sites() {
-            let bit = 1u32 << site.class;
-            if (old ^ mask) & bit != 0 {
-                use crate::arch::aarch64::trace::{NOP, branch, patch_text};
-                let insn = if mask & bit != 0 {
-                    branch(site.addr, site.block)
-                } else {
-                    NOP
-                };
-                // SAFETY: `site.addr` is a site's instruction in kernel text, a `nop` or a `b`
-                // to its block, and becomes the other.
-                unsafe { patch_text(site.addr, insn) };
-            }
-        }
-        kern_trace_mask.store(mask, Ordering::Release);
-        PATCHING.mutex_exit();
-        // Only a class turned off needs the other CPUs to wait for: one turned on starts
-        // recording there at the CPU's next exception entry or return (a tick at the latest),
-        // and synchronizing then would put the cross call itself into the new trace.
-        let hook = SYNC_HOOK.load(Ordering::Acquire);
-        if old & !mask != 0 && hook != 0 && crate::cpu::ncpu_online() > 1 {
-            // SAFETY: only `set_sync_hook` stores here, from a `fn()`.
-            let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
-            hook();
-        }
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    kern_trace_mask.store(mask, Ordering::Release);
-}
-
-/// What [`set_mask`] calls to make every other online CPU execute a context synchronization
-/// event (an `isb`) and wait for it: a high-priority cross call, installed by `xcall::init`
-/// (a hook, so this module does not depend on the one above it). 0 = none yet (before it,
-/// only the calling CPU is synchronized).
-#[cfg(target_arch = "aarch64")]
-static SYNC_HOOK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// Installs the hook [`set_mask`] uses to synchronize the other CPUs' instruction streams
-/// (once; `xcall::init` does). Boot CPU.
-#[cfg(target_arch = "aarch64")]
-pub fn set_sync_hook(hook: fn()) {
-    let _ = SYNC_HOOK.compare_exchange(0, hook as usize, Ordering::AcqRel, Ordering::Relaxed);
-}
-
 /// Set by [`init`] once every CPU's `trace_head` points at its ring.
 #[cfg(target_arch = "aarch64")]
 static INITIALIZED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`init`] has run (every CPU's ring is set up). Context: any.
+#[cfg(target_arch = "aarch64")]
+pub fn initialized() -> bool {
+    INITIALIZED.load(Ordering::Acquire)
+}
 
 /// Empties this CPU's ring. Context: any, on the CPU whose ring it empties (e.g. in a cross
 /// call to every CPU; see `stats::trace_clear`).
@@ -684,7 +574,7 @@ pub fn clear_this_cpu() {
 /// Sets up what the record routine and readers need: each attached CPU's
 /// `CpuInfo::trace_head` (the address of its ring's `head`, in its DPCPU copy) and
 /// [`kern_trace_freq`]; the mask stays as it is. Boot CPU, at boot, after the DPCPU copies
-/// exist and before [`set_mask`].
+/// exist and before [`set_mask`](crate::trace_control::set_mask).
 #[cfg(target_arch = "aarch64")]
 pub fn init() {
     for ci in crate::cpu::cpus() {

@@ -773,8 +773,8 @@ pub fn init() {
     }
     READY.store(true, Ordering::Release);
     crate::softint::set_barrier_hook(|ipl| xc_barrier(XC_HIGHPRI_IPL(ipl)));
-    // `trace::set_mask` has every CPU execute an `isb` after it patched the trace sites.
-    crate::trace::set_sync_hook(|| {
+    // `trace_control::set_mask` has every CPU execute an `isb` after it patched the trace sites.
+    crate::trace_control::set_sync_hook(|| {
         xc_broadcast_with(XC_HIGHPRI, |_| crate::arch::aarch64::trace::isb())
     });
 }

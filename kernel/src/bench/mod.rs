@@ -119,11 +119,11 @@ fn spl_raise_restore() {
 /// the call of the record routine and the record), on a ring no one reads. Tracing is off again afterwards and the ring emptied.
 fn trace_event_cost() {
     use crate::trace::{Class, Kind};
-    crate::trace::set_mask(1 << Class::Thread as u32);
+    crate::trace_control::set_mask(1 << Class::Thread as u32);
     let f = per_call_hundredths(1000, || {
         crate::trace::event!(Kind::ThreadExit, 1, 2);
     });
-    crate::trace::set_mask(0);
+    crate::trace_control::set_mask(0);
     crate::trace::clear_this_cpu();
     report_hundredths("trace_event_cost", "insns", f);
 }

@@ -79,9 +79,9 @@ pub fn run(n: usize, m: usize, k: usize) -> Expect {
     let mut tickets = Vec::with_capacity(k);
 
     SOFTINTS_RUN.store(0, Ordering::Relaxed);
-    crate::trace::set_mask(0);
+    crate::trace_control::set_mask(0);
     crate::stats::trace_clear();
-    crate::trace::set_mask(ALL_CLASSES);
+    crate::trace_control::set_mask(ALL_CLASSES);
     for i in 0..n as u64 {
         kpreempt_disable();
         softint_schedule_cpu(h, softint_cpu);
@@ -101,7 +101,7 @@ pub fn run(n: usize, m: usize, k: usize) -> Expect {
         xc_wait(t);
         tickets.push(t);
     }
-    crate::trace::set_mask(0);
+    crate::trace_control::set_mask(0);
 
     softint_disestablish(h);
     crate::workqueue::workqueue_destroy(wq);

@@ -27,7 +27,7 @@ fn trace(args: &[&str]) -> CmdResult {
         ["on"] => on("all"),
         ["on", classes] => on(classes),
         ["off"] => {
-            crate::trace::set_mask(0);
+            crate::trace_control::set_mask(0);
             kprintln!("trace: off");
             Ok(())
         }
@@ -51,7 +51,7 @@ fn on(classes: &str) -> CmdResult {
     let mask = crate::trace::parse_classes(classes).ok_or_else(|| {
         alloc::format!("unknown class in `{classes}` ({})", CLASS_NAMES.join(","))
     })?;
-    crate::trace::set_mask(mask);
+    crate::trace_control::set_mask(mask);
     let names: Vec<&str> = (0..CLASS_NAMES.len())
         .filter(|b| mask & 1 << b != 0)
         .map(|b| CLASS_NAMES[b])

@@ -191,7 +191,7 @@ fn descriptor(va: u64) -> *mut u64 {
 
 /// Writes the instruction `insn` at `addr` in kernel text (mapped read-only) and makes every
 /// CPU's instruction fetch see it eventually (see the module doc; other CPUs are only
-/// guaranteed to after their next context synchronization: `trace::set_mask` sends them a
+/// guaranteed to after their next context synchronization: `trace_control::set_mask` sends them a
 /// cross call). Context: any; IRQs are masked inside; callers serialize.
 ///
 /// # Safety

@@ -35,7 +35,7 @@ ktest! {
 
 ktest! {
     fn a_disabled_class_records_nothing() {
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         kpreempt_disable();
         let cpu = curcpu().index() as u32;
         let before = crate::trace::TRACE_RING.get().head();
@@ -49,16 +49,16 @@ ktest! {
 ktest! {
     fn a_wrapped_ring_reports_the_records_it_lost() {
         const MARK: u64 = 0x7ace_0001;
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         crate::stats::trace_clear();
-        crate::trace::set_mask(1 << Class::Thread as u32);
+        crate::trace_control::set_mask(1 << Class::Thread as u32);
         kpreempt_disable();
         let cpu = curcpu().index() as u32;
         for i in 0..RING_RECORDS as u64 + 100 {
             crate::trace::event!(Kind::ThreadCreate, MARK, i);
         }
         kpreempt_enable();
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         let trace = read();
         let c = trace.cpus.iter().find(|c| c.cpu == cpu).expect("this CPU's ring");
         assert!(c.head >= RING_RECORDS as u64 + 100, "cpu{cpu}: head {}", c.head);
@@ -85,7 +85,7 @@ ktest! {
         let check = |mask: u32| {
             for c in classes {
                 let want = mask & 1 << c as u32 != 0;
-                let (n, on) = crate::trace::site_states(c)
+                let (n, on) = crate::trace_control::site_states(c)
                     .fold((0, 0), |(n, on), s| (n + 1, on + s as usize));
                 assert!(n > 0, "class {c:?} has no trace site");
                 let expect = if want { n } else { 0 };
@@ -93,17 +93,17 @@ ktest! {
             }
             assert_eq!(crate::trace::mask(), mask, "kern_trace_mask after set_mask({mask:#x})");
         };
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         check(0);
         for c in classes {
-            crate::trace::set_mask(1 << c as u32);
+            crate::trace_control::set_mask(1 << c as u32);
             check(1 << c as u32);
         }
-        crate::trace::set_mask(crate::trace::ALL_CLASSES);
+        crate::trace_control::set_mask(crate::trace::ALL_CLASSES);
         check(crate::trace::ALL_CLASSES);
-        crate::trace::set_mask(1 << Class::Xcall as u32 | 1 << Class::Idle as u32);
+        crate::trace_control::set_mask(1 << Class::Xcall as u32 | 1 << Class::Idle as u32);
         check(1 << Class::Xcall as u32 | 1 << Class::Idle as u32);
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         check(0);
     }
 }
@@ -132,9 +132,9 @@ ktest! {
         use core::sync::atomic::Ordering::Relaxed;
         const MARK: u64 = 0x7ace_0002;
         // Interrupt entries (the tick) are recorded too, between this thread's records.
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         crate::stats::trace_clear();
-        crate::trace::set_mask(1 << Class::Thread as u32 | 1 << Class::Intr as u32);
+        crate::trace_control::set_mask(1 << Class::Thread as u32 | 1 << Class::Intr as u32);
         kpreempt_disable();
         let cpu = curcpu().index() as u32;
         let start = RESTARTS.load(Relaxed);
@@ -155,7 +155,7 @@ ktest! {
             }
         }
         kpreempt_enable();
-        crate::trace::set_mask(0);
+        crate::trace_control::set_mask(0);
         assert!(
             stop_at != u64::MAX,
             "cpu{cpu}: no interrupt landed inside the record routine in {i} records"
